@@ -1,0 +1,2 @@
+from .fashion_mnist import *  # noqa: F401,F403
+from .transforms import *  # noqa: F401,F403

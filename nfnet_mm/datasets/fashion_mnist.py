@@ -1,0 +1,3 @@
+"""Fashion-MNIST read from local idx .gz files."""
+
+__all__ = []

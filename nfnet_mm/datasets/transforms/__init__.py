@@ -1,0 +1,1 @@
+from .randaugment import *  # noqa: F401,F403

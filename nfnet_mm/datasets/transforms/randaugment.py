@@ -1,0 +1,3 @@
+"""RandAugment with DeepMind's op set and magnitude scale."""
+
+__all__ = []

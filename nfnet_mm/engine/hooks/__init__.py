@@ -1,0 +1,1 @@
+"""Hooks of nfnet_mm."""

@@ -1,0 +1,1 @@
+from .sam_ddp import *  # noqa: F401,F403

@@ -1,0 +1,3 @@
+"""DDP model wrapper that runs the SAM two-pass train step."""
+
+__all__ = []

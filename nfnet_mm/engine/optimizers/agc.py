@@ -1,0 +1,3 @@
+"""Adaptive Gradient Clipping (paper eq. 3) as optimizer wrappers."""
+
+__all__ = []

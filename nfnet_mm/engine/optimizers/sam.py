@@ -1,0 +1,3 @@
+"""Sharpness-Aware Minimization optimizer wrapper."""
+
+__all__ = []

@@ -1,0 +1,1 @@
+from .nfnet import *  # noqa: F401,F403

@@ -1,0 +1,3 @@
+"""The NFNet backbone."""
+
+__all__ = []

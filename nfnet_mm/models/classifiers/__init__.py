@@ -1,0 +1,1 @@
+from .sam_classifier import *  # noqa: F401,F403

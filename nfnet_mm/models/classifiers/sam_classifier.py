@@ -1,0 +1,3 @@
+"""A classifier whose train step runs the SAM two-pass update."""
+
+__all__ = []

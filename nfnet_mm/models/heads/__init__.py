@@ -1,0 +1,1 @@
+from .nfnet_head import *  # noqa: F401,F403

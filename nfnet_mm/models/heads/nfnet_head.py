@@ -1,0 +1,3 @@
+"""The NFNet classification head."""
+
+__all__ = []

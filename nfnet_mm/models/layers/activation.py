@@ -1,0 +1,3 @@
+"""Activations with the variance-preserving gain gamma."""
+
+__all__ = []

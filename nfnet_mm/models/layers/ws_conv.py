@@ -1,0 +1,3 @@
+"""Scaled weight-standardised convolution (paper eq. 1)."""
+
+__all__ = []

@@ -1,0 +1,2 @@
+from .batch_augments import *  # noqa: F401,F403
+from .ema import *  # noqa: F401,F403

@@ -1,0 +1,3 @@
+"""Half-MixUp / half-CutMix batch augment."""
+
+__all__ = []

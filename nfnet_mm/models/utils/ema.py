@@ -1,0 +1,3 @@
+"""The EMA with the paper's warm-up."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""Safe checkpoint loading (weights_only allow-list) and atomic checkpoint saving."""
+
+__all__ = []
