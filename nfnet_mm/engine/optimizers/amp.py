@@ -12,6 +12,16 @@ from mmpretrain.registry import OPTIM_WRAPPERS
 __all__ = ['amp_optim_wrapper_type']
 
 
+def _registered_wrappers() -> dict:
+    """All optimizer wrappers visible from MMPretrain's registry (and its parents)."""
+    found, registry = {}, OPTIM_WRAPPERS
+    while registry is not None:
+        for name, cls in registry.module_dict.items():
+            found.setdefault(name, cls)
+        registry = registry.parent
+    return found
+
+
 def amp_optim_wrapper_type(type_name: str) -> str:
     """Return the registered name of the AMP variant of an optimizer wrapper.
 
@@ -28,7 +38,7 @@ def amp_optim_wrapper_type(type_name: str) -> str:
     if cls is None:
         raise ValueError(
             f'Unknown optim_wrapper type {type_name!r}; registered types are: '
-            f'{sorted(OPTIM_WRAPPERS.module_dict)}')
+            f'{sorted(_registered_wrappers())}')
     if issubclass(cls, AmpOptimWrapper):
         return type_name
     variant = getattr(cls, 'amp_variant', None)
@@ -36,7 +46,7 @@ def amp_optim_wrapper_type(type_name: str) -> str:
         variant = 'AmpOptimWrapper'
     if variant is None:
         known = sorted(
-            name for name, c in OPTIM_WRAPPERS.module_dict.items()
+            name for name, c in _registered_wrappers().items()
             if c is OptimWrapper or getattr(c, 'amp_variant', None))
         raise ValueError(
             f'--amp cannot switch optim_wrapper type {type_name!r}: it names no AMP '
