@@ -1,3 +1,208 @@
-"""Scaled weight-standardised convolution (paper eq. 1)."""
+"""Scaled weight-standardised convolution (paper eq. 1), SAME padding."""
+from typing import Tuple, Union
 
-__all__ = []
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmpretrain.registry import MODELS
+from torch.nn.modules.utils import _pair
+
+__all__ = ['ScaledWSConv2d', 'same_pads', 'standardize_weight']
+
+PADDING_MODES = ('same', 'symmetric')
+
+
+def same_pads(size: int, kernel_size: int, stride: int,
+              dilation: int = 1) -> Tuple[int, int]:
+    """Padding (before, after) of TensorFlow's "SAME" along one dimension.
+
+    The output has ``ceil(size / stride)`` elements; the total padding is
+    ``max((out - 1) * stride + (kernel_size - 1) * dilation + 1 - size, 0)``
+    and the odd element, if any, goes after.
+
+    Args:
+        size (int): Input size along the dimension.
+        kernel_size (int): Kernel size.
+        stride (int): Stride.
+        dilation (int): Dilation. Defaults to 1.
+
+    Returns:
+        tuple[int, int]: Padding before and after.
+    """
+    out = (size + stride - 1) // stride
+    total = max((out - 1) * stride + (kernel_size - 1) * dilation + 1 - size,
+                0)
+    return total // 2, total - total // 2
+
+
+def standardize_weight(weight: torch.Tensor,
+                       gain: torch.Tensor,
+                       eps: float = 1e-4) -> torch.Tensor:
+    """Scaled weight standardisation, paper eq. (1).
+
+    ``W_hat = gain * (W - mean) * rsqrt(max(var * fan_in, eps))`` with the
+    mean and the biased variance over the fan-in of each output unit (as in
+    DeepMind's reference code).
+
+    Args:
+        weight (Tensor): Conv weight ``[O, I/groups, kh, kw]``.
+        gain (Tensor): Per-output-channel gain ``[O]``.
+        eps (float): Lower bound of ``var * fan_in``. Defaults to 1e-4.
+
+    Returns:
+        Tensor: The standardised, scaled weight.
+    """
+    fan_in = weight[0].numel()
+    var, mean = torch.var_mean(
+        weight, dim=(1, 2, 3), unbiased=False, keepdim=True)
+    scale = torch.rsqrt(torch.clamp(var * fan_in, min=eps))
+    return (weight - mean) * (scale * gain.view(-1, 1, 1, 1))
+
+
+@MODELS.register_module()
+class ScaledWSConv2d(nn.Conv2d):
+    """Conv2d with Scaled Weight Standardization (Brock et al., 2021).
+
+    Implements eq. (1) of `High-Performance Large-Scale Image Recognition
+    Without Normalization <https://arxiv.org/abs/2102.06171>`_: the weight
+    of every output unit is standardised over its fan-in, divided by
+    ``sqrt(fan_in)`` and multiplied by a learnable gain. The layer also
+    works on its own in other backbones (e.g. through MMCV's
+    ``build_conv_layer(dict(type='ScaledWSConv2d'), ...)``).
+
+    Padding:
+
+    - ``'same'``: TensorFlow "SAME" padding (as DeepMind's and timm's
+      NFNets; needed to reuse their weights). Where it is symmetric and
+      static (stride 1 and an odd effective kernel) it is done by the
+      convolution itself; otherwise the pads are computed from the input
+      shape, the symmetric part is done by the convolution and only the
+      one-pixel asymmetric remainder by :func:`torch.nn.functional.pad`.
+    - ``'symmetric'``: ``(kernel_size - 1) * dilation // 2`` on both sides
+      (PyTorch style).
+    - an int or a pair of ints: explicit symmetric padding.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        kernel_size (int | tuple[int, int]): Kernel size.
+        stride (int | tuple[int, int]): Stride. Defaults to 1.
+        padding (str | int | tuple[int, int]): ``'same'``, ``'symmetric'``
+            or explicit padding. Defaults to ``'same'``.
+        dilation (int | tuple[int, int]): Dilation. Defaults to 1.
+        groups (int): Groups. Defaults to 1.
+        bias (bool): Whether to add a learnable bias (init 0).
+            Defaults to True.
+        eps (float): Lower bound of ``var * fan_in`` (DeepMind's guard).
+            Defaults to 1e-4.
+        gain_init (float): Initial value of the gain. Defaults to 1.0.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: Union[int, Tuple[int, int]],
+                 stride: Union[int, Tuple[int, int]] = 1,
+                 padding: Union[str, int, Tuple[int, int]] = 'same',
+                 dilation: Union[int, Tuple[int, int]] = 1,
+                 groups: int = 1,
+                 bias: bool = True,
+                 eps: float = 1e-4,
+                 gain_init: float = 1.0,
+                 **kwargs) -> None:
+        kernel_size, stride, dilation = (_pair(kernel_size), _pair(stride),
+                                         _pair(dilation))
+        self._dynamic_same = False
+        if isinstance(padding, str):
+            if padding not in PADDING_MODES:
+                raise ValueError(f'Invalid padding {padding!r}; valid: '
+                                 f'{PADDING_MODES} or an int.')
+            pad_mode = padding
+            if padding == 'same':
+                static = []
+                for k, s, d in zip(kernel_size, stride, dilation):
+                    before, after = same_pads(1, k, 1, d)  # size-free if s=1
+                    if s == 1 and before == after:
+                        static.append(before)
+                    else:
+                        self._dynamic_same = True
+                        static.append(0)
+                conv_padding = tuple(static)
+            else:
+                conv_padding = tuple((k - 1) * d // 2
+                                     for k, d in zip(kernel_size, dilation))
+        else:
+            pad_mode = 'explicit'
+            conv_padding = _pair(padding)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=conv_padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            **kwargs)
+        self.pad_mode = pad_mode
+        self.eps = eps
+        self.deploy = False
+        self.gain = nn.Parameter(torch.full((out_channels, ), gain_init))
+        nn.init.kaiming_normal_(self.weight, mode='fan_in',
+                                nonlinearity='linear')
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def get_weight(self) -> torch.Tensor:
+        """The standardised, scaled weight used in the convolution."""
+        if self.deploy:
+            return self.weight
+        return standardize_weight(self.weight, self.gain, self.eps)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self._dynamic_same:
+            pads = [
+                same_pads(size, k, s, d) for size, k, s, d in zip(
+                    x.shape[-2:], self.kernel_size, self.stride,
+                    self.dilation)
+            ]
+            (top, bottom), (left, right) = pads
+            if bottom != top or right != left:
+                # only the asymmetric remainder, after the input
+                x = F.pad(x, (0, right - left, 0, bottom - top))
+            padding = (top, left)
+        else:
+            padding = self.padding
+        return F.conv2d(x, weight, self.bias, self.stride, padding,
+                        self.dilation, self.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve ``x`` with the standardised weight."""
+        return self._conv(x, self.get_weight())
+
+    @torch.no_grad()
+    def switch_to_deploy(self, input_scale: float = 1.0) -> None:
+        """Fold the standardisation into a plain conv weight.
+
+        Afterwards the state dict holds ``weight`` (and ``bias``) only and
+        the forward pass skips the standardisation.
+
+        Args:
+            input_scale (float): A constant factor the input would be
+                multiplied by (e.g. an activation gain); it is folded into
+                the weight too, which is exact because the convolution is
+                linear in its input and zero padding is scale-invariant.
+                Defaults to 1.0.
+        """
+        if self.deploy:
+            return
+        weight = standardize_weight(self.weight, self.gain, self.eps)
+        self.weight.data = (weight * input_scale).contiguous()
+        del self.gain
+        self.register_parameter('gain', None)
+        self.deploy = True
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + f', pad_mode={self.pad_mode}, eps={self.eps}' + (
+            ', deploy=True' if self.deploy else '')
