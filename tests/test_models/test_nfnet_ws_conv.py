@@ -1,0 +1,167 @@
+"""Tests of ScaledWSConv2d (paper eq. 1), SAME padding and deploy folding."""
+import math
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nfnet_mm  # noqa: F401
+from mmpretrain.registry import MODELS
+from nfnet_mm.models.layers import ScaledWSConv2d, same_pads
+from nfnet_mm.models.layers.activation import (ACTIVATION_GAMMAS, GammaAct,
+                                               get_activation_gamma)
+
+
+def tf_same_pads(size, k, s, d=1):
+    """TensorFlow's SAME padding, written out plainly.
+
+    out_size = ceil(size / s)
+    pad_total = max((out_size - 1) * s + (k - 1) * d + 1 - size, 0)
+    pad_before = floor(pad_total / 2), pad_after = pad_total - pad_before
+    """
+    out_size = math.ceil(size / s)
+    pad_total = max((out_size - 1) * s + (k - 1) * d + 1 - size, 0)
+    return pad_total // 2, pad_total - pad_total // 2
+
+
+def plain_ws_weight(w, gain, eps):
+    """Eq. (1) elementwise: gain * (W - mean) / sqrt(max(var * fan_in, eps)),
+    mean and biased variance over each output unit's fan-in."""
+    out = torch.empty_like(w)
+    for o in range(w.shape[0]):
+        row = w[o].flatten().double()
+        n = row.numel()
+        mean = row.sum() / n
+        var = ((row - mean)**2).sum() / n
+        out[o] = (gain[o].double() * (w[o].double() - mean) /
+                  torch.sqrt(torch.clamp(var * n, min=eps))).float()
+    return out
+
+
+@pytest.mark.parametrize('groups,k', [(1, 3), (2, 3), (1, 1)])
+def test_standardisation_matches_eq1(groups, k):
+    torch.manual_seed(0)
+    conv = ScaledWSConv2d(4, 6, k, groups=groups, padding='symmetric')
+    with torch.no_grad():
+        conv.gain.uniform_(0.5, 2.)
+        conv.bias.normal_()
+    x = torch.randn(2, 4, 9, 9)
+    ref_w = plain_ws_weight(conv.weight, conv.gain, 1e-4)
+    ref = F.conv2d(x, ref_w, conv.bias, padding=k // 2, groups=groups)
+    torch.testing.assert_close(conv(x), ref, rtol=1e-5, atol=1e-5)
+    # standardised weights have zero mean and norm gain over the fan-in
+    w = conv.get_weight().detach().flatten(1)
+    torch.testing.assert_close(w.mean(1), torch.zeros(6), atol=1e-6,
+                               rtol=0)
+    torch.testing.assert_close(
+        w.norm(dim=1), conv.gain.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_eps_guard_on_constant_weight():
+    conv = ScaledWSConv2d(3, 2, 3, eps=1e-4)
+    with torch.no_grad():
+        conv.weight.fill_(0.7)  # zero variance
+    out = conv(torch.randn(1, 3, 5, 5))
+    assert torch.isfinite(out).all()
+    # W - mean == 0 so only the bias (0) remains
+    assert out.abs().max() == 0
+
+
+@pytest.mark.parametrize('size', [7, 8, 9, 10, 15, 16])
+@pytest.mark.parametrize('k,s', [(3, 1), (3, 2), (1, 2), (4, 1), (4, 2),
+                                 (5, 2)])
+def test_same_padding_equals_tf_formula(size, k, s):
+    assert same_pads(size, k, s) == tf_same_pads(size, k, s)
+    torch.manual_seed(0)
+    conv = ScaledWSConv2d(2, 3, k, stride=s, padding='same')
+    x = torch.randn(1, 2, size, size + 1)
+    ph, pw = tf_same_pads(size, k, s), tf_same_pads(size + 1, k, s)
+    ref = F.conv2d(
+        F.pad(x, (pw[0], pw[1], ph[0], ph[1])), conv.get_weight(),
+        conv.bias, stride=s)
+    out = conv(x)
+    assert out.shape[-2:] == (math.ceil(size / s), math.ceil((size + 1) / s))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_same_padding_static_where_possible():
+    x = torch.randn(1, 2, 8, 8)
+    conv = ScaledWSConv2d(2, 2, 3, stride=1, padding='same')
+    assert conv.padding == (1, 1)
+    with mock.patch.object(F, 'pad', side_effect=AssertionError('F.pad')):
+        conv(x)  # stride 1, odd kernel: the conv pads, no F.pad
+        # stride 2, odd input: symmetric pads (1, 1), done by the conv
+        ScaledWSConv2d(2, 2, 3, stride=2, padding='same')(
+            torch.randn(1, 2, 9, 9))
+    # stride 2, even input: (0, 1), only the remainder goes to F.pad
+    conv2 = ScaledWSConv2d(2, 2, 3, stride=2, padding='same')
+    with mock.patch.object(F, 'pad', wraps=F.pad) as pad:
+        conv2(x)
+    pad.assert_called_once()
+    assert pad.call_args[0][1] == (0, 1, 0, 1)
+
+
+def test_symmetric_and_explicit_padding():
+    x = torch.randn(1, 2, 8, 8)
+    conv = ScaledWSConv2d(2, 2, 3, stride=2, padding='symmetric')
+    ref = F.conv2d(x, conv.get_weight(), conv.bias, stride=2, padding=1)
+    torch.testing.assert_close(conv(x), ref)
+    conv = ScaledWSConv2d(2, 2, 3, padding=0)
+    assert conv(x).shape[-1] == 6
+    with pytest.raises(ValueError, match="'valid'.*'same'"):
+        ScaledWSConv2d(2, 2, 3, padding='valid')
+
+
+@pytest.mark.parametrize('s,size', [(1, 9), (2, 10), (2, 9)])
+def test_switch_to_deploy(s, size):
+    torch.manual_seed(0)
+    conv = MODELS.build(
+        dict(type='ScaledWSConv2d', in_channels=4, out_channels=8,
+             kernel_size=3, stride=s, groups=2))
+    with torch.no_grad():
+        conv.gain.uniform_(0.5, 2.)
+        conv.bias.normal_()
+    x = torch.randn(2, 4, size, size)
+    ref = conv(x)
+    conv.switch_to_deploy(input_scale=1.)
+    assert set(conv.state_dict()) == {'weight', 'bias'}
+    torch.testing.assert_close(conv(x), ref, atol=1e-5, rtol=0)
+    # round trip: a folded state dict loads strictly into a folded conv
+    other = ScaledWSConv2d(4, 8, 3, stride=s, groups=2)
+    other.switch_to_deploy()
+    other.load_state_dict(conv.state_dict(), strict=True)
+    torch.testing.assert_close(other(x), ref, atol=1e-5, rtol=0)
+
+
+def test_input_scale_folding():
+    torch.manual_seed(0)
+    conv = ScaledWSConv2d(3, 4, 3, stride=2)
+    x = torch.randn(1, 3, 8, 8)
+    ref = conv(x * 1.7)
+    conv.switch_to_deploy(input_scale=1.7)
+    torch.testing.assert_close(conv(x), ref, atol=1e-5, rtol=0)
+
+
+def test_gamma_act():
+    x = torch.randn(1000)
+    act = GammaAct(dict(type='GELU', approximate='tanh'))
+    torch.testing.assert_close(
+        act(x), F.gelu(x, approximate='tanh') * 1.7015043497085571)
+    assert isinstance(GammaAct(dict(type='GELU', approximate='none')).act,
+                      torch.nn.GELU)
+    assert get_activation_gamma(dict(type='ReLU')) == ACTIVATION_GAMMAS[
+        'ReLU']
+    assert get_activation_gamma(dict(type='LeakyReLU', gamma=1.5)) == 1.5
+    with pytest.raises(ValueError, match="'Hardswish'.*'GELU'"):
+        get_activation_gamma(dict(type='Hardswish'))
+
+
+@pytest.mark.parametrize('act_type', ['GELU', 'ReLU', 'SiLU', 'Tanh'])
+def test_gamma_preserves_unit_variance(act_type):
+    """gamma is defined so that gamma * act(z), z ~ N(0, 1), has unit
+    second moment around its mean; check it by sampling."""
+    torch.manual_seed(0)
+    z = torch.randn(2_000_000, dtype=torch.float64)
+    y = GammaAct(dict(type=act_type))(z)
+    assert abs(y.var().item() - 1.) < 0.01
