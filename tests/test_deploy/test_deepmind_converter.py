@@ -1,0 +1,244 @@
+"""tools/model_converters/deepmind_to_mmpretrain.py: layout, strictness, safety."""
+import io
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deploy_helpers import F0_ARCH, TINY_ARCH, deepmind_tree, load_tool
+
+conv_mod = load_tool('tools/model_converters/deepmind_to_mmpretrain.py',
+                     'deepmind_to_mmpretrain')
+
+NUM_CLASSES = 10
+
+
+def _classifier(arch):
+    import nfnet_mm  # noqa: F401  (registers NFNet, NFNetClsHead)
+    from mmpretrain.registry import MODELS
+    head = dict(type='NFNetClsHead', num_classes=NUM_CLASSES,
+                in_channels=arch['widths'][-1] * arch['final_expansion'])
+    return MODELS.build(
+        dict(type='ImageClassifier',
+             backbone=dict(type='NFNet', arch=arch),
+             neck=dict(type='GlobalAveragePooling'),
+             head=head)).eval()
+
+
+def _roundtrip(tree, protocol=4):
+    return conv_mod.load_deepmind_params(pickle.dumps(tree, protocol))
+
+
+@pytest.mark.parametrize('protocol', [2, 4, 5])
+def test_tiny_tree_loads_strict(protocol):
+    tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
+    params = _roundtrip(tree, protocol)
+    sd = conv_mod.convert_deepmind_params(params, TINY_ARCH['depths'])
+    model = _classifier(TINY_ARCH)
+    model.load_state_dict(sd, strict=True)
+    # every module of the file went somewhere, every tensor of the model
+    # came from the file
+    n_file = sum(len(group) for group in tree.values())
+    assert len(sd) == n_file == len(model.state_dict())
+    # the 4 stem convs are checked by value below; spot-check a shortcut
+    w = tree['NFNet/~/nf_block_1/~/conv_shortcut']['w']
+    torch.testing.assert_close(
+        model.backbone.stages[1][0].shortcut.conv.weight.detach(),
+        torch.from_numpy(w.transpose(3, 2, 0, 1)))
+    # stage 1 of the tiny arch keeps 32 channels at stride 1: no shortcut
+    assert model.backbone.stages[0][0].shortcut is None
+
+
+def _deepmind_ws(w, gain, eps=1e-4):
+    """DeepMind's scaled WS on an HWIO kernel (plain numpy)."""
+    mean = w.mean(axis=(0, 1, 2), keepdims=True)
+    var = w.var(axis=(0, 1, 2), keepdims=True)
+    fan_in = np.prod(w.shape[:-1])
+    scale = gain / np.sqrt(np.maximum(var * fan_in, eps))
+    return w * scale - mean * scale
+
+
+def _nhwc_conv_same_s1(x, w, bias, groups):
+    """Grouped HWIO convolution, stride 1, SAME padding, in numpy."""
+    kh, kw, ig, out = w.shape
+    og = out // groups
+    xp = np.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    n, h, wd, _ = x.shape
+    y = np.zeros((n, h, wd, out), np.float64)
+    for g in range(groups):
+        xs = xp[..., g * ig:(g + 1) * ig]
+        ws = w[..., g * og:(g + 1) * og]
+        for dy in range(kh):
+            for dx in range(kw):
+                y[..., g * og:(g + 1) * og] += np.einsum(
+                    'nhwi,io->nhwo', xs[:, dy:dy + h, dx:dx + wd],
+                    ws[dy, dx])
+    return y + bias
+
+
+def test_grouped_conv_and_linear_values():
+    tree = deepmind_tree(TINY_ARCH, NUM_CLASSES, seed=1)
+    sd = conv_mod.convert_deepmind_params(_roundtrip(tree),
+                                          TINY_ARCH['depths'])
+    model = _classifier(TINY_ARCH)
+    model.load_state_dict(sd, strict=True)
+
+    # nf_block_2/~/conv1b: the second grouped 3x3 conv (stride 1) of stage
+    # 3 (48 channels in 3 groups) -> stages.2.0.conv2b
+    dm = tree['NFNet/~/nf_block_2/~/conv1b']
+    mid = int(TINY_ARCH['widths'][2] * TINY_ARCH['bottleneck_ratio'])
+    groups = mid // TINY_ARCH['group_width']
+    assert groups > 1
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 7, 6, mid)).astype(np.float32)
+    w_hat = _deepmind_ws(dm['w'].astype(np.float64), dm['gain'])
+    ref = _nhwc_conv_same_s1(x.astype(np.float64), w_hat, dm['bias'], groups)
+    ours = model.backbone.stages[2][0].conv2b(
+        torch.from_numpy(x).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(
+        ours.detach().permute(0, 2, 3, 1).numpy(), ref, rtol=1e-4,
+        atol=1e-4)
+
+    # squeeze_excite/~/linear: IO kernel -> nn.Linear
+    dm_fc = tree['NFNet/~/nf_block_2/~/squeeze_excite/~/linear']
+    h = rng.standard_normal((3, dm_fc['w'].shape[0])).astype(np.float32)
+    ours = model.backbone.stages[2][0].se.fc1(torch.from_numpy(h))
+    np.testing.assert_allclose(ours.detach().numpy(),
+                               h @ dm_fc['w'] + dm_fc['b'], rtol=1e-5,
+                               atol=1e-5)
+    # classifier
+    dm_fc = tree['NFNet/~/linear']
+    h = rng.standard_normal((3, dm_fc['w'].shape[0])).astype(np.float32)
+    ours = F.linear(torch.from_numpy(h), sd['head.fc.weight'],
+                    sd['head.fc.bias'])
+    np.testing.assert_allclose(ours.numpy(), h @ dm_fc['w'] + dm_fc['b'],
+                               rtol=1e-5, atol=1e-5)
+    # skip gain scalar and a gain vector stay as they are
+    assert sd['backbone.stages.3.0.skip_gain'].shape == ()
+    assert float(sd['backbone.stages.3.0.skip_gain']) == pytest.approx(
+        float(tree['NFNet/~/nf_block_3']['skip_gain']))
+    np.testing.assert_array_equal(sd['backbone.final_conv.gain'].numpy(),
+                                  tree['NFNet/~/final_conv']['gain'])
+
+
+def test_unknown_module_and_param_are_named():
+    tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
+    tree['NFNet/~/nf_block_2/~/conv3'] = tree['NFNet/~/nf_block_2/~/conv2']
+    with pytest.raises(conv_mod.DeepMindCheckpointError,
+                       match=r'nf_block_2/~/conv3'):
+        conv_mod.convert_deepmind_params(tree, TINY_ARCH['depths'])
+    tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
+    tree['NFNet/~/final_conv']['scale'] = np.ones(3, np.float32)
+    with pytest.raises(conv_mod.DeepMindCheckpointError, match='scale'):
+        conv_mod.convert_deepmind_params(tree, TINY_ARCH['depths'])
+
+
+def test_missing_module_is_named():
+    tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
+    del tree['NFNet/~/nf_block_2/~/conv1b']
+    with pytest.raises(conv_mod.DeepMindCheckpointError,
+                       match=r'nf_block_2/~/conv1b'):
+        conv_mod.convert_deepmind_params(tree, TINY_ARCH['depths'])
+    tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
+    del tree['NFNet/~/nf_block_3']
+    with pytest.raises(conv_mod.DeepMindCheckpointError,
+                       match=r'nf_block_3:skip_gain'):
+        conv_mod.convert_deepmind_params(tree, TINY_ARCH['depths'])
+
+
+def test_wrong_depths_are_refused():
+    tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
+    with pytest.raises(conv_mod.DeepMindCheckpointError, match='4 blocks'):
+        conv_mod.convert_deepmind_params(tree, [1, 2, 1, 1])
+    # same count, other split: a shortcut lands in a non-first block
+    arch = dict(TINY_ARCH, depths=[1, 2, 1, 1])
+    tree = deepmind_tree(arch, NUM_CLASSES)
+    with pytest.raises(conv_mod.DeepMindCheckpointError, match='shortcut'):
+        conv_mod.convert_deepmind_params(tree, [1, 1, 2, 1])
+    with pytest.raises(conv_mod.DeepMindCheckpointError,
+                       match='--arch NAME or --depths'):
+        conv_mod.infer_arch(tree)
+
+
+def test_f0_shapes_and_inferred_arch(tmp_path):
+    tree = deepmind_tree(F0_ARCH, 1000, empty=True)
+    assert len(tree) == 94  # 94 Haiku modules in DeepMind's F0 file
+    assert conv_mod.infer_arch(tree) == ('f0', [1, 2, 6, 3])
+    sd = conv_mod.convert_deepmind_params(tree, [1, 2, 6, 3])
+    conv_mod.check_state_dict(sd, 'f0')  # keys and shapes vs NFNet('f0')
+    assert sum(v.numel() for v in sd.values()) == 71_489_284  # timm's count
+    del sd['backbone.stages.2.3.conv2b.gain']
+    with pytest.raises(conv_mod.DeepMindCheckpointError,
+                       match=r'stages\.2\.3\.conv2b\.gain'):
+        conv_mod.check_state_dict(sd, 'f0')
+
+
+def test_cli_writes_checkpoint(tmp_path):
+    tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
+    src = tmp_path / 'tiny_haiku.npz'
+    src.write_bytes(pickle.dumps(tree))
+    dst = tmp_path / 'out' / 'tiny.pth'
+    conv_mod.main([str(src), str(dst), '--depths', '1', '1', '1', '1'])
+    ckpt = torch.load(dst, weights_only=True)
+    assert ckpt['meta']['depths'] == [1, 1, 1, 1]
+    _classifier(TINY_ARCH).load_state_dict(ckpt['state_dict'], strict=True)
+    with pytest.raises(ValueError, match="valid: .*'f0'"):
+        conv_mod.main([str(src), str(dst), '--arch', 'f9'])
+
+
+def test_real_npz_archive_is_accepted():
+    tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
+    buf = io.BytesIO()
+    np.savez(buf, **{f'{m}/{p}': a
+                     for m, g in tree.items() for p, a in g.items()})
+    params = conv_mod.load_deepmind_params(buf.getvalue())
+    assert params.keys() == tree.keys()
+    for module, group in tree.items():
+        for name, value in group.items():
+            np.testing.assert_array_equal(params[module][name], value)
+
+
+class _Payload:
+    """Unpickling this calls ``open(path, 'w')``: code runs on load."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_pickle_with_code_is_refused_and_nothing_runs(tmp_path):
+    sentinel = tmp_path / 'pwned'
+    tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
+    tree['NFNet/~/final_conv']['w'] = _Payload(str(sentinel))
+    data = pickle.dumps(tree)
+    with pytest.raises(conv_mod.UnsafePickleError,
+                       match=r'Refusing to load \S*open:'):
+        conv_mod.load_deepmind_params(data)
+    assert not sentinel.exists()
+    # control: a plain unpickler does run it
+    pickle.loads(data).get('NFNet/~/final_conv')['w'].close()
+    assert sentinel.exists()
+
+
+def test_non_array_objects_are_refused(tmp_path):
+    tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
+    tree['NFNet/~/final_conv']['w'] = {1, 2}  # a set needs no global
+    with pytest.raises(conv_mod.DeepMindCheckpointError, match='set'):
+        conv_mod.load_deepmind_params(pickle.dumps(tree, protocol=4))
+    import datetime
+    tree['NFNet/~/final_conv']['w'] = datetime.date(2021, 2, 11)
+    with pytest.raises(conv_mod.UnsafePickleError, match='datetime'):
+        conv_mod.load_deepmind_params(pickle.dumps(tree))
+    tree['NFNet/~/final_conv']['w'] = np.array(['a', 1], dtype=object)
+    with pytest.raises(conv_mod.DeepMindCheckpointError, match='dtype'):
+        conv_mod.load_deepmind_params(pickle.dumps(tree))
+    path = tmp_path / 'x.pkl'
+    path.write_bytes(pickle.dumps([np.zeros(3)]))
+    with pytest.raises(conv_mod.DeepMindCheckpointError, match='dict'):
+        conv_mod.load_deepmind_params(str(path))
+    assert os.path.exists(path)
