@@ -157,13 +157,15 @@ class NFBlock(nn.Module):
                  drop_path_rate: float = 0.,
                  transition: bool = False) -> None:
         super().__init__()
-        mid = int(out_channels * bottleneck_ratio)
-        groups = mid // group_width
-        if groups < 1 or mid % groups:
+        # as the reference code: the bottleneck width is rounded down to a
+        # multiple of the group width (F4+ stage 1: 384 x 0.5 = 192 -> 128)
+        groups = int(out_channels * bottleneck_ratio) // group_width
+        if groups < 1:
             raise ValueError(
-                f'Bottleneck width {mid} (= {out_channels} x '
-                f'{bottleneck_ratio}) is not a multiple of group_width '
-                f'{group_width}.')
+                f'Bottleneck width {int(out_channels * bottleneck_ratio)} '
+                f'(= {out_channels} x {bottleneck_ratio}) is smaller than '
+                f'group_width {group_width}.')
+        mid = groups * group_width
         self.alpha = alpha
         self.beta = beta
         self.act = act
