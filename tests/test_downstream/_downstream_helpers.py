@@ -1,0 +1,71 @@
+"""Shared bits of the downstream (MMSeg / MMDet) tests."""
+import os.path as osp
+
+from mmengine.config import Config
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG_DIR = osp.join(REPO_ROOT, 'configs', 'downstream')
+
+# The small test arch of docs/design.md and its output channels: the stage
+# widths for indices 0-2, final_expansion x last width for index 3.
+TINY_ARCH = dict(
+    depths=[1, 1, 1, 1],
+    widths=[32, 64, 96, 128],
+    group_width=16,
+    bottleneck_ratio=0.5,
+    se_ratio=0.5,
+    alpha=0.2,
+    stem_widths=[8, 16, 16, 32],
+    stem_strides=[2, 1, 1, 2],
+    strides=[1, 2, 2, 2],
+    final_expansion=2)
+TINY_CHANNELS = [32, 64, 96, 2 * 128]
+F0_CHANNELS = [256, 512, 1536, 3072]
+
+CUSTOM_IMPORTS = dict(imports=['nfnet_mm'], allow_failed_imports=False)
+
+
+def load_config(name: str) -> Config:
+    """Load a config of configs/downstream (this imports its custom_imports)."""
+    return Config.fromfile(osp.join(CONFIG_DIR, name))
+
+
+def check_backbone_config(cfg: Config) -> None:
+    """What every downstream config must say about the backbone."""
+    assert cfg.custom_imports == CUSTOM_IMPORTS
+    backbone = cfg.model.backbone
+    assert backbone.type == 'mmpretrain.NFNet'
+    assert backbone.arch == 'f0'
+    assert tuple(backbone.out_indices) == (0, 1, 2, 3)
+    assert backbone.init_cfg.type == 'StrictPretrained'
+    assert backbone.init_cfg.prefix == 'backbone.'
+
+
+def check_backbone_grads(backbone, frozen_stages: int) -> None:
+    """Frozen parameters get no gradient; every other one a finite one.
+
+    Residual branches start at zero (SkipInit), so at init their conv weights
+    get zero gradients; the skip gains, the stem (through the shortcuts) and
+    the final conv do get non-zero ones.
+    """
+    import torch
+    frozen = []
+    if frozen_stages >= 0:
+        frozen.append(backbone.stem)
+    frozen.extend(backbone.stages[:max(frozen_stages, 0)])
+    frozen_ids = {id(p) for m in frozen for p in m.parameters()}
+    for name, param in backbone.named_parameters():
+        if id(param) in frozen_ids:
+            assert not param.requires_grad, name
+            assert param.grad is None, name
+        else:
+            assert param.requires_grad, name
+            assert param.grad is not None, name
+            assert torch.isfinite(param.grad).all(), name
+    for s, stage in enumerate(backbone.stages):
+        if s >= frozen_stages:
+            for block in stage:
+                assert block.skip_gain.grad.abs() > 0
+    assert backbone.final_conv.weight.grad.abs().sum() > 0
+    if frozen_stages < 0:
+        assert backbone.stem.conv1.weight.grad.abs().sum() > 0
