@@ -1,0 +1,46 @@
+# NFNet schedule (paper, Appendix A), written for 1024 images per step:
+# SGD with Nesterov momentum 0.9, lr = 0.1 x batch / 256 = 0.4, linear
+# warm-up from 0 over 5 epochs, cosine decay to 0 at epoch 360, both per
+# iteration. `--auto-scale-lr` rescales lr to the real total batch.
+optim_wrapper = dict(
+    type='AGCOptimWrapper',
+    optimizer=dict(
+        type='SGD', lr=0.4, momentum=0.9, nesterov=True, weight_decay=2e-5),
+    # AGC (eq. 3) with lambda 0.01 on every parameter except the classifier
+    # weight (the classifier bias, gains, biases and SE layers are clipped)
+    agc=dict(clipping=0.01, eps=1e-3, exclude=['head.fc.weight']),
+    # weight decay 2e-5 on weights only: not on biases (conv, SE, classifier),
+    # the per-channel conv gains nor the blocks' skip gains
+    paramwise_cfg=dict(
+        bias_decay_mult=0.,
+        custom_keys={
+            '.gain': dict(decay_mult=0.),
+            'skip_gain': dict(decay_mult=0.),
+        }),
+)
+
+param_scheduler = [
+    # warm-up "from 0": LinearLR needs a positive start factor
+    dict(
+        type='LinearLR',
+        start_factor=1e-6,
+        by_epoch=True,
+        begin=0,
+        end=5,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=355,
+        eta_min=0.,
+        by_epoch=True,
+        begin=5,
+        end=360,
+        convert_to_iter_based=True),
+]
+
+train_cfg = dict(by_epoch=True, max_epochs=360, val_interval=1)
+val_cfg = dict()
+test_cfg = dict()
+
+# the lr above is for 1024 images per step
+auto_scale_lr = dict(base_batch_size=1024)

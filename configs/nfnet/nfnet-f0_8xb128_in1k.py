@@ -1,0 +1,13 @@
+# NFNet-F0 on ImageNet-1k, 8 GPUs x 128 = 1024 images per step (the paper
+# uses 4096: see nfnet-f0_64xb64_in1k.py). bf16 activations and gradients,
+# fp32 weights and optimizer state, fp32 logits (NFNetClsHead); AGC
+# clips after unscaling. Also the test config: tools/test.py with this file
+# runs the 256 px single-crop evaluation (on the EMA weights).
+_base_ = [
+    '../_base_/models/nfnet/nfnet-f0.py',
+    '../_base_/datasets/imagenet_bs128_nfnet-f0.py',
+    '../_base_/schedules/imagenet_bs1024_nfnet.py',
+    '../_base_/nfnet_runtime.py',
+]
+
+optim_wrapper = dict(type='AmpAGCOptimWrapper', dtype='bfloat16')
