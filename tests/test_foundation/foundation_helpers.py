@@ -93,3 +93,48 @@ def run_until_stopped(runner):
         runner.train()
     except _Stopped:
         pass
+
+
+def write_image_folder(root, classes=('a', 'b'), per_class=2, size=16):
+    """Write tiny grey PNGs as ``root/<class>/<i>.png`` (a CustomDataset layout)."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for name in classes:
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size, size), dtype=np.uint8)
+            Image.fromarray(pixels, mode='L').save(folder / f'{i}.png')
+    return root
+
+
+#: A tiny MMPretrain classification config over an image folder; format with
+#: ``data_root``. It uses ``GrayToRGB`` (ours) so that it only builds with nfnet_mm.
+TINY_CLASSIFIER_CFG = '''
+default_scope = 'mmpretrain'
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='ResNet', depth=18, stem_channels=8, base_channels=8),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=2, in_channels=64,
+              loss=dict(type='CrossEntropyLoss')))
+data_preprocessor = dict(num_classes=2, mean=[128.] * 3, std=[64.] * 3)
+pipeline = [
+    dict(type='LoadImageFromFile', color_type='grayscale'),
+    dict(type='GrayToRGB'),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=2, num_workers=0,
+    dataset=dict(type='CustomDataset', data_root={data_root!r}, pipeline=pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True))
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9))
+param_scheduler = dict(type='MultiStepLR', milestones=[1], by_epoch=True)
+train_cfg = dict(by_epoch=True, max_epochs=1)
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=1),
+    checkpoint=dict(type='CheckpointHook', interval=1))
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)
+'''
