@@ -1,0 +1,360 @@
+"""Export an nfnet_mm classifier to ONNX and check it with onnxruntime.
+
+Builds the model from CONFIG, loads CHECKPOINT (``none``: keep the random
+init, for smoke tests), folds the weight standardisation into plain conv
+weights (``backbone.switch_to_deploy()``; ``--no-fold`` keeps it in the graph),
+exports with the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``)
+and runs onnxruntime on a real image, preprocessed by the config's test
+pipeline and data preprocessor: ``--img PATH`` or, by default, the first
+Fashion-MNIST test image. The reference is the PyTorch model before folding.
+It prints the max abs difference of the logits (and fails above ``--atol``,
+default 1e-4) and the op-type histogram of the graph.
+
+Usage::
+
+    python tools/deploy/export_onnx.py CONFIG CHECKPOINT --out model.onnx \\
+        [--dynamic-batch] [--opset 17] [--no-fold] [--img PATH] \\
+        [--shape H W] [--benchmark N] [--json FILE]
+"""
+import argparse
+import copy
+import gzip
+import json
+import os
+import os.path as osp
+import statistics
+import sys
+import time
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    'build_classifier', 'load_image', 'preprocess', 'export_onnx',
+    'op_histogram', 'ort_session', 'time_session', 'main'
+]
+
+FASHION_MNIST_DIRS = ('/usr/share/datasets/fashion-mnist',
+                      '/work/shared/reference')
+FASHION_MNIST_FILE = 't10k-images-idx3-ubyte.gz'
+DEFAULT_ATOL = 1e-4
+
+
+class ExportError(RuntimeError):
+    """The exported graph does not reproduce the PyTorch model."""
+
+
+class _Logits(nn.Module):
+    """``ImageClassifier`` in ``mode='tensor'``: inputs -> logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        out = self.model(inputs, mode='tensor')
+        if isinstance(out, (tuple, list)):
+            out = out[-1]
+        return out
+
+
+def build_classifier(config, checkpoint: Optional[str] = None) -> nn.Module:
+    """Build the config's model in eval mode and load a checkpoint.
+
+    Args:
+        config (str | Config): Config file or object.
+        checkpoint (str, optional): Checkpoint path; None or ``'none'``
+            keeps the constructors' random weights. Defaults to None.
+
+    Returns:
+        nn.Module: The model on CPU, in eval mode.
+    """
+    import nfnet_mm  # noqa: F401  (registers our modules)
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+    from mmpretrain.registry import MODELS
+
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    model_cfg = copy.deepcopy(cfg.model)
+    if model_cfg.get('backbone', {}).get('init_cfg', None) is not None:
+        model_cfg['backbone']['init_cfg'] = None  # no pretrained download
+    model = MODELS.build(model_cfg)
+    if checkpoint and checkpoint.lower() != 'none':
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
+                        logger='silent')
+    # 'none': the constructors' random initialisation is kept
+    model.cfg = cfg
+    return model.eval()
+
+
+def load_image(path: Optional[str] = None) -> np.ndarray:
+    """A real image as uint8 HWC (BGR, as ``LoadImageFromFile`` gives).
+
+    Args:
+        path (str, optional): Image file. Defaults to the first image of the
+            Fashion-MNIST test set (28x28 grey, replicated to 3 channels).
+    """
+    if path is not None:
+        import mmcv
+        img = mmcv.imread(path)
+        if img is None:
+            raise FileNotFoundError(f'Cannot read image {path!r}')
+        return img
+    for folder in FASHION_MNIST_DIRS:
+        file = osp.join(folder, FASHION_MNIST_FILE)
+        if osp.exists(file):
+            with gzip.open(file, 'rb') as f:
+                data = f.read(16 + 28 * 28)
+            img = np.frombuffer(data[16:], np.uint8).reshape(28, 28)
+            return np.repeat(img[:, :, None], 3, axis=2).copy()
+    raise FileNotFoundError(
+        f'No {FASHION_MNIST_FILE} in {FASHION_MNIST_DIRS}; pass --img PATH')
+
+
+def _test_pipeline(cfg) -> List[dict]:
+    pipeline = cfg.get('test_pipeline', None)
+    if pipeline is None:
+        pipeline = cfg.test_dataloader.dataset.pipeline
+    # the image is given as an array: drop file loading
+    return [
+        copy.deepcopy(t) for t in pipeline
+        if t['type'] not in ('LoadImageFromFile', 'mmpretrain.LoadImageFromFile')
+    ]
+
+
+def preprocess(model: nn.Module,
+               img: np.ndarray,
+               shape: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Run the config's test pipeline and the data preprocessor.
+
+    Args:
+        model (nn.Module): Model built by :func:`build_classifier`.
+        img (np.ndarray): uint8 HWC image.
+        shape (Sequence[int], optional): ``(H, W)`` to resize the
+            preprocessed input to (bilinear). Defaults to None.
+
+    Returns:
+        Tensor: ``[1, C, H, W]`` network input.
+    """
+    from mmcv.transforms import Compose
+    from mmpretrain.registry import TRANSFORMS  # noqa: F401
+
+    pipeline = Compose(_test_pipeline(model.cfg))
+    h, w = img.shape[:2]
+    data = pipeline(dict(img=img, img_shape=(h, w), ori_shape=(h, w)))
+    batch = model.data_preprocessor(
+        dict(inputs=[data['inputs']], data_samples=[data['data_samples']]),
+        False)
+    inputs = batch['inputs'].float()
+    if shape is not None and tuple(inputs.shape[-2:]) != tuple(shape):
+        inputs = F.interpolate(
+            inputs, size=tuple(shape), mode='bilinear', align_corners=False)
+    return inputs
+
+
+def export_onnx(model: nn.Module,
+                inputs: torch.Tensor,
+                out: str,
+                opset: int = 17,
+                dynamic_batch: bool = False,
+                constant_folding: bool = True) -> None:
+    """Export ``model(inputs, mode='tensor')`` with the TorchScript exporter.
+
+    Note: with the standardisation left in the graph (no
+    ``switch_to_deploy()``), the exporter's constant folding (torch 2.14)
+    writes an invalid graph (a ``Mul`` whose input no node produces); pass
+    ``constant_folding=False`` for unfolded models.
+
+    Args:
+        model (nn.Module): The classifier (already folded or not).
+        inputs (Tensor): Example input.
+        out (str): Output ``.onnx`` path.
+        opset (int): ONNX opset. Defaults to 17.
+        dynamic_batch (bool): Make the batch axis dynamic. Defaults to False.
+        constant_folding (bool): The exporter's ``do_constant_folding``.
+            Defaults to True.
+    """
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    dynamic_axes = None
+    if dynamic_batch:
+        dynamic_axes = {'input': {0: 'batch'}, 'output': {0: 'batch'}}
+    with torch.no_grad():
+        torch.onnx.export(
+            _Logits(model).eval(), (inputs, ),
+            out,
+            dynamo=False,
+            input_names=['input'],
+            output_names=['output'],
+            opset_version=opset,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=constant_folding)
+
+
+def op_histogram(onnx_file: str) -> Dict[str, int]:
+    """Op-type histogram of an ONNX graph (sorted by count, then name)."""
+    import onnx
+    graph = onnx.load(onnx_file, load_external_data=False).graph
+    counts = Counter(node.op_type for node in graph.node)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def ort_session(onnx_file: str,
+                threads: Optional[int] = None,
+                optimize: bool = True):
+    """A CPU onnxruntime session.
+
+    Args:
+        onnx_file (str): The model.
+        threads (int, optional): Intra-op threads. Defaults to None
+            (onnxruntime's choice).
+        optimize (bool): onnxruntime graph optimisations (which constant-fold
+            computations on initializers); False disables all of them.
+            Defaults to True.
+    """
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(
+        onnx_file, options, providers=['CPUExecutionProvider'])
+
+
+def time_session(session, inputs: np.ndarray, runs: int,
+                 warmup: int = 2) -> Dict[str, float]:
+    """Median/min wall time (ms) of ``session.run`` over ``runs`` calls."""
+    feed = {session.get_inputs()[0].name: inputs}
+    for _ in range(warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - start) * 1e3)
+    return dict(median_ms=statistics.median(times), min_ms=min(times),
+                runs=runs)
+
+
+def run(config: str,
+        checkpoint: Optional[str],
+        out: str,
+        fold: bool = True,
+        opset: int = 17,
+        dynamic_batch: bool = False,
+        img: Optional[str] = None,
+        shape: Optional[Sequence[int]] = None,
+        atol: float = DEFAULT_ATOL,
+        benchmark: int = 0,
+        threads: Optional[int] = None) -> dict:
+    """Export, check against PyTorch, count ops; see the module docstring.
+
+    Returns:
+        dict: ``max_abs_diff``, ``ops`` (histogram), ``folded``, shapes and,
+        with ``benchmark > 0``, ``onnxruntime`` timings.
+
+    Raises:
+        ExportError: onnxruntime differs from PyTorch by more than ``atol``.
+    """
+    model = build_classifier(config, checkpoint)
+    inputs = preprocess(model, load_image(img), shape)
+    with torch.no_grad():
+        reference = _Logits(model)(inputs)
+    if fold:
+        model.backbone.switch_to_deploy()
+    export_onnx(model, inputs, out, opset=opset, dynamic_batch=dynamic_batch,
+                constant_folding=fold)
+    session = ort_session(out, threads)
+    result = session.run(None, {'input': inputs.numpy()})[0]
+    diff = float(np.abs(result - reference.numpy()).max())
+    report = dict(
+        onnx=out,
+        folded=fold,
+        opset=opset,
+        input_shape=list(inputs.shape),
+        max_abs_diff=diff,
+        atol=atol,
+        ops=op_histogram(out),
+        num_nodes=None)
+    report['num_nodes'] = sum(report['ops'].values())
+    if dynamic_batch:
+        batch = torch.cat([inputs, inputs.flip(-1)])
+        with torch.no_grad():  # the exported (possibly folded) model
+            ref2 = _Logits(model)(batch)
+        res2 = session.run(None, {'input': batch.numpy()})[0]
+        report['max_abs_diff_batch2'] = float(np.abs(res2 - ref2.numpy()).max())
+        diff = max(diff, report['max_abs_diff_batch2'])
+    if benchmark > 0:
+        report['onnxruntime'] = time_session(session, inputs.numpy(),
+                                             benchmark)
+    if not diff <= atol:
+        raise ExportError(
+            f'onnxruntime differs from PyTorch by {diff:.3g} (max abs), '
+            f'more than the allowed {atol:g}: {out} is not trustworthy.')
+    return report
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Export an nfnet_mm classifier to ONNX (TorchScript '
+        'exporter) and check it with onnxruntime.')
+    parser.add_argument('config', help='model config file')
+    parser.add_argument('checkpoint', help="checkpoint file ('none': random)")
+    parser.add_argument('--out', required=True, help='output .onnx file')
+    parser.add_argument('--dynamic-batch', action='store_true',
+                        help='dynamic batch axis')
+    parser.add_argument('--opset', type=int, default=17,
+                        help='ONNX opset (default 17)')
+    parser.add_argument('--no-fold', action='store_true',
+                        help='keep the weight standardisation in the graph')
+    parser.add_argument('--img', help='image to check with (default: a '
+                        'Fashion-MNIST test image)')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='resize the preprocessed input to H W')
+    parser.add_argument('--atol', type=float, default=DEFAULT_ATOL,
+                        help='max allowed abs difference (default 1e-4)')
+    parser.add_argument('--benchmark', type=int, default=0, metavar='N',
+                        help='time N onnxruntime runs')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='onnxruntime intra-op threads')
+    parser.add_argument('--json', help='write the report as JSON here')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = run(args.config, args.checkpoint, args.out,
+                     fold=not args.no_fold, opset=args.opset,
+                     dynamic_batch=args.dynamic_batch, img=args.img,
+                     shape=args.shape, atol=args.atol,
+                     benchmark=args.benchmark, threads=args.threads)
+    except ExportError as err:
+        print(f'ERROR: {err}', file=sys.stderr)
+        return 1
+    print(f'Exported {report["onnx"]} (folded={report["folded"]}, opset '
+          f'{report["opset"]}, input {report["input_shape"]})')
+    print(f'max abs difference onnxruntime vs PyTorch: '
+          f'{report["max_abs_diff"]:.3e} (allowed {report["atol"]:g})')
+    print(f'ops ({report["num_nodes"]} nodes): ' + ', '.join(
+        f'{k}: {v}' for k, v in report['ops'].items()))
+    if 'onnxruntime' in report:
+        t = report['onnxruntime']
+        print(f'onnxruntime: median {t["median_ms"]:.2f} ms over '
+              f'{t["runs"]} runs')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
