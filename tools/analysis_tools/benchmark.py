@@ -567,8 +567,9 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
         _time_interleaved(runners, timer, args.warmup, args.steps, device)
         for r in runners:
             base = r.name.split('+')[0].split(' ')[0]
-            result['train'][r.name] = _summary(
-                r, batch, flops_train.get(base), peak_tflops)
+            # a SAM step does more work than one step: no MFU for it
+            flops = None if '+SAM' in r.name else flops_train.get(base)
+            result['train'][r.name] = _summary(r, batch, flops, peak_tflops)
     if not args.no_inference:
         runners = _infer_runners(args, models, fwd_of, x, autocast)
         _time_interleaved(runners, timer, args.warmup, args.steps, device)
@@ -635,46 +636,62 @@ def _train_runners(args, models, fwd_of, x, y, lr, autocast, device):
                     label, step, model,
                     lambda o=opt: _optim_state_bytes(o)))
         if ours and args.sam:
-            runners.append(_sam_runner(args, name, model, fwd, x, y, lr,
-                                       autocast))
+            runners += _sam_runners(args, name, model, x, y, lr, autocast)
     return runners
 
 
-def _sam_runner(args, name, model, fwd, x, y, lr, autocast) -> Runner:
-    """Our SAM step (ascent on ``--sam-fraction`` of the batch)."""
+def _mmengine_batch(x: torch.Tensor, y: torch.Tensor) -> Dict:
+    """The batch as MMEngine's data loader would give it (on the device)."""
+    from mmpretrain.structures import DataSample
+    samples = [DataSample().set_gt_label(int(label)) for label in y.cpu()]
+    return dict(inputs=x, data_samples=samples)
+
+
+def _sam_runners(args, name, model, x, y, lr, autocast) -> List[Runner]:
+    """Our SAM step and, as its baseline, the plain MMEngine train step.
+
+    Both go through MMEngine's path (data pre-processor, ``mode='loss'``,
+    the head's loss), eager: ``sam_train_step`` with ``SAMOptimWrapper``
+    (ascent on ``--sam-fraction`` of the batch) vs ``model.train_step``
+    with ``AGCOptimWrapper``.
+    """
     label = f'{name}+SAM{args.sam_fraction:g}'
+    base = f'{name} (train_step)'
+    if args.dtype == 'fp16':
+        runner = Runner(label, lambda: None, model)
+        runner.error = 'SAM is benchmarked in fp32/bf16 only'
+        return [runner]
     try:
-        from nfnet_mm.engine.optimizers import sam as sam_mod
-        wrapper_cls = sam_mod.SAMOptimWrapper
-    except (ImportError, AttributeError) as err:
+        from nfnet_mm.engine.optimizers.sam import (SAMOptimWrapper,
+                                                    sam_train_step)
+    except ImportError as err:
         runner = Runner(label, lambda: None, model)
-        runner.error = f'SAMOptimWrapper not available: {err}'
-        return runner
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9,
-                                nesterov=True)
-    wrapper = wrapper_cls(
-        optimizer=optimizer, rho=args.sam_rho,
-        agc=dict(clipping=0.01, eps=1e-3, exclude=['head.fc.weight']))
-    n_ascent = max(1, int(round(args.sam_fraction * x.shape[0])))
+        runner.error = f'SAM not available: {err}'
+        return [runner]
+    agc = dict(clipping=0.01, eps=1e-3, exclude=['head.fc.weight'])
+    data = _mmengine_batch(x, y)
 
-    def loss_fn(xb, yb):
-        with wrapper.optim_context(model), autocast:
-            logits = fwd(xb)
-        return F.cross_entropy(logits.float(), yb)
+    sam_opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9,
+                              nesterov=True)
+    sam_wrapper = SAMOptimWrapper(
+        optimizer=sam_opt, rho=args.sam_rho,
+        ascent_fraction=args.sam_fraction, agc=agc)
+    sam_wrapper.bind_model(model)
+    plain = _build_ours_optim(model, lr, True, 'fp32', args.device)
 
-    def step():
-        # ascent on the first n_ascent samples, descent on the whole batch
-        wrapper.backward(loss_fn(x[:n_ascent], y[:n_ascent]))
-        wrapper.ascent_step()
-        wrapper.update_params(loss_fn(x, y))
+    def sam_step():
+        with autocast:
+            sam_train_step(model, data, sam_wrapper)
 
-    if not all(hasattr(wrapper, a) for a in ('ascent_step', )):
-        runner = Runner(label, lambda: None, model)
-        runner.error = ('SAMOptimWrapper API unknown to this benchmark '
-                        '(expected ascent_step())')
-        return runner
-    return Runner(label, step, model,
-                  lambda: _optim_state_bytes(optimizer))
+    def plain_step():
+        with autocast:
+            model.train_step(data, plain)
+
+    return [
+        Runner(base, plain_step, model,
+               lambda: _optim_state_bytes(plain.optimizer)),
+        Runner(label, sam_step, model, lambda: _optim_state_bytes(sam_opt)),
+    ]
 
 
 def _infer_runners(args, models, fwd_of, x, autocast):
@@ -730,7 +747,7 @@ def _ratios(result: Dict) -> Dict:
                 ratios[f'train: {base} AGC share of step'] = 1 - (
                     train[name]['ms_per_step'] / train[base]['ms_per_step'])
         if '+SAM' in name and ok(train, name):
-            base = name.split('+')[0]
+            base = name.split('+')[0] + ' (train_step)'
             if ok(train, base):
                 ratios[f'train: {name} / {base} step time'] = (
                     train[name]['ms_per_step'] / train[base]['ms_per_step'])
