@@ -12,11 +12,18 @@ pytest.importorskip(
 from _downstream_helpers import (F0_CHANNELS, TINY_ARCH,  # noqa: E402
                                  TINY_CHANNELS, check_backbone_config,
                                  check_backbone_grads, load_config)
-from mmengine.registry import init_default_scope  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
 
 from nfnet_mm.models.backbones import NFNet  # noqa: E402
 
 NUM_CLASSES = 3
+
+
+@pytest.fixture(autouse=True)
+def mmdet_scope():
+    """Build and run under the MMDet scope, as its runner would; restore after."""
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
 WIDTH = 32  # neck / head channels, small for CPU
 
 
@@ -58,7 +65,6 @@ def _tiny_detector(config: str):
     model_cfg.backbone.update(arch=TINY_ARCH, init_cfg=None)
     model_cfg.neck.update(in_channels=TINY_CHANNELS, out_channels=WIDTH)
     DETECTORS[config][1](model_cfg)
-    init_default_scope('mmdet')
     model = MODELS.build(model_cfg)
     model.init_weights()
     return model, cfg.model.backbone.frozen_stages

@@ -12,12 +12,19 @@ pytest.importorskip(
 from _downstream_helpers import (F0_CHANNELS, TINY_ARCH,  # noqa: E402
                                  TINY_CHANNELS, check_backbone_config,
                                  check_backbone_grads, load_config)
-from mmengine.registry import init_default_scope  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
 from mmengine.structures import PixelData  # noqa: E402
 
 from nfnet_mm.models.backbones import NFNet  # noqa: E402
 
 CONFIG = 'upernet_nfnet-f0_4xb4-160k_ade20k-512x512.py'
+
+
+@pytest.fixture(autouse=True)
+def mmseg_scope():
+    """Build and run under the MMSeg scope, as its runner would; restore after."""
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
 NUM_CLASSES = 4
 
 
@@ -35,7 +42,6 @@ def _tiny_upernet(frozen_stages: int = -1):
         in_channels=TINY_CHANNELS, channels=16, num_classes=NUM_CLASSES)
     model_cfg.auxiliary_head.update(
         in_channels=TINY_CHANNELS[2], channels=8, num_classes=NUM_CLASSES)
-    init_default_scope('mmseg')
     model = MODELS.build(model_cfg)
     model.init_weights()
     return model
