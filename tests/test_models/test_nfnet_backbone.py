@@ -38,15 +38,24 @@ def classifier_cfg(arch='f0', num_classes=1000, **backbone):
             dropout_rate=0.2))
 
 
-def randomize_(model):
-    """Make skip gains, gains and biases non-trivial (they init to 0/1)."""
+def randomize_(model, trained_like=False):
+    """Make skip gains, gains and biases non-trivial (they init to 0/1).
+
+    ``trained_like`` keeps them in a range like a trained NFNet's (small skip
+    gains), so that a deep net's output stays O(1) and an absolute float32
+    tolerance is meaningful.
+    """
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith('gain'):
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+            u = torch.rand(p.shape, generator=g)
+            if name.endswith('skip_gain') and trained_like:
+                p.copy_(0.1 + 0.2 * u)
+            elif name.endswith('gain'):
+                p.copy_(0.9 + 0.2 * u if trained_like else 0.5 + u)
             elif name.endswith('bias'):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+                p.copy_(torch.randn(p.shape, generator=g) *
+                        (0.02 if trained_like else 0.1))
     return model
 
 
@@ -268,7 +277,7 @@ def test_switch_to_deploy_tiny_and_roundtrip():
 
 def test_switch_to_deploy_f0():
     torch.manual_seed(0)
-    m = randomize_(NFNet('f0')).eval()
+    m = randomize_(NFNet('f0'), trained_like=True).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ref = m(x)[0]

@@ -56,7 +56,9 @@ def standardize_weight(weight: torch.Tensor,
     var, mean = torch.var_mean(
         weight, dim=(1, 2, 3), unbiased=False, keepdim=True)
     scale = torch.rsqrt(torch.clamp(var * fan_in, min=eps))
-    return (weight - mean) * (scale * gain.view(-1, 1, 1, 1))
+    scale = scale * gain.view(-1, 1, 1, 1)
+    # (W - mean) * scale in one pass over the weight
+    return torch.addcmul(-mean * scale, weight, scale)
 
 
 @MODELS.register_module()
@@ -148,6 +150,10 @@ class ScaledWSConv2d(nn.Conv2d):
         self.eps = eps
         self.deploy = False
         self.gain = nn.Parameter(torch.full((out_channels, ), gain_init))
+
+    def reset_parameters(self) -> None:
+        """Weight ~ N(0, 1 / fan_in) (the scale is irrelevant after the
+        standardisation), bias 0."""
         nn.init.kaiming_normal_(self.weight, mode='fan_in',
                                 nonlinearity='linear')
         if self.bias is not None:
@@ -196,8 +202,10 @@ class ScaledWSConv2d(nn.Conv2d):
         """
         if self.deploy:
             return
-        weight = standardize_weight(self.weight, self.gain, self.eps)
-        self.weight.data = (weight * input_scale).contiguous()
+        # in float64, so that the folded weight is the correctly rounded one
+        weight = standardize_weight(self.weight.double(), self.gain.double(),
+                                    self.eps) * input_scale
+        self.weight.data = weight.to(self.weight.dtype).contiguous()
         del self.gain
         self.register_parameter('gain', None)
         self.deploy = True
