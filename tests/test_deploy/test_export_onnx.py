@@ -1,0 +1,129 @@
+"""tools/deploy/export_onnx.py on a small NFNet: fold, export, onnxruntime."""
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+from deploy_helpers import TINY_ARCH, load_tool
+
+pytest.importorskip('onnx')
+pytest.importorskip('onnxruntime')
+
+export_onnx = load_tool('tools/deploy/export_onnx.py', 'nfnet_export_onnx')
+
+CONFIG = """
+custom_imports = dict(imports=['nfnet_mm'], allow_failed_imports=False)
+default_scope = 'mmpretrain'
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='NFNet', arch={arch}),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='NFNetClsHead', num_classes=10, in_channels={feat}))
+data_preprocessor = dict(num_classes=10, mean=[123.675, 116.28, 103.53],
+                         std=[58.395, 57.12, 57.375], to_rgb=True)
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale={resize}, edge='short', backend='pillow',
+         interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size={crop}),
+    dict(type='PackInputs'),
+]
+test_dataloader = dict(batch_size=1, dataset=dict(pipeline=test_pipeline))
+"""
+
+
+def write_config(folder, arch=TINY_ARCH, crop=64, feat=None):
+    feat = feat or arch['widths'][-1] * arch['final_expansion']
+    path = osp.join(str(folder), 'cfg.py')
+    with open(path, 'w') as f:
+        f.write(CONFIG.format(arch=repr(arch), feat=feat, resize=crop + 8,
+                              crop=crop))
+    return path
+
+
+def real_image(folder):
+    """None (-> a Fashion-MNIST test image) if available, else a PNG."""
+    try:
+        export_onnx.load_image()
+        return None
+    except FileNotFoundError:
+        import mmcv
+        rng = np.random.default_rng(0)
+        img = (rng.random((40, 48, 3)) * 255).astype(np.uint8)
+        path = osp.join(str(folder), 'img.png')
+        mmcv.imwrite(img, path)
+        return path
+
+
+@pytest.fixture(scope='module')
+def exports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('onnx')
+    cfg = write_config(folder)
+    img = real_image(folder)
+    reports = {}
+    for name, fold in (('folded', True), ('unfolded', False)):
+        reports[name] = export_onnx.run(
+            cfg, 'none', osp.join(str(folder), f'{name}.onnx'), fold=fold,
+            img=img, dynamic_batch=fold)
+    return reports
+
+
+def test_onnxruntime_matches_pytorch(exports):
+    for rep in exports.values():
+        assert rep['input_shape'] == [1, 3, 64, 64]
+        assert rep['max_abs_diff'] <= 1e-4
+    assert exports['folded']['max_abs_diff_batch2'] <= 1e-4
+
+
+def test_folded_graph_has_no_weight_standardisation(exports):
+    import onnx
+    folded, unfolded = exports['folded']['ops'], exports['unfolded']['ops']
+    num_convs = 4 + 4 * 4 + 3 + 1  # stem, 4 per block, 3 shortcuts, final
+    assert folded['Conv'] == unfolded['Conv'] == num_convs
+    # WS = mean/var over the fan-in, max(var * fan_in, eps), rsqrt
+    for op in ('Sqrt', 'Clip', 'Max', 'Reciprocal', 'Pow'):
+        assert folded.get(op, 0) == 0, op
+    assert unfolded['Sqrt'] >= num_convs
+    # the only ReduceMean left is the SE squeeze (one per block)
+    assert folded.get('ReduceMean', 0) == sum(TINY_ARCH['depths'])
+    assert unfolded['ReduceMean'] >= folded.get('ReduceMean', 0) + num_convs
+    assert exports['folded']['num_nodes'] < exports['unfolded']['num_nodes']
+    # every conv of the folded graph reads its weight straight from an
+    # initializer
+    graph = onnx.load(exports['folded']['onnx']).graph
+    inits = {t.name for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == 'Conv']
+    assert all(n.input[1] in inits for n in convs)
+    graph = onnx.load(exports['unfolded']['onnx']).graph
+    inits = {t.name for t in graph.initializer}
+    assert not any(n.input[1] in inits for n in graph.node
+                   if n.op_type == 'Conv')
+
+
+def test_cli_json_and_failure_exit(tmp_path, monkeypatch, capsys):
+    cfg = write_config(tmp_path)
+    img = real_image(tmp_path)
+    out = str(tmp_path / 'm.onnx')
+    args = [cfg, 'none', '--out', out, '--opset', '13', '--shape', '32', '32',
+            '--json', str(tmp_path / 'r.json')] + (['--img', img]
+                                                  if img else [])
+    assert export_onnx.main(args) == 0
+    printed = capsys.readouterr().out
+    assert 'max abs difference' in printed and 'Conv: 24' in printed
+    report = json.loads((tmp_path / 'r.json').read_text())
+    assert report['input_shape'] == [1, 3, 32, 32]
+    assert report['opset'] == 13
+
+    # a graph that does not reproduce the model must fail the check
+    real_export = export_onnx.export_onnx
+
+    def export_perturbed(model, inputs, out, **kwargs):
+        with torch.no_grad():
+            model.head.fc.bias.add_(1e-2)
+        real_export(model, inputs, out, **kwargs)
+
+    monkeypatch.setattr(export_onnx, 'export_onnx', export_perturbed)
+    assert export_onnx.main(args) == 1
+    assert 'more than the allowed 0.0001' in capsys.readouterr().err
