@@ -1,4 +1,13 @@
-"""Install nfnet_mm: ``pip install -e .`` (see README for the extras)."""
+"""Install nfnet_mm: ``pip install -e .`` (README: ``bash tools/install.sh``).
+
+Extras:
+
+* ``mmcv-lite``: mmcv without compiled ops (2.1.0: MMDet and MMSeg refuse 2.2). Leave it
+  out when a full ``mmcv`` (with ops, e.g. from ``mim install mmcv``) is installed:
+  both distributions provide the same ``mmcv`` package.
+* ``tests``: what ``python -m pytest tests`` needs.
+* ``export``: ONNX export and checking.
+"""
 import os.path as osp
 
 from setuptools import find_packages, setup
@@ -11,27 +20,39 @@ def get_version():
     return namespace['__version__']
 
 
+def get_long_description():
+    readme = osp.join(osp.dirname(__file__), 'README.md')
+    if not osp.isfile(readme):
+        return ''
+    with open(readme, encoding='utf-8') as f:
+        return f.read()
+
+
+EXTRAS = {
+    'mmcv-lite': ['mmcv-lite==2.1.0'],
+    'tests': ['pytest', 'timm', 'safetensors', 'Pillow'],
+    'export': ['onnx', 'onnxruntime'],
+}
+
 setup(
     name='nfnet_mm',
     version=get_version(),
     description='NFNets (Brock et al., ICML 2021) for OpenMMLab',
+    long_description=get_long_description(),
+    long_description_content_type='text/markdown',
     packages=find_packages(include=['nfnet_mm', 'nfnet_mm.*']),
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.1',
         'torchvision',
+        'numpy',
         'mmengine>=0.10.4,<1.0',
         'mmpretrain>=1.2,<2.0',
-        # mmengine 0.10.7 imports pkg_resources (gone in setuptools 82);
-        # torch needs setuptools >= 77.0.3.
+        # mmengine 0.10.x imports pkg_resources (removed in setuptools 82);
+        # recent torch needs setuptools >= 77.0.3.
         'setuptools>=77.0.3,<82',
     ],
-    extras_require={
-        # mmcv without compiled ops; 2.2 is refused by MMDet and MMSeg.
-        'mmcv-lite': ['mmcv-lite==2.1.0'],
-        'tests': ['pytest', 'timm', 'safetensors'],
-        'export': ['onnx', 'onnxruntime'],
-    },
+    extras_require=EXTRAS,
     include_package_data=True,
     zip_safe=False,
 )
