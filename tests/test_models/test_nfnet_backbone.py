@@ -315,3 +315,20 @@ def test_classifier_forward_backward_f0():
     assert all(g is not None for g in grads)
     # skip gains are 0 at init, yet receive gradient (SkipInit)
     assert model.backbone.stages[0][0].skip_gain.grad.abs() > 0
+
+
+def test_deploy_benchmark_tool_fewer_ops():
+    import importlib.util
+    import os.path as osp
+    path = osp.join(
+        osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+        'tools', 'analysis_tools', 'benchmark_deploy.py')
+    spec = importlib.util.spec_from_file_location('benchmark_deploy', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    res = tool.run(TINY, img_size=32, batch=1, iters=1, warmup=0)
+    ops = res['aten_ops_per_forward']
+    # per WS conv the standardisation (var_mean, clamp, rsqrt, ...) is gone
+    assert ops['folded'] < ops['unfolded'] - 5 * 17
+    assert res['max_abs_logit_diff'] <= 1e-5
+    assert res['ratio_unfolded_over_folded'] > 0
