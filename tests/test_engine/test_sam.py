@@ -277,19 +277,21 @@ def _cpu_amp_wrapper(model, init_scale=2.0**12, **kwargs):
     return wrapper
 
 
-def test_amp_loss_scaler_used_once_per_update():
+@pytest.mark.parametrize('agc', [None, dict(clipping=0.01)])
+def test_amp_loss_scaler_used_once_per_update(agc):
     model = build_model()
     fp32_model = copy.deepcopy(model)
-    wrapper = _cpu_amp_wrapper(model)
+    wrapper = _cpu_amp_wrapper(model, agc=agc)
     scaler = wrapper.loss_scaler
     with mock.patch.object(scaler, 'step', wraps=scaler.step) as step, \
             mock.patch.object(scaler, 'update', wraps=scaler.update) as update, \
             mock.patch.object(scaler, 'unscale_', wraps=scaler.unscale_) as unscale:
         log_vars = model.train_step(make_batch(10, 9), wrapper)
     assert step.call_count == update.call_count == 1
-    assert unscale.call_count <= 1
+    assert unscale.call_count == 1  # the descent grads, once (AGC or scaler.step)
     assert wrapper.loss_scaler.get_scale() == 2.0**12  # no overflow seen
-    fp32_log = fp32_model.train_step(make_batch(10, 9), _sam_wrapper(fp32_model))
+    fp32_log = fp32_model.train_step(make_batch(10, 9),
+                                     _sam_wrapper(fp32_model, agc=agc))
     # The logged ascent norm is unscaled (bf16 forward: a loose tolerance).
     ratio = float(log_vars['sam_ascent_grad_norm']) / float(
         fp32_log['sam_ascent_grad_norm'])
@@ -396,3 +398,39 @@ def test_runner_trains_with_sam(tmp_path):
     assert hub.get_scalar('train/sam_ascent_grad_norm').current() > 0
     assert any(not torch.equal(p.detach(), w0[n])
                for n, p in runner.model.named_parameters())
+
+
+# ---------------------------------------------------------------- benchmark
+def test_benchmark_sam_ci_smoke(tmp_path):
+    import importlib.util
+    import json
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__))))
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_sam', os.path.join(root, 'tools', 'analysis_tools',
+                                      'benchmark_sam.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / 'sam.json'
+    ret = bench.main(['--ci', '--out', str(out)])
+    res = json.loads(out.read_text())
+    assert res['results'].keys() == ret['results'].keys() == {
+        'plain', 'sam 0.2', 'sam 1'}
+    assert res['settings']['batch'] == 5 and res['settings']['ci']
+    assert res['results']['sam 0.2']['ascent_samples'] == 1  # ceil(0.2 x 5)
+    assert res['results']['sam 1']['ascent_samples'] == 5
+    plain_ms = res['results']['plain']['ms_per_step']
+    for name, r in res['results'].items():
+        assert len(r['ms_all']) == 2
+        assert r['ratio_to_plain'] == pytest.approx(r['ms_per_step'] / plain_ms)
+        assert r['cpu_ratio_to_plain'] == pytest.approx(
+            r['cpu_ms_per_step'] / res['results']['plain']['cpu_ms_per_step'])
+        is_sam = name.startswith('sam')
+        assert ('sam_ascent_grad_norm' in r['last_log_vars']) == is_sam
+        if is_sam:
+            assert r['last_log_vars']['sam_ascent_grad_norm'] > 0
+            assert r['last_log_vars']['sam_skipped'] == 0
+    for module in ('torch', 'mmengine', 'mmpretrain'):
+        assert res['env']['versions'][module]
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--fractions', '1.5'])
