@@ -84,7 +84,7 @@ def make_runner(work_dir, max_epochs=2, resume=False, load_from=None,
         resume=resume,
         load_from=load_from,
         log_level='WARNING',
-        default_scope='mmengine')
+        default_scope='mmpretrain')
 
 
 def run_until_stopped(runner):

@@ -6,13 +6,30 @@ import numpy as np
 import pytest
 
 import nfnet_mm  # noqa: F401
-from mmpretrain.registry import DATASETS, TRANSFORMS
+from mmengine.registry import DefaultScope
+from mmpretrain.registry import DATASETS as _DATASETS
+from mmpretrain.registry import TRANSFORMS as _TRANSFORMS
 
 from nfnet_mm.datasets.fashion_mnist import (DEFAULT_FASHION_MNIST_ROOT,
                                              read_idx_file)
 
 FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz',
          't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
+
+
+class _InMMPretrainScope:
+    """Build from a registry under MMPretrain's scope, whatever the current one is."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def build(self, cfg):
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            return self.registry.build(cfg)
+
+
+DATASETS = _InMMPretrainScope(_DATASETS)
+TRANSFORMS = _InMMPretrainScope(_TRANSFORMS)
 HAVE_DATA = all(
     osp.isfile(osp.join(DEFAULT_FASHION_MNIST_ROOT, f)) for f in FILES)
 
