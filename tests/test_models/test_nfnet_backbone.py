@@ -332,3 +332,34 @@ def test_deploy_benchmark_tool_fewer_ops():
     assert ops['folded'] < ops['unfolded'] - 5 * 17
     assert res['max_abs_logit_diff'] <= 1e-5
     assert res['ratio_unfolded_over_folded'] > 0
+
+
+@pytest.mark.parametrize('deploy', [False, True])
+def test_onnx_export_static_shape(tmp_path, deploy):
+    ort = pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnx')
+    torch.manual_seed(0)
+    m = randomize_(NFNet(TINY, out_indices=(0, 1, 2, 3))).eval()
+    if deploy:
+        m.switch_to_deploy()
+    x = torch.randn(1, 3, 50, 63)  # even and odd sizes: asymmetric pads
+    path = str(tmp_path / 'nfnet.onnx')
+    torch.onnx.export(m, (x, ), path, dynamo=False, opset_version=17,
+                      input_names=['x'])
+    sess = ort.InferenceSession(path)
+    outs = sess.run(None, {'x': x.numpy()})
+    with torch.no_grad():
+        ref = m(x)
+    for o, r in zip(outs, ref):
+        torch.testing.assert_close(torch.from_numpy(o), r, atol=1e-4,
+                                   rtol=1e-4)
+
+
+def test_torch_compile_fullgraph():
+    """No graph breaks (SAME pads are plain Python ints of the shape)."""
+    torch._dynamo.reset()
+    m = randomize_(NFNet(TINY)).eval()
+    x = torch.randn(1, 3, 40, 41)
+    compiled = torch.compile(m, backend='eager', fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x)[0], m(x)[0])

@@ -167,10 +167,15 @@ class ScaledWSConv2d(nn.Conv2d):
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self._dynamic_same:
+            sizes = x.shape[-2:]
+            if torch.jit.is_tracing():
+                # ONNX/TorchScript tracing: the pads become constants of the
+                # traced input size (the conv's own padding is an attribute
+                # in ONNX anyway); export with static input shapes.
+                sizes = [int(size) for size in sizes]
             pads = [
                 same_pads(size, k, s, d) for size, k, s, d in zip(
-                    x.shape[-2:], self.kernel_size, self.stride,
-                    self.dilation)
+                    sizes, self.kernel_size, self.stride, self.dilation)
             ]
             (top, bottom), (left, right) = pads
             if bottom != top or right != left:
