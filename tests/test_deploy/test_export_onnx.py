@@ -127,3 +127,18 @@ def test_cli_json_and_failure_exit(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(export_onnx, 'export_onnx', export_perturbed)
     assert export_onnx.main(args) == 1
     assert 'more than the allowed 0.0001' in capsys.readouterr().err
+
+
+def test_preprocess_uses_pipeline_and_normalisation(tmp_path):
+    model = export_onnx.build_classifier(write_config(tmp_path))
+    bgr = (10, 100, 200)
+    img = np.empty((30, 50, 3), np.uint8)
+    img[:] = bgr
+    inputs = export_onnx.preprocess(model, img)
+    assert inputs.shape == (1, 3, 64, 64)  # ResizeEdge 72 + CenterCrop 64
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    rgb = bgr[::-1]
+    for c in range(3):
+        torch.testing.assert_close(
+            inputs[0, c], torch.full((64, 64), (rgb[c] - mean[c]) / std[c]),
+            atol=1e-3, rtol=0)

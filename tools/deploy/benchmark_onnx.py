@@ -25,8 +25,24 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import export_onnx  # noqa: E402
+
+
+def _load_export_tool():
+    # by path: this folder also holds mmdeploy.py, which must not shadow the
+    # mmdeploy package on sys.path
+    import importlib.util
+    name = 'nfnet_export_onnx'
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, osp.join(osp.dirname(osp.abspath(__file__)),
+                           'export_onnx.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+export_onnx = _load_export_tool()
 
 __all__ = ['benchmark', 'main']
 

@@ -84,6 +84,10 @@ def build_classifier(config, checkpoint: Optional[str] = None) -> nn.Module:
     model_cfg = copy.deepcopy(cfg.model)
     if model_cfg.get('backbone', {}).get('init_cfg', None) is not None:
         model_cfg['backbone']['init_cfg'] = None  # no pretrained download
+    # as MMEngine's Runner: a top-level data_preprocessor is the model's
+    if cfg.get('data_preprocessor', None) is not None:
+        model_cfg.setdefault('data_preprocessor',
+                             copy.deepcopy(cfg.data_preprocessor))
     model = MODELS.build(model_cfg)
     if checkpoint and checkpoint.lower() != 'none':
         load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
