@@ -149,6 +149,18 @@ def _batch(batch: int, img_size: int, seed: int) -> dict:
                 data_samples=[DataSample().set_gt_label(int(i)) for i in labels])
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), else ``platform.processor()``."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     """Time the runners (interleaved) and return the results as a dict."""
     import mmengine
@@ -196,7 +208,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         settings=settings,
         params=sum(p.numel() for p in model.parameters()),
         env=dict(
-            machine=platform.machine(), processor=platform.processor(),
+            machine=platform.machine(), cpu=_cpu_model(),
             platform=platform.platform(), python=platform.python_version(),
             torch_threads=torch.get_num_threads(),
             versions=dict(torch=torch.__version__, mmengine=mmengine.__version__,
@@ -208,7 +220,7 @@ def format_table(res: dict) -> str:
     lines = [
         f"NFNet arch {res['settings']['arch']}, {res['params']:,} params, batch "
         f"{res['settings']['batch']}, {res['settings']['img_size']} px, "
-        f"{res['env']['torch_threads']} threads, median of "
+        f"{res['env']['cpu']}, {res['env']['torch_threads']} threads, median of "
         f"{res['settings']['steps']} steps",
         '| runner | ascent samples | wall ms/step | x plain (wall) | '
         'CPU ms/step | x plain (CPU) |',

@@ -151,8 +151,9 @@ class _SAMMixin:
 
         ``e = rho * g / ||g||``, or with ``adaptive=True`` (ASAM)
         ``e = rho * |w|^2 g / || |w| g ||``; the norms run over all perturbed
-        parameters together. Under AMP the gradients are unscaled first. A non-finite
-        or zero norm (e.g. an fp16 overflow) skips the perturbation.
+        parameters together. Under AMP the gradients are first unscaled in place
+        (they are dropped after the perturbation). A non-finite or zero norm (e.g.
+        an fp16 overflow) skips the perturbation.
 
         Returns:
             tuple: The L2 norm of the (unscaled) ascent gradient, a 0-d tensor, and
@@ -164,23 +165,29 @@ class _SAMMixin:
         params = self._sam_params()
         if not params:
             return torch.zeros(()), False
-        inv_scale = 1.0 / self._grad_scale()
-        grads = [p.grad.detach() * inv_scale for p in params]
+        # The ascent gradients are dropped after this: unscale them in place.
+        grads = [p.grad.detach() for p in params]
+        grad_scale = self._grad_scale()
+        if grad_scale != 1.0:
+            torch._foreach_mul_(grads, 1.0 / grad_scale)
         grad_norm = torch.nn.utils.get_total_norm(grads, 2.0)
         if self.adaptive:
-            grads = [p.detach().abs() * g for p, g in zip(params, grads)]
-            direction_norm = torch.nn.utils.get_total_norm(grads, 2.0)
+            abs_w = [p.detach().abs() for p in params]
+            directions = torch._foreach_mul(grads, abs_w)  # T_w g
+            direction_norm = torch.nn.utils.get_total_norm(directions, 2.0)
         else:
             direction_norm = grad_norm
-        if not bool(torch.isfinite(direction_norm)) or float(direction_norm) == 0:
+        norm = float(direction_norm)  # one host sync, needed for the skip decision
+        if not math.isfinite(norm) or norm == 0:
             return grad_norm.detach(), False
-        scale = self.rho / (direction_norm + self.eps)
-        for p, g in zip(params, grads):
-            e = g * scale.to(g.device)
-            if self.adaptive:
-                e = e * p.detach().abs()
+        scale = self.rho / (norm + self.eps)
+        for i, p in enumerate(params):
             self._sam_backup[p] = p.detach().clone()
-            p.add_(e.to(p.dtype))
+            if self.adaptive:  # e = rho |w| (|w| g) / || |w| g ||
+                p.addcmul_(directions[i].to(p.dtype), abs_w[i].to(p.dtype),
+                           value=scale)
+            else:  # e = rho g / ||g||
+                p.add_(grads[i].to(p.dtype), alpha=scale)
         return grad_norm.detach(), True
 
     @torch.no_grad()
