@@ -185,3 +185,37 @@ def test_strict_pretrained_resolves_from_every_scope():
         assert registry.get('StrictPretrained') is StrictPretrained
     with pytest.raises(ValueError, match='checkpoint path'):
         StrictPretrained('')
+
+
+def test_loaded_weights_survive_the_childrens_own_init(tmp_path):
+    """BaseModule runs non-'Pretrained' initializers before the children's
+    init_weights; the children must not overwrite what was loaded."""
+    from mmengine.model import BaseModule
+
+    class Child(BaseModule):
+
+        def __init__(self):
+            super().__init__(
+                init_cfg=dict(type='Constant', layer='Linear', val=0.))
+            self.fc = torch.nn.Linear(3, 2)
+
+    class Parent(BaseModule):
+
+        def __init__(self, init_cfg=None):
+            super().__init__(init_cfg=init_cfg)
+            self.child = Child()
+
+    gen = torch.Generator().manual_seed(0)
+    state = {
+        'child.fc.weight': torch.randn(2, 3, generator=gen),
+        'child.fc.bias': torch.randn(2, generator=gen)
+    }
+    path = _save(state, tmp_path / 'c.pth')
+    model = Parent(init_cfg=dict(type='StrictPretrained', checkpoint=path))
+    model.init_weights()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    # without a pretrained init the child's own Constant(0) init applies
+    plain = Parent()
+    plain.init_weights()
+    assert plain.child.fc.weight.abs().sum() == 0

@@ -108,12 +108,22 @@ class StrictPretrained:
         return missing, unexpected, mismatched
 
     def __call__(self, module: nn.Module) -> None:
+        """Load the checkpoint into ``module``.
+
+        Args:
+            module (nn.Module): The module whose ``init_cfg`` this is.
+
+        Raises:
+            PretrainedKeysError: If ``strict`` and the keys or shapes differ,
+                or if no checkpoint key has ``prefix``.
+        """
         source = self._source_state_dict()
         target = module.state_dict()
         missing, unexpected, mismatched = self.compare(target, source)
-        where = (f'checkpoint {self.checkpoint!r}'
-                 f'{"" if self.prefix is None else f" (prefix {self.prefix!r})"}'
-                 f' for {module.__class__.__name__}')
+        where = f'checkpoint {self.checkpoint!r}'
+        if self.prefix is not None:
+            where += f' (prefix {self.prefix!r})'
+        where += f' for {module.__class__.__name__}'
         if missing or unexpected or mismatched:
             shapes = [
                 f'{k} (checkpoint {tuple(source[k].shape)}, module '
