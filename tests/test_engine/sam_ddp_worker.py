@@ -4,6 +4,8 @@ import sys
 
 import torch
 import torch.distributed as dist
+from mmengine.optim import OptimWrapper
+from mmpretrain.registry import MODEL_WRAPPERS
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sam_helpers import build_model, make_batch  # noqa: E402
@@ -34,7 +36,10 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
     try:
         # Different seeds per rank: DDP must broadcast rank 0's initial weights.
         model = build_model(seed=rank)
-        ddp = SAMDistributedDataParallel(module=model)
+        # as the Runner builds it from model_wrapper_cfg
+        ddp = MODEL_WRAPPERS.build(
+            dict(type='SAMDistributedDataParallel', module=model))
+        assert isinstance(ddp, SAMDistributedDataParallel)
         wrapper = SAMOptimWrapper(
             optimizer=torch.optim.SGD(ddp.parameters(), lr=LR), rho=0.05,
             ascent_fraction=0.5)
@@ -81,5 +86,13 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
         params = _gather(_flat(model.parameters()), world_size)
         torch.testing.assert_close(params[0], params[1], rtol=0, atol=0)
         assert len(step_grads) == 3
+
+        # A non-SAM optimizer wrapper: the normal one-pass DDP step.
+        seen_weights.clear()
+        plain = OptimWrapper(torch.optim.SGD(ddp.parameters(), lr=LR))
+        log_vars = ddp.train_step(make_batch(BATCH, 1000 + rank), plain)
+        assert len(seen_weights) == 1 and 'sam_ascent_grad_norm' not in log_vars
+        params = _gather(_flat(model.parameters()), world_size)
+        torch.testing.assert_close(params[0], params[1], rtol=0, atol=0)
     finally:
         dist.destroy_process_group()
