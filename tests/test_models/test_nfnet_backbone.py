@@ -1,6 +1,4 @@
 """Tests of the NFNet backbone."""
-import copy
-
 import pytest
 import timm
 import torch
@@ -9,54 +7,7 @@ from timm.models.nfnet import NormFreeNet, _dm_nfnet_cfg
 import nfnet_mm  # noqa: F401
 from mmpretrain.registry import MODELS
 from nfnet_mm.models.backbones.nfnet import NFNet, StochasticDepth
-
-TINY = dict(
-    depths=[1, 1, 1, 1],
-    widths=[32, 64, 96, 128],
-    group_width=16,
-    bottleneck_ratio=0.5,
-    se_ratio=0.5,
-    alpha=0.2,
-    stem_widths=[8, 16, 16, 32],
-    stem_strides=[2, 1, 1, 2],
-    strides=[1, 2, 2, 2],
-    final_expansion=2)
-TINY2 = dict(TINY, depths=[2, 2, 2, 1])
-
-
-def classifier_cfg(arch='f0', num_classes=1000, **backbone):
-    in_ch = NFNet.arch_settings[arch]['widths'][-1] * 2 if isinstance(
-        arch, str) else arch['widths'][-1] * arch['final_expansion']
-    return dict(
-        type='ImageClassifier',
-        backbone=dict(type='NFNet', arch=arch, **backbone),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(
-            type='NFNetClsHead',
-            num_classes=num_classes,
-            in_channels=in_ch,
-            dropout_rate=0.2))
-
-
-def randomize_(model, trained_like=False):
-    """Make skip gains, gains and biases non-trivial (they init to 0/1).
-
-    ``trained_like`` keeps them in a range like a trained NFNet's (small skip
-    gains), so that a deep net's output stays O(1) and an absolute float32
-    tolerance is meaningful.
-    """
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            u = torch.rand(p.shape, generator=g)
-            if name.endswith('skip_gain') and trained_like:
-                p.copy_(0.1 + 0.2 * u)
-            elif name.endswith('gain'):
-                p.copy_(0.9 + 0.2 * u if trained_like else 0.5 + u)
-            elif name.endswith('bias'):
-                p.copy_(torch.randn(p.shape, generator=g) *
-                        (0.02 if trained_like else 0.1))
-    return model
+from nfnet_test_utils import TINY, TINY2, classifier_cfg, randomize_
 
 
 def count(model):
@@ -255,37 +206,6 @@ def test_stochastic_depth_in_block():
     assert any(torch.allclose(o, f) for o, f in zip(out, full))
 
 
-def test_switch_to_deploy_tiny_and_roundtrip():
-    torch.manual_seed(0)
-    m = randomize_(NFNet(TINY2, out_indices=(0, 1, 2, 3))).eval()
-    x = torch.randn(2, 3, 47, 50)
-    with torch.no_grad():
-        ref = m(x)
-        m.switch_to_deploy()
-        out = m(x)
-    for a, b in zip(ref, out):
-        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
-    sd = m.state_dict()
-    assert not any(k.endswith('.gain') and 'skip' not in k for k in sd)
-    other = NFNet(TINY2, out_indices=(0, 1, 2, 3))
-    other.switch_to_deploy()
-    other.load_state_dict(sd, strict=True)
-    with torch.no_grad():
-        for a, b in zip(ref, other.eval()(x)):
-            torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
-
-
-def test_switch_to_deploy_f0():
-    torch.manual_seed(0)
-    m = randomize_(NFNet('f0'), trained_like=True).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        ref = m(x)[0]
-        m.switch_to_deploy()
-        out = m(x)[0]
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
-
-
 def test_with_cp_same_gradients():
     torch.manual_seed(0)
     a = randomize_(NFNet(TINY))
@@ -315,51 +235,3 @@ def test_classifier_forward_backward_f0():
     assert all(g is not None for g in grads)
     # skip gains are 0 at init, yet receive gradient (SkipInit)
     assert model.backbone.stages[0][0].skip_gain.grad.abs() > 0
-
-
-def test_deploy_benchmark_tool_fewer_ops():
-    import importlib.util
-    import os.path as osp
-    path = osp.join(
-        osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-        'tools', 'analysis_tools', 'benchmark_deploy.py')
-    spec = importlib.util.spec_from_file_location('benchmark_deploy', path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    res = tool.run(TINY, img_size=32, batch=1, iters=1, warmup=0)
-    ops = res['aten_ops_per_forward']
-    # per WS conv the standardisation (var_mean, clamp, rsqrt, ...) is gone
-    assert ops['folded'] < ops['unfolded'] - 5 * 17
-    assert res['max_abs_logit_diff'] <= 1e-5
-    assert res['ratio_unfolded_over_folded'] > 0
-
-
-@pytest.mark.parametrize('deploy', [False, True])
-def test_onnx_export_static_shape(tmp_path, deploy):
-    ort = pytest.importorskip('onnxruntime')
-    pytest.importorskip('onnx')
-    torch.manual_seed(0)
-    m = randomize_(NFNet(TINY, out_indices=(0, 1, 2, 3))).eval()
-    if deploy:
-        m.switch_to_deploy()
-    x = torch.randn(1, 3, 50, 63)  # even and odd sizes: asymmetric pads
-    path = str(tmp_path / 'nfnet.onnx')
-    torch.onnx.export(m, (x, ), path, dynamo=False, opset_version=17,
-                      input_names=['x'])
-    sess = ort.InferenceSession(path)
-    outs = sess.run(None, {'x': x.numpy()})
-    with torch.no_grad():
-        ref = m(x)
-    for o, r in zip(outs, ref):
-        torch.testing.assert_close(torch.from_numpy(o), r, atol=1e-4,
-                                   rtol=1e-4)
-
-
-def test_torch_compile_fullgraph():
-    """No graph breaks (SAME pads are plain Python ints of the shape)."""
-    torch._dynamo.reset()
-    m = randomize_(NFNet(TINY)).eval()
-    x = torch.randn(1, 3, 40, 41)
-    compiled = torch.compile(m, backend='eager', fullgraph=True)
-    with torch.no_grad():
-        torch.testing.assert_close(compiled(x)[0], m(x)[0])

@@ -166,3 +166,16 @@ def test_gamma_preserves_unit_variance(act_type):
     z = torch.randn(2_000_000, dtype=torch.float64)
     y = GammaAct(dict(type=act_type))(z)
     assert abs(y.var().item() - 1.) < 0.01
+
+
+def test_build_through_mmcv_build_conv_layer():
+    """Other backbones can use it via conv_cfg=dict(type='ScaledWSConv2d')."""
+    from mmcv.cnn import build_conv_layer
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        conv = build_conv_layer(
+            dict(type='ScaledWSConv2d'), 3, 8, 3, stride=2, padding=1)
+    assert isinstance(conv, ScaledWSConv2d) and conv.pad_mode == 'explicit'
+    x = torch.randn(1, 3, 9, 9)
+    ref = F.conv2d(x, conv.get_weight(), conv.bias, stride=2, padding=1)
+    torch.testing.assert_close(conv(x), ref)

@@ -1,0 +1,87 @@
+"""NFNet deploy: WS folding, ONNX export, torch.compile, the benchmark."""
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+
+import nfnet_mm  # noqa: F401
+from nfnet_mm.models.backbones.nfnet import NFNet
+from nfnet_test_utils import TINY, TINY2, randomize_
+
+
+def test_switch_to_deploy_tiny_and_roundtrip():
+    torch.manual_seed(0)
+    m = randomize_(NFNet(TINY2, out_indices=(0, 1, 2, 3))).eval()
+    x = torch.randn(2, 3, 47, 50)
+    with torch.no_grad():
+        ref = m(x)
+        m.switch_to_deploy()
+        out = m(x)
+    for a, b in zip(ref, out):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    sd = m.state_dict()
+    assert not any(k.endswith('.gain') and 'skip' not in k for k in sd)
+    other = NFNet(TINY2, out_indices=(0, 1, 2, 3))
+    other.switch_to_deploy()
+    other.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+        for a, b in zip(ref, other.eval()(x)):
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+
+
+def test_switch_to_deploy_f0():
+    torch.manual_seed(0)
+    m = randomize_(NFNet('f0'), trained_like=True).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = m(x)[0]
+        m.switch_to_deploy()
+        out = m(x)[0]
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_deploy_benchmark_tool_fewer_ops():
+    path = osp.join(
+        osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+        'tools', 'analysis_tools', 'benchmark_deploy.py')
+    spec = importlib.util.spec_from_file_location('benchmark_deploy', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    res = tool.run(TINY, img_size=32, batch=1, iters=1, warmup=0)
+    ops = res['aten_ops_per_forward']
+    # per WS conv the standardisation (var_mean, clamp, rsqrt, ...) is gone
+    assert ops['folded'] < ops['unfolded'] - 5 * 17
+    assert res['max_abs_logit_diff'] <= 1e-5
+    assert res['ratio_unfolded_over_folded'] > 0
+
+
+@pytest.mark.parametrize('deploy', [False, True])
+def test_onnx_export_static_shape(tmp_path, deploy):
+    ort = pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnx')
+    torch.manual_seed(0)
+    m = randomize_(NFNet(TINY, out_indices=(0, 1, 2, 3))).eval()
+    if deploy:
+        m.switch_to_deploy()
+    x = torch.randn(1, 3, 50, 63)  # even and odd sizes: asymmetric pads
+    path = str(tmp_path / 'nfnet.onnx')
+    torch.onnx.export(m, (x, ), path, dynamo=False, opset_version=17,
+                      input_names=['x'])
+    sess = ort.InferenceSession(path)
+    outs = sess.run(None, {'x': x.numpy()})
+    with torch.no_grad():
+        ref = m(x)
+    for o, r in zip(outs, ref):
+        torch.testing.assert_close(torch.from_numpy(o), r, atol=1e-4,
+                                   rtol=1e-4)
+
+
+def test_torch_compile_fullgraph():
+    """No graph breaks (SAME pads are plain Python ints of the shape)."""
+    torch._dynamo.reset()
+    m = randomize_(NFNet(TINY)).eval()
+    x = torch.randn(1, 3, 40, 41)
+    compiled = torch.compile(m, backend='eager', fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x)[0], m(x)[0])
