@@ -125,7 +125,7 @@ def test_switch_to_deploy(s, size):
         conv.bias.normal_()
     x = torch.randn(2, 4, size, size)
     ref = conv(x)
-    conv.switch_to_deploy(input_scale=1.)
+    conv.switch_to_deploy()
     assert set(conv.state_dict()) == {'weight', 'bias'}
     torch.testing.assert_close(conv(x), ref, atol=1e-5, rtol=0)
     # round trip: a folded state dict loads strictly into a folded conv
@@ -135,13 +135,21 @@ def test_switch_to_deploy(s, size):
     torch.testing.assert_close(other(x), ref, atol=1e-5, rtol=0)
 
 
-def test_input_scale_folding():
+def test_input_scale_is_exact_and_folds():
+    """input_scale c: conv(x) == plain WS conv of (c * x)."""
     torch.manual_seed(0)
     conv = ScaledWSConv2d(3, 4, 3, stride=2)
+    with torch.no_grad():
+        conv.bias.normal_()
     x = torch.randn(1, 3, 8, 8)
     ref = conv(x * 1.7)
-    conv.switch_to_deploy(input_scale=1.7)
-    torch.testing.assert_close(conv(x), ref, atol=1e-5, rtol=0)
+    conv.input_scale = 1.7
+    assert 'gain' in conv.state_dict() and 'input_scale' not in str(
+        list(conv.state_dict()))
+    torch.testing.assert_close(conv(x), ref, atol=1e-5, rtol=1e-5)
+    conv.switch_to_deploy()
+    assert conv.input_scale == 1.0
+    torch.testing.assert_close(conv(x), ref, atol=1e-5, rtol=1e-5)
 
 
 def test_gamma_act():

@@ -122,8 +122,14 @@ class NFBlock(nn.Module):
 
     ``out = x + alpha * skip_gain * f(act(x) * beta)`` with ``f`` = 1x1 conv,
     act, 3x3 grouped conv (strided in a transition block), act, 3x3 grouped
-    conv, act, 1x1 conv, Squeeze-Excite (x2 gate). In a transition block the
-    shortcut takes the scaled activated input ``act(x) * beta``.
+    conv, act, 1x1 conv, Squeeze-Excite (x2 gate); every ``act`` is
+    ``gamma * activation``. In a transition block the shortcut takes the
+    scaled activated input ``act(x) * beta``.
+
+    The constant factors in front of each conv (``gamma``, and
+    ``gamma * beta`` for ``conv1`` and the shortcut conv) are applied to the
+    standardised conv weights (``ScaledWSConv2d.input_scale``), which is
+    exact and avoids a multiplication of every activation tensor.
 
     Args:
         in_channels (int): Input channels.
@@ -134,7 +140,8 @@ class NFBlock(nn.Module):
         group_width (int): Channels per group of the 3x3 convs.
         bottleneck_ratio (float): Bottleneck width / ``out_channels``.
         se_ratio (float): SE hidden width / ``out_channels``.
-        act (GammaAct): Activation (shared, parameter-free).
+        act (nn.Module): The plain activation (shared, parameter-free).
+        gamma (float): The activation's gain.
         padding (str): Padding mode of the convs.
         eps (float): Weight standardisation epsilon.
         drop_path_rate (float): Stochastic depth rate. Defaults to 0.
@@ -151,7 +158,8 @@ class NFBlock(nn.Module):
                  group_width: int,
                  bottleneck_ratio: float,
                  se_ratio: float,
-                 act: GammaAct,
+                 act: nn.Module,
+                 gamma: float,
                  padding: str,
                  eps: float,
                  drop_path_rate: float = 0.,
@@ -186,9 +194,17 @@ class NFBlock(nn.Module):
             raise ValueError('Only a transition block may change the shape.')
         else:
             self.shortcut = None
+        # act(x) * beta feeds conv1 and the shortcut (avg-pool is linear, so
+        # the factor commutes with it); gamma alone feeds the other convs
+        self.gamma = gamma
+        self.conv1.input_scale = gamma * beta
+        if self.shortcut is not None:
+            self.shortcut.conv.input_scale = gamma * beta
+        for conv in (self.conv2, self.conv2b, self.conv3):
+            conv.input_scale = gamma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(x) * self.beta if self.beta != 1. else self.act(x)
+        out = self.act(x)  # times gamma * beta: in conv1's/shortcut's weight
         shortcut = x if self.shortcut is None else self.shortcut(out)
         out = self.conv1(out)
         out = self.conv2(self.act(out))
@@ -199,40 +215,41 @@ class NFBlock(nn.Module):
         return out * (self.skip_gain * self.alpha) + shortcut
 
     def switch_to_deploy(self) -> None:
-        """Fold WS, the activation gain and beta into the conv weights."""
-        gamma = self.act.gamma
-        self.conv1.switch_to_deploy(gamma * self.beta)
-        if self.shortcut is not None:
-            # avg-pool is linear: the input scale commutes with it
-            self.shortcut.conv.switch_to_deploy(gamma * self.beta)
-        for conv in (self.conv2, self.conv2b, self.conv3):
-            conv.switch_to_deploy(gamma)
-        self.beta = 1.
+        """Fold WS (with the gains gamma and beta) into the conv weights."""
+        for module in self.modules():
+            if isinstance(module, ScaledWSConv2d):
+                module.switch_to_deploy()
 
 
 class NFStem(nn.Module):
     """Four 3x3 WS convs with activations in between (none after the last).
 
+    The activation gain gamma is applied by the following conv
+    (``ScaledWSConv2d.input_scale``).
+
     Args:
         in_channels (int): Input channels.
         widths (Sequence[int]): Output channels of the convs.
         strides (Sequence[int]): Strides of the convs.
-        act (GammaAct): Activation (own instance: deploy resets its gain).
+        act (nn.Module): The plain activation.
+        gamma (float): The activation's gain.
         padding (str): Padding mode.
         eps (float): Weight standardisation epsilon.
     """
 
     def __init__(self, in_channels: int, widths: Sequence[int],
-                 strides: Sequence[int], act: GammaAct, padding: str,
-                 eps: float) -> None:
+                 strides: Sequence[int], act: nn.Module, gamma: float,
+                 padding: str, eps: float) -> None:
         super().__init__()
         self.act = act
         self.num_convs = len(widths)
         for i, (width, stride) in enumerate(zip(widths, strides)):
-            self.add_module(
-                f'conv{i + 1}',
-                ScaledWSConv2d(in_channels, width, 3, stride=stride,
-                               padding=padding, eps=eps))
+            conv = ScaledWSConv2d(
+                in_channels, width, 3, stride=stride, padding=padding,
+                eps=eps)
+            if i > 0:
+                conv.input_scale = gamma
+            self.add_module(f'conv{i + 1}', conv)
             in_channels = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -245,9 +262,7 @@ class NFStem(nn.Module):
     def switch_to_deploy(self) -> None:
         """Fold WS (and the gain of the preceding activation)."""
         for i in range(1, self.num_convs + 1):
-            getattr(self, f'conv{i}').switch_to_deploy(
-                1. if i == 1 else self.act.gamma)
-        self.act.gamma = 1.
+            getattr(self, f'conv{i}').switch_to_deploy()
 
 
 @MODELS.register_module()
@@ -257,7 +272,8 @@ class NFNet(BaseModule):
     A PyTorch/MMPretrain implementation of `High-Performance Large-Scale
     Image Recognition Without Normalization
     <https://arxiv.org/abs/2102.06171>`_. Every conv is a
-    :class:`ScaledWSConv2d`; each activation is multiplied by its gain gamma.
+    :class:`ScaledWSConv2d`; each activation is multiplied by its gain gamma
+    (applied exactly through the following conv's standardised weight).
 
     Output index ``i`` (0-2) is the residual stream after stage ``i + 1``;
     index 3 is ``act(final_conv(stage4))`` with ``final_expansion`` x the last
@@ -340,12 +356,13 @@ class NFNet(BaseModule):
         self.gamma = get_activation_gamma(act_cfg)
         alpha = arch['alpha']
 
-        # Activations are parameter-free; the stem, each stage and the final
-        # conv have their own instance so that deploy folding can reset the
-        # gain of those whose gain it folds into the following convs.
+        # Inside the network the gain gamma of an activation (and a block's
+        # beta) is applied by the following WS conv (exact, see NFBlock), so
+        # the stem and the blocks use the plain activation; only the final
+        # activation, which feeds no conv, multiplies by gamma itself.
+        act = GammaAct(act_cfg, gamma=1.)  # parameter-free, shared
         self.stem = NFStem(in_channels, arch['stem_widths'],
-                           arch['stem_strides'],
-                           GammaAct(act_cfg, gamma=self.gamma), padding,
+                           arch['stem_strides'], act, self.gamma, padding,
                            ws_eps)
         num_blocks = sum(arch['depths'])
         block_idx = 0
@@ -354,7 +371,6 @@ class NFNet(BaseModule):
         self.stages = nn.ModuleList()
         for s, (depth, width, stride) in enumerate(
                 zip(arch['depths'], arch['widths'], arch['strides'])):
-            act = GammaAct(act_cfg, gamma=self.gamma)
             blocks = []
             for b in range(depth):
                 blocks.append(
@@ -368,6 +384,7 @@ class NFNet(BaseModule):
                         bottleneck_ratio=arch['bottleneck_ratio'],
                         se_ratio=arch['se_ratio'],
                         act=act,
+                        gamma=self.gamma,
                         padding=padding,
                         eps=ws_eps,
                         drop_path_rate=drop_path_rate * block_idx /
@@ -466,18 +483,14 @@ class NFNet(BaseModule):
     def switch_to_deploy(self) -> None:
         """Fold the weight standardisation into plain conv weights.
 
-        Every :class:`ScaledWSConv2d` keeps ``weight`` and ``bias`` only; the
-        activation gain gamma (and each block's beta) is folded into the
-        following conv, so the activations inside the network become plain
-        activations. The final activation keeps its gain. Outputs are
-        unchanged (up to float rounding).
+        Every :class:`ScaledWSConv2d` keeps ``weight`` and ``bias`` only; its
+        standardised weight, including the activation gain gamma and the
+        block's beta it applies (``input_scale``), is computed once.
+        Outputs are unchanged (up to float rounding).
         """
         if self.deploy:
             return
-        self.stem.switch_to_deploy()
-        for stage in self.stages:
-            for block in stage:
-                block.switch_to_deploy()
-            stage[0].act.gamma = 1.
-        self.final_conv.switch_to_deploy(1.)
+        for module in self.modules():
+            if isinstance(module, ScaledWSConv2d):
+                module.switch_to_deploy()
         self.deploy = True

@@ -37,7 +37,8 @@ def same_pads(size: int, kernel_size: int, stride: int,
 
 def standardize_weight(weight: torch.Tensor,
                        gain: torch.Tensor,
-                       eps: float = 1e-4) -> torch.Tensor:
+                       eps: float = 1e-4,
+                       input_scale: float = 1.0) -> torch.Tensor:
     """Scaled weight standardisation, paper eq. (1).
 
     ``W_hat = gain * (W - mean) * rsqrt(max(var * fan_in, eps))`` with the
@@ -48,6 +49,9 @@ def standardize_weight(weight: torch.Tensor,
         weight (Tensor): Conv weight ``[O, I/groups, kh, kw]``.
         gain (Tensor): Per-output-channel gain ``[O]``.
         eps (float): Lower bound of ``var * fan_in``. Defaults to 1e-4.
+        input_scale (float): A constant the result is multiplied by (a
+            constant gain of the conv's input folded into its weight).
+            Defaults to 1.0.
 
     Returns:
         Tensor: The standardised, scaled weight.
@@ -56,7 +60,8 @@ def standardize_weight(weight: torch.Tensor,
     var, mean = torch.var_mean(
         weight, dim=(1, 2, 3), unbiased=False, keepdim=True)
     scale = torch.rsqrt(torch.clamp(var * fan_in, min=eps))
-    scale = scale * gain.view(-1, 1, 1, 1)
+    scale = scale * (gain.view(-1, 1, 1, 1) * input_scale
+                     if input_scale != 1.0 else gain.view(-1, 1, 1, 1))
     # (W - mean) * scale in one pass over the weight
     return torch.addcmul(-mean * scale, weight, scale)
 
@@ -98,6 +103,14 @@ class ScaledWSConv2d(nn.Conv2d):
         eps (float): Lower bound of ``var * fan_in`` (DeepMind's guard).
             Defaults to 1e-4.
         gain_init (float): Initial value of the gain. Defaults to 1.0.
+
+    Attributes:
+        input_scale (float): A constant factor of the conv's input that is
+            applied to the standardised weight instead (e.g. the activation
+            gain gamma of NFNets): ``conv(c * x) == conv_{c W_hat}(x) + b``
+            exactly, while scaling the ``O``-vector costs nothing next to
+            scaling the activations. Not a parameter (not in the state dict).
+            Defaults to 1.0.
     """
 
     def __init__(self,
@@ -148,6 +161,7 @@ class ScaledWSConv2d(nn.Conv2d):
             **kwargs)
         self.pad_mode = pad_mode
         self.eps = eps
+        self.input_scale = 1.0
         self.deploy = False
         self.gain = nn.Parameter(torch.full((out_channels, ), gain_init))
 
@@ -163,7 +177,8 @@ class ScaledWSConv2d(nn.Conv2d):
         """The standardised, scaled weight used in the convolution."""
         if self.deploy:
             return self.weight
-        return standardize_weight(self.weight, self.gain, self.eps)
+        return standardize_weight(self.weight, self.gain, self.eps,
+                                  self.input_scale)
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self._dynamic_same:
@@ -192,30 +207,28 @@ class ScaledWSConv2d(nn.Conv2d):
         return self._conv(x, self.get_weight())
 
     @torch.no_grad()
-    def switch_to_deploy(self, input_scale: float = 1.0) -> None:
+    def switch_to_deploy(self) -> None:
         """Fold the standardisation into a plain conv weight.
 
         Afterwards the state dict holds ``weight`` (and ``bias``) only and
-        the forward pass skips the standardisation.
-
-        Args:
-            input_scale (float): A constant factor the input would be
-                multiplied by (e.g. an activation gain); it is folded into
-                the weight too, which is exact because the convolution is
-                linear in its input and zero padding is scale-invariant.
-                Defaults to 1.0.
+        the forward pass skips the standardisation. ``input_scale`` is
+        folded too (exact: the conv is linear in its input and zero padding
+        is scale-invariant) and reset to 1.
         """
         if self.deploy:
             return
         # in float64, so that the folded weight is the correctly rounded one
         weight = standardize_weight(self.weight.double(), self.gain.double(),
-                                    self.eps) * input_scale
+                                    self.eps, self.input_scale)
         self.weight.data = weight.to(self.weight.dtype).contiguous()
+        self.input_scale = 1.0
         del self.gain
         self.register_parameter('gain', None)
         self.deploy = True
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        return s + f', pad_mode={self.pad_mode}, eps={self.eps}' + (
-            ', deploy=True' if self.deploy else '')
+        s += f', pad_mode={self.pad_mode}, eps={self.eps}'
+        if self.input_scale != 1.0:
+            s += f', input_scale={self.input_scale:.6g}'
+        return s + (', deploy=True' if self.deploy else '')
