@@ -134,7 +134,8 @@ def test_config_pipelines(rel, tmp_path):
     cfg = _load(rel)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         inputs = _run_pipeline(cfg, loader, tmp_path)
-        assert inputs.ndim == 3 and inputs.shape[0] == 3, (loader, inputs.shape)
+        assert inputs.ndim == 3 and inputs.shape[0] == 3, (loader,
+                                                           inputs.shape)
         assert inputs.shape[1] == inputs.shape[2]
 
 
@@ -298,8 +299,10 @@ def _realised_groups(cfg):
 
 
 @pytest.mark.parametrize(
-    'rel', ['nfnet/nfnet-f0_8xb128_in1k.py', 'nfnet/nfnet-f6-sam_8xb128_in1k.py',
-            'nfnet/nfnet-f0_in1k-pre_8xb32_cifar10.py'])
+    'rel', [
+        'nfnet/nfnet-f0_8xb128_in1k.py', 'nfnet/nfnet-f6-sam_8xb128_in1k.py',
+        'nfnet/nfnet-f0_in1k-pre_8xb32_cifar10.py'
+    ])
 def test_realised_weight_decay_groups(rel):
     cfg = _load(rel)
     base_wd = cfg.optim_wrapper.optimizer.weight_decay

@@ -16,7 +16,7 @@ AutoContrast   -                                            same
 Equalize       -                                            same
 Invert         -                                            same
 Rotate         +-30 m degrees                               same
-Posterize      int(4 m) bits                                same (:class:`NFPosterize`)
+Posterize      int(4 m) bits                                NFPosterize
 Solarize       threshold int(256 m)                         same
 SolarizeAdd    +int(110 m) below 128                        same
 Color          factor 1.8 m + 0.1 (no random sign)          same
@@ -24,7 +24,7 @@ Contrast       factor 1.8 m + 0.1                           same, see note
 Brightness     factor 1.8 m + 0.1                           same
 Sharpness      factor 1.8 m + 0.1                           same
 ShearX/Y       +-0.3 m                                      same
-TranslateX/Y   +-100 m *pixels*                             same (:class:`NFTranslate`)
+TranslateX/Y   +-100 m *pixels*                             NFTranslate
 Cutout         square of side 2 int(40 m) pixels, fill 128  same side
 ============== ============================================ ================
 
@@ -44,7 +44,9 @@ import mmcv
 from mmpretrain.datasets.transforms import Posterize, RandAugment, Translate
 from mmpretrain.registry import TRANSFORMS
 
-__all__ = ['NFRandAugment', 'NFTranslate', 'NFPosterize', 'nf_randaug_policies']
+__all__ = [
+    'NFRandAugment', 'NFTranslate', 'NFPosterize', 'nf_randaug_policies'
+]
 
 
 @TRANSFORMS.register_module()
