@@ -2,12 +2,12 @@
 
 SAM (Foret et al., ICLR 2021, https://arxiv.org/abs/2010.01412) updates the weights
 ``w`` with the gradient of the loss taken at a perturbed point ``w + e``, where
-``e = rho * g / ||g||`` and ``g`` is the gradient at ``w`` (the *ascent* step). The NFNet
-paper (Brock et al., 2021, appendix A.4) makes the ascent cheap: its gradient is computed
-on a fraction (20%) of the same batch that the descent step uses, and under data
-parallelism the ascent gradients are not synchronised, so that every replica perturbs
-its own copy of the weights; on fewer devices this is mimicked by accumulating descent
-gradients over several perturbations.
+``e = rho * g / ||g||`` and ``g`` is the gradient at ``w`` (the *ascent* step). The
+NFNet paper (Brock et al., 2021, appendix A.4) makes the ascent cheap: its gradient is
+computed on a fraction (20%) of the same batch that the descent step uses, and under
+data parallelism the ascent gradients are not synchronised, so that every replica
+perturbs its own copy of the weights; on fewer devices this is mimicked by accumulating
+descent gradients over several perturbations.
 
 This module holds the whole concept:
 
@@ -327,7 +327,7 @@ def _batch_size(data: Union[dict, tuple, list]) -> int:
 
 
 def _slice_batch(data, start: int, stop: int, batch_size: int):
-    """Samples ``start:stop`` of a pre-processed batch (tensors and per-sample lists)."""
+    """Samples ``start:stop`` of a pre-processed batch (tensors, per-sample lists)."""
 
     def cut(value):
         if value is None:
