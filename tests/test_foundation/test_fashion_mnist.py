@@ -121,3 +121,23 @@ def test_debian_fashion_mnist_has_the_standard_split():
         np.testing.assert_array_equal(np.bincount(labels, minlength=10), [n // 10] * 10)
         first = dataset.get_data_info(0)['img']
         assert first.shape == (28, 28) and first.dtype == np.uint8
+
+
+def test_absent_files_fall_back_to_mmpretrain_download(tmp_path, monkeypatch):
+    from mmpretrain.datasets import FashionMNIST
+    calls = []
+
+    def fake_download(self):
+        # MMPretrain's download leaves the extracted (uncompressed) files in the root
+        calls.append(osp.normpath(self.data_prefix['root']))
+        _write_fake_split(self.data_prefix['root'], 'train', 5, compressed=False)
+        _write_fake_split(self.data_prefix['root'], 't10k', 3, compressed=False)
+
+    monkeypatch.setattr(FashionMNIST, '_download', fake_download)
+    test = DATASETS.build(dict(type='FashionMNISTIdx', data_root=str(tmp_path),
+                               split='test'))
+    assert calls == [str(tmp_path)]
+    assert len(test) == 3
+    # the files are now there: no second download
+    assert len(DATASETS.build(dict(type='FashionMNISTIdx', data_root=str(tmp_path)))) == 5
+    assert len(calls) == 1
