@@ -24,10 +24,8 @@ from typing import List, Optional
 
 import nfnet_mm  # noqa: F401  (registers modules, safe loading, atomic saves)
 from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.optim import AmpOptimWrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
-from mmpretrain.registry import OPTIM_WRAPPERS
 
 from nfnet_mm.engine.optimizers import amp_optim_wrapper_type
 
@@ -88,7 +86,9 @@ def enable_amp(cfg: Config) -> Config:
     """Switch ``cfg.optim_wrapper`` to the AMP variant of its type, in place.
 
     ``OptimWrapper`` becomes ``AmpOptimWrapper``, a wrapper of ours its ``amp_variant``,
-    an AMP wrapper stays. ``loss_scale`` defaults to ``'dynamic'``.
+    an AMP wrapper stays. ``loss_scale`` is left to the wrapper's own default (MMEngine's
+    ``AmpOptimWrapper``: dynamic; ours: ``'auto'``, dynamic for float16 and none for
+    bfloat16, where AGC's non-finite skip limit then applies).
 
     Args:
         cfg (Config): The config.
@@ -108,8 +108,6 @@ def enable_amp(cfg: Config) -> Config:
         wrapper_type = getattr(wrapper_type, '__name__', str(wrapper_type))
     new_type = amp_optim_wrapper_type(wrapper_type)
     wrapper.type = new_type
-    if issubclass(OPTIM_WRAPPERS.get(new_type), AmpOptimWrapper):
-        wrapper.setdefault('loss_scale', 'dynamic')
     return cfg
 
 
