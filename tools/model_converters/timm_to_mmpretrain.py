@@ -85,7 +85,7 @@ def _target_key(key: str) -> Optional[Tuple[str, Callable]]:
 
 
 def convert_timm_state_dict(
-        state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, Tensor]':
+        state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Map a timm ``dm_nfnet_f*`` state dict to our ImageClassifier keys.
 
     Every source key must be used exactly once.
