@@ -736,6 +736,12 @@ def _ratios(result: Dict) -> Dict:
             t = res[timm_key]
             ratios[f'{section}: {name} / {timm_key} speed'] = (
                 r['img_per_s'] / t['img_per_s'])
+            # median of the per-repetition ratios: the two were timed back
+            # to back, so this cancels slow drifts of the machine's load
+            if len(r['ms_all']) == len(t['ms_all']):
+                ratios[f'{section}: {name} / {timm_key} speed (paired)'] = (
+                    statistics.median(
+                        b / a for a, b in zip(r['ms_all'], t['ms_all'])))
             if r['peak_mem_mb'] and t['peak_mem_mb']:
                 ratios[f'{section}: {name} / {timm_key} peak mem'] = (
                     r['peak_mem_mb'] / t['peak_mem_mb'])
