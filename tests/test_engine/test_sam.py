@@ -322,6 +322,23 @@ def test_amp_ascent_overflow_skips_perturbation_not_scale():
     assert changed  # the descent step did happen
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason='fp16 autocast with a loss scaler needs CUDA')
+def test_amp_fp16_step_on_cuda():
+    model = build_model().cuda()
+    wrapper = AmpSAMOptimWrapper(
+        optimizer=torch.optim.SGD(model.parameters(), lr=LR), rho=RHO,
+        dtype='float16', loss_scale=dict(init_scale=2.0**10))
+    w0 = _snapshot(model)
+    log_vars = model.train_step(make_batch(10, 12), wrapper)
+    assert not wrapper.is_perturbed
+    assert float(log_vars['sam_skipped']) == 0
+    assert float(log_vars['sam_ascent_grad_norm']) > 0
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert any(not torch.equal(p.detach(), w0[n])
+               for n, p in model.named_parameters())
+
+
 # ---------------------------------------------------------------------- AGC
 def test_sam_with_agc_clips_descent_gradient():
     """AGC (eq. 3) is applied to the descent gradient, written out plainly here:
