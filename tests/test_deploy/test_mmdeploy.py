@@ -86,3 +86,39 @@ def test_mmdeploy_onnxruntime_end_to_end(tmp_path):
         assert scores.shape == (batch, 10)
         # MMDeploy's classification rewrite returns softmax scores
         np.testing.assert_allclose(scores.sum(1), 1, atol=1e-5)
+
+
+_SPAWNED_TORCH2ONNX = '''
+import os
+import sys
+
+from torch.multiprocessing import set_start_method
+
+if __name__ == '__main__':
+    # as MMDeploy's tools/deploy.py: torch2onnx in a spawned subprocess, the
+    # configs given as paths; this parent never imports nfnet_mm
+    set_start_method('spawn', force=True)
+    os.environ['NFNET_MM_ONNX_EXPORTER'] = 'torchscript'
+    from mmdeploy.apis import torch2onnx
+    from mmdeploy.apis.core import PIPELINE_MANAGER
+    PIPELINE_MANAGER.enable_multiprocess(True, [torch2onnx])
+    deploy_cfg, model_cfg, img, work = sys.argv[1:5]
+    torch2onnx(img, work, 'end2end.onnx', deploy_cfg, model_cfg, None, 'cpu')
+    assert 'nfnet_mm' not in sys.modules
+'''
+
+
+def test_env_request_reaches_mmdeploy_subprocess(tmp_path):
+    import mmcv
+    cfg = tmp_path / 'tiny.py'
+    cfg.write_text(MODEL_CFG.format(arch=TINY_ARCH))
+    img = str(tmp_path / 'img.png')
+    mmcv.imwrite(np.full((40, 40, 3), 99, np.uint8), img)
+    script = tmp_path / 'spawned_torch2onnx.py'
+    script.write_text(_SPAWNED_TORCH2ONNX)
+    out = subprocess.run(
+        [sys.executable, str(script), STATIC, str(cfg), img,
+         str(tmp_path / 'work')],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / 'work' / 'end2end.onnx').exists()
