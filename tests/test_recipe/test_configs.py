@@ -15,6 +15,7 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import BaseDataset, Compose
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 import nfnet_mm  # noqa: F401
@@ -119,8 +120,10 @@ def _sample_for(pipeline, tmp_path):
 
 def _run_pipeline(cfg, loader, tmp_path):
     pipeline = cfg[loader].dataset.pipeline
-    out = Compose([TRANSFORMS.build(t) for t in pipeline])(
-        _sample_for(pipeline, tmp_path))
+    # the Runner builds pipelines in the config's default scope
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        transforms = Compose([TRANSFORMS.build(t) for t in pipeline])
+    out = transforms(_sample_for(pipeline, tmp_path))
     return out['inputs']
 
 
