@@ -74,18 +74,15 @@ def test_signal_propagation_constants():
             if b == 0:
                 expected_var = 1.
             expected_var = expected_var + alpha**2
-    # gamma (and gamma * beta before conv1 / the shortcut) is applied by the
-    # following conv's weight
+    # the factors after the activations: gamma * beta on the block input,
+    # gamma inside; the convs themselves are plain WS convs
     gamma = 1.7015043497085571
     for stage in m.stages:
         for block in stage:
-            assert block.conv1.input_scale == pytest.approx(gamma * block.beta)
-            assert block.conv2.input_scale == pytest.approx(gamma)
-            assert block.conv2b.input_scale == pytest.approx(gamma)
-            assert block.conv3.input_scale == pytest.approx(gamma)
-            if block.shortcut is not None:
-                assert block.shortcut.conv.input_scale == pytest.approx(
-                    gamma * block.beta)
+            assert block.in_gain == pytest.approx(gamma * block.beta)
+            assert block.act_gain == pytest.approx(gamma)
+            assert all(c.input_scale == 1. for c in block.modules()
+                       if hasattr(c, 'input_scale'))
     betas = [blk.beta for s in m.stages for blk in s]
     # written out: stage 1 block 1 sees 1, block 2 sees 1 + a^2, stage 2's
     # transition block sees 1 + 2 a^2 (one more growth after the reset)
@@ -151,7 +148,7 @@ def test_other_activation_and_symmetric_padding():
     a = randomize_(NFNet(TINY, act_cfg=dict(type='ReLU'))).eval()
     assert a.gamma == pytest.approx(1.7139588594436646)
     assert a.final_act.gamma == pytest.approx(1.7139588594436646)
-    assert a.stem.conv2.input_scale == pytest.approx(1.7139588594436646)
+    assert a.stem.act_gain == pytest.approx(1.7139588594436646)
     torch.manual_seed(0)
     b = randomize_(NFNet(TINY, act_cfg=dict(type='ReLU'),
                          padding='symmetric')).eval()

@@ -126,10 +126,10 @@ class NFBlock(nn.Module):
     ``gamma * activation``. In a transition block the shortcut takes the
     scaled activated input ``act(x) * beta``.
 
-    The constant factors in front of each conv (``gamma``, and
-    ``gamma * beta`` for ``conv1`` and the shortcut conv) are applied to the
-    standardised conv weights (``ScaledWSConv2d.input_scale``), which is
-    exact and avoids a multiplication of every activation tensor.
+    Every conv is a plain :class:`ScaledWSConv2d` (DeepMind's WSConv2D);
+    :meth:`switch_to_deploy` folds the constant factors in front of each conv
+    (``gamma``, and ``gamma * beta`` for ``conv1`` and the shortcut conv)
+    into the conv weights (exact: a conv is linear in its input).
 
     Args:
         in_channels (int): Input channels.
@@ -194,38 +194,49 @@ class NFBlock(nn.Module):
             raise ValueError('Only a transition block may change the shape.')
         else:
             self.shortcut = None
-        # act(x) * beta feeds conv1 and the shortcut (avg-pool is linear, so
-        # the factor commutes with it); gamma alone feeds the other convs
         self.gamma = gamma
-        self.conv1.input_scale = gamma * beta
-        if self.shortcut is not None:
-            self.shortcut.conv.input_scale = gamma * beta
-        for conv in (self.conv2, self.conv2b, self.conv3):
-            conv.input_scale = gamma
+        # the factors applied after the activation: gamma * beta on the block
+        # input (it feeds conv1 and the shortcut), gamma inside; both become
+        # 1 when switch_to_deploy() folds them into the following convs
+        self.in_gain = gamma * beta
+        self.act_gain = gamma
+
+    @staticmethod
+    def _scaled(out: torch.Tensor, gain: float) -> torch.Tensor:
+        return out * gain if gain != 1. else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(x)  # times gamma * beta: in conv1's/shortcut's weight
+        out = self._scaled(self.act(x), self.in_gain)  # act(x) * beta
         shortcut = x if self.shortcut is None else self.shortcut(out)
         out = self.conv1(out)
-        out = self.conv2(self.act(out))
-        out = self.conv2b(self.act(out))
-        out = self.conv3(self.act(out))
+        out = self.conv2(self._scaled(self.act(out), self.act_gain))
+        out = self.conv2b(self._scaled(self.act(out), self.act_gain))
+        out = self.conv3(self._scaled(self.act(out), self.act_gain))
         out = self.se(out)
         out = self.drop_path(out)
         return out * (self.skip_gain * self.alpha) + shortcut
 
     def switch_to_deploy(self) -> None:
-        """Fold WS (with the gains gamma and beta) into the conv weights."""
+        """Fold WS and the gains gamma and beta into the conv weights."""
+        if self.in_gain == 1. and self.act_gain == 1. and self.conv1.deploy:
+            return
+        # avg-pool is linear: the shortcut's input factor commutes with it
+        self.conv1.input_scale = self.in_gain
+        if self.shortcut is not None:
+            self.shortcut.conv.input_scale = self.in_gain
+        for conv in (self.conv2, self.conv2b, self.conv3):
+            conv.input_scale = self.act_gain
         for module in self.modules():
             if isinstance(module, ScaledWSConv2d):
                 module.switch_to_deploy()
+        self.in_gain = self.act_gain = 1.
 
 
 class NFStem(nn.Module):
     """Four 3x3 WS convs with activations in between (none after the last).
 
-    The activation gain gamma is applied by the following conv
-    (``ScaledWSConv2d.input_scale``).
+    Each activation is multiplied by its gain gamma (``act_gain``; folded
+    into the following conv by :meth:`switch_to_deploy`).
 
     Args:
         in_channels (int): Input channels.
@@ -247,22 +258,27 @@ class NFStem(nn.Module):
             conv = ScaledWSConv2d(
                 in_channels, width, 3, stride=stride, padding=padding,
                 eps=eps)
-            if i > 0:
-                conv.input_scale = gamma
             self.add_module(f'conv{i + 1}', conv)
             in_channels = width
+        self.act_gain = gamma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(1, self.num_convs + 1):
             if i > 1:
                 x = self.act(x)
+                if self.act_gain != 1.:
+                    x = x * self.act_gain
             x = getattr(self, f'conv{i}')(x)
         return x
 
     def switch_to_deploy(self) -> None:
         """Fold WS (and the gain of the preceding activation)."""
         for i in range(1, self.num_convs + 1):
-            getattr(self, f'conv{i}').switch_to_deploy()
+            conv = getattr(self, f'conv{i}')
+            if i > 1 and not conv.deploy:
+                conv.input_scale = self.act_gain
+            conv.switch_to_deploy()
+        self.act_gain = 1.
 
 
 @MODELS.register_module()
@@ -273,7 +289,7 @@ class NFNet(BaseModule):
     Image Recognition Without Normalization
     <https://arxiv.org/abs/2102.06171>`_. Every conv is a
     :class:`ScaledWSConv2d`; each activation is multiplied by its gain gamma
-    (applied exactly through the following conv's standardised weight).
+    (folded into the following conv by :meth:`switch_to_deploy`).
 
     Output index ``i`` (0-2) is the residual stream after stage ``i + 1``;
     index 3 is ``act(final_conv(stage4))`` with ``final_expansion`` x the last
@@ -356,11 +372,11 @@ class NFNet(BaseModule):
         self.gamma = get_activation_gamma(act_cfg)
         alpha = arch['alpha']
 
-        # Inside the network the gain gamma of an activation (and a block's
-        # beta) is applied by the following WS conv (exact, see NFBlock), so
-        # the stem and the blocks use the plain activation; only the final
-        # activation, which feeds no conv, multiplies by gamma itself.
-        act = GammaAct(act_cfg, gamma=1.)  # parameter-free, shared
+        # The plain activation is shared (parameter-free); the stem and the
+        # blocks multiply by gamma themselves (act_gain / in_gain) so that
+        # switch_to_deploy() can fold it into the following convs. The final
+        # activation feeds no conv and keeps its gain.
+        act = GammaAct(act_cfg, gamma=1.)
         self.stem = NFStem(in_channels, arch['stem_widths'],
                            arch['stem_strides'], act, self.gamma, padding,
                            ws_eps)
@@ -484,13 +500,16 @@ class NFNet(BaseModule):
         """Fold the weight standardisation into plain conv weights.
 
         Every :class:`ScaledWSConv2d` keeps ``weight`` and ``bias`` only; its
-        standardised weight, including the activation gain gamma and the
-        block's beta it applies (``input_scale``), is computed once.
-        Outputs are unchanged (up to float rounding).
+        standardised weight is computed once, with the gain gamma of the
+        preceding activation (and a block's beta) folded in, so inside the
+        network only plain activations run (the final activation keeps its
+        gain). Outputs are unchanged (up to float rounding).
         """
         if self.deploy:
             return
-        for module in self.modules():
-            if isinstance(module, ScaledWSConv2d):
-                module.switch_to_deploy()
+        self.stem.switch_to_deploy()
+        for stage in self.stages:
+            for block in stage:
+                block.switch_to_deploy()
+        self.final_conv.switch_to_deploy()
         self.deploy = True
