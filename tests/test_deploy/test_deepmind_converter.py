@@ -95,9 +95,13 @@ def test_grouped_conv_and_linear_values():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 7, 6, mid)).astype(np.float32)
     w_hat = _deepmind_ws(dm['w'].astype(np.float64), dm['gain'])
-    ref = _nhwc_conv_same_s1(x.astype(np.float64), w_hat, dm['bias'], groups)
-    ours = model.backbone.stages[2][0].conv2b(
-        torch.from_numpy(x).permute(0, 3, 1, 2))
+    conv = model.backbone.stages[2][0].conv2b
+    # our conv may carry the preceding activation's constant gain gamma
+    # (``input_scale``), which DeepMind applies in the activation
+    scale = float(getattr(conv, 'input_scale', 1.0))
+    ref = _nhwc_conv_same_s1(x.astype(np.float64) * scale, w_hat, dm['bias'],
+                             groups)
+    ours = conv(torch.from_numpy(x).permute(0, 3, 1, 2))
     np.testing.assert_allclose(
         ours.detach().permute(0, 2, 3, 1).numpy(), ref, rtol=1e-4,
         atol=1e-4)

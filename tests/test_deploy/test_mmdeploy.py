@@ -68,8 +68,8 @@ def test_mmdeploy_onnxruntime_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout[out.stdout.index('{'):])
     # MMDeploy's onnxruntime backend model == our PyTorch model (not folded)
-    assert report['ok'] and report['max_abs_diff'] <= 1e-4
-    assert report['labels'][0] == report['labels'][1]
+    assert report['ok'] and report['max_abs_diff'] <= 1e-4, report
+    assert report['labels'][0] == report['labels'][1], report
     for name in ('end2end.onnx', 'deploy.json', 'pipeline.json'):
         assert (work / name).exists(), name
     import onnx
