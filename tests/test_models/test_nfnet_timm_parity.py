@@ -190,3 +190,24 @@ def test_converter_cli(tmp_path, fmt, monkeypatch):
     ours = build_ours(OUR_TINY, num_classes=7, in_channels=256)
     ours.load_state_dict(ckpt['state_dict'], strict=True)
     assert_parity(ref, ours, torch.randn(1, 3, 32, 32))
+
+
+def test_converted_checkpoint_as_backbone_init_cfg(tmp_path, monkeypatch):
+    """A converted file works as ``init_cfg=dict(type='Pretrained', ...,
+    prefix='backbone.')`` (how detectors/segmentors load it)."""
+    ref = prepare_timm(NormFreeNet(TIMM_TINY_CFG, num_classes=7))
+    src, dst = tmp_path / 'm.pth', tmp_path / 'out.pth'
+    torch.save(ref.state_dict(), src)
+    monkeypatch.setattr('sys.argv', ['x', str(src), str(dst)])
+    conv_tool.main()
+    backbone = MODELS.build(
+        dict(
+            type='NFNet',
+            arch=OUR_TINY,
+            out_indices=(0, 1, 2, 3),
+            init_cfg=dict(
+                type='Pretrained', checkpoint=str(dst), prefix='backbone.')))
+    backbone.init_weights()
+    expected = torch.load(dst, weights_only=True)['state_dict']
+    for key, value in backbone.state_dict().items():
+        torch.testing.assert_close(value, expected['backbone.' + key])
