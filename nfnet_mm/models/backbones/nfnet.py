@@ -35,7 +35,8 @@ def _f_arch(n: int, widths: Sequence[int] = _F_WIDTHS) -> dict:
                 **copy.deepcopy(_F_COMMON))
 
 
-# Dropout rate of the classifier per variant (paper Table 7); used by configs.
+# Dropout rate of the classifier per variant (the paper's values; F7 as in
+# the reference code), for configs.
 NFNET_DROPOUT_RATES: Dict[str, float] = {
     'f0': 0.2, 'f1': 0.3, 'f2': 0.4, 'f3': 0.4, 'f4': 0.5, 'f5': 0.5,
     'f6': 0.5, 'f7': 0.5, 'f4+': 0.5,
