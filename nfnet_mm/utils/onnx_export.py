@@ -1,19 +1,21 @@
 """ONNX export helpers: the TorchScript exporter for MMDeploy on torch >= 2.9.
 
-From PyTorch 2.9 on, ``torch.onnx.export`` defaults to ``dynamo=True`` (the
-``torch.export``-based exporter, which needs ``onnxscript``). MMDeploy 1.3.1
+From PyTorch 2.9 on, ``torch.onnx.export`` defaults to ``dynamo=True``
+(the ``torch.export``-based exporter, which needs ``onnxscript``). MMDeploy
+1.3.1
 calls ``torch.onnx.export`` without a ``dynamo`` argument and relies on the
 TorchScript exporter: its function rewriters and symbolic overrides only act on
-TorchScript tracing. :func:`use_torchscript_onnx_exporter` makes ``dynamo=False``
-the default again for calls that do not choose; a call that passes ``dynamo``
-explicitly is left alone.
+TorchScript tracing. :func:`use_torchscript_onnx_exporter` makes
+``dynamo=False`` the default again for calls that do not choose; a call that
+passes ``dynamo`` explicitly is left alone.
 
 Nothing is patched when ``nfnet_mm`` is imported, except on explicit request
 through the environment: with ``NFNET_MM_ONNX_EXPORTER=torchscript`` set, the
-import of this module installs the wrapper. That is how the patch reaches every
-process of an MMDeploy run: MMDeploy runs ``torch2onnx`` in a spawned subprocess,
-which inherits the environment and imports ``nfnet_mm`` when it builds the
-model from a config with ``custom_imports=dict(imports=['nfnet_mm'])``.
+import of this module installs the wrapper. That is how the patch reaches
+every process of an MMDeploy run: MMDeploy runs ``torch2onnx`` in a spawned
+subprocess, which inherits the environment and imports ``nfnet_mm`` when it
+builds the model from a config with
+``custom_imports=dict(imports=['nfnet_mm'])``.
 ``tools/deploy/mmdeploy.py`` sets the variable and also installs the wrapper in
 its own process.
 """

@@ -1,4 +1,4 @@
-"""tools/model_converters/deepmind_to_mmpretrain.py: layout, strictness, safety."""
+"""The DeepMind converter: layout, strictness, safe unpickling."""
 import io
 import os
 import pickle

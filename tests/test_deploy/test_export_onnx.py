@@ -107,8 +107,9 @@ def test_cli_json_and_failure_exit(tmp_path, monkeypatch, capsys):
     img = real_image(tmp_path)
     out = str(tmp_path / 'm.onnx')
     args = [cfg, 'none', '--out', out, '--opset', '13', '--shape', '32', '32',
-            '--json', str(tmp_path / 'r.json')] + (['--img', img]
-                                                  if img else [])
+            '--json', str(tmp_path / 'r.json')]
+    if img:
+        args += ['--img', img]
     assert export_onnx.main(args) == 0
     printed = capsys.readouterr().out
     assert 'max abs difference' in printed and 'Conv: 24' in printed

@@ -1,4 +1,4 @@
-"""MMDeploy 1.3.1 end to end (onnxruntime backend) through tools/deploy/mmdeploy.py."""
+"""MMDeploy 1.3.1 end to end (onnxruntime) via tools/deploy/mmdeploy.py."""
 import importlib.util
 import json
 import os.path as osp
@@ -14,7 +14,7 @@ pytest.importorskip('onnxruntime')
 if importlib.util.find_spec('mmdeploy') is None:
     pytest.skip(
         'mmdeploy is not installed (pip install mmdeploy==1.3.1 --no-deps '
-        '&& pip install aenum; see docs/deploy.md)',
+        '&& pip install aenum prettytable; see docs/deploy.md)',
         allow_module_level=True)
 
 STATIC = osp.join(REPO, 'configs/deploy/classification_onnxruntime_static.py')

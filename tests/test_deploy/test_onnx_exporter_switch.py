@@ -1,5 +1,4 @@
-"""nfnet_mm.utils.onnx_export: TorchScript exporter as the default, on request."""
-import os
+"""nfnet_mm.utils.onnx_export: the TorchScript exporter, on request."""
 import subprocess
 import sys
 import textwrap

@@ -26,7 +26,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 
-
 def _load_export_tool():
     # by path: this folder also holds mmdeploy.py, which must not shadow the
     # mmdeploy package on sys.path

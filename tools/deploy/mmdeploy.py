@@ -59,7 +59,7 @@ def _load_export_tool():
     return module
 
 
-def _scores(samples) -> 'np.ndarray':
+def _scores(samples):
     import numpy as np
     return np.stack([s.pred_score.detach().cpu().float().numpy()
                      for s in samples])

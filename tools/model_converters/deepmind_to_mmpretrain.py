@@ -4,17 +4,14 @@ DeepMind publishes ``F{0..6}_haiku.npz`` (https://storage.googleapis.com/
 dm-nfnets/). Despite the suffix these files are pickles (written with ``dill``)
 of Haiku's two-level parameter dict ``{module_name: {param_name: array}}``:
 
-=========================================  ==========  =======================
-Haiku module (under ``NFNet/~/``)          params      nfnet_mm key
-=========================================  ==========  =======================
-``stem_conv{0..3}``                        w b/gain    ``backbone.stem.conv{1..4}``
-``nf_block[_k]`` (k flat over all blocks)  skip_gain   ``backbone.stages.S.B.skip_gain``
-``nf_block[_k]/~/conv0|conv1|conv1b|conv2``            ``...conv1|conv2|conv2b|conv3``
-``nf_block[_k]/~/conv_shortcut``                       ``...shortcut.conv``
-``nf_block[_k]/~/squeeze_excite/~/linear``             ``...se.fc1`` (``linear_1``: ``se.fc2``)
-``final_conv``                                         ``backbone.final_conv``
-``linear``                                             ``head.fc``
-=========================================  ==========  =======================
+- ``NFNet/~/stem_conv{0..3}`` -> ``backbone.stem.conv{1..4}``
+- ``NFNet/~/nf_block[_k]`` (k counted over all blocks; the first is
+  unnumbered), param ``skip_gain`` -> ``backbone.stages.S.B.skip_gain``
+- ``.../~/conv0, conv1, conv1b, conv2`` -> ``...conv1, conv2, conv2b, conv3``
+- ``.../~/conv_shortcut`` -> ``...shortcut.conv``
+- ``.../~/squeeze_excite/~/linear, linear_1`` -> ``...se.fc1, se.fc2``
+- ``NFNet/~/final_conv`` -> ``backbone.final_conv``
+- ``NFNet/~/linear`` -> ``head.fc``
 
 Convolutions store ``w`` as HWIO (``I = in / groups``) plus ``gain`` and
 ``bias`` of shape ``[O]``; they become ``weight`` OIHW, ``gain`` and ``bias``.
