@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deploy_helpers import F0_ARCH, TINY_ARCH, deepmind_tree, load_tool
+from deploy_helpers import (F0_ARCH, REPO, TINY_ARCH, deepmind_tree,
+                            load_tool)
 
 conv_mod = load_tool('tools/model_converters/deepmind_to_mmpretrain.py',
                      'deepmind_to_mmpretrain')
@@ -246,3 +247,57 @@ def test_non_array_objects_are_refused(tmp_path):
     with pytest.raises(conv_mod.DeepMindCheckpointError, match='dict'):
         conv_mod.load_deepmind_params(str(path))
     assert os.path.exists(path)
+
+
+DEMO_CONFIG = os.path.join(
+    REPO, 'configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py')
+
+
+def test_tools_test_evaluates_converted_weights(tmp_path):
+    """tools/test.py scores the converted weights (also its EMA copy)."""
+    import subprocess
+    import sys
+
+    from mmengine.config import Config
+    if not os.path.exists(DEMO_CONFIG):
+        pytest.skip(f'{DEMO_CONFIG} not present')
+    cfg = Config.fromfile(DEMO_CONFIG)
+    data_root = cfg.test_dataloader.dataset.get('data_root', '')
+    if not os.path.isdir(data_root):
+        pytest.skip(f'Fashion-MNIST not found at {data_root!r}')
+    arch = cfg.model.backbone.arch.to_dict()
+    src, dst = tmp_path / 'demo_haiku.npz', tmp_path / 'demo.pth'
+    src.write_bytes(pickle.dumps(deepmind_tree(arch, NUM_CLASSES, seed=5)))
+    conv_mod.main([str(src), str(dst), '--depths', *map(str, arch['depths'])])
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'tools/test.py'), DEMO_CONFIG,
+         str(dst), '--work-dir', str(tmp_path / 'work'), '--out',
+         str(tmp_path / 'preds.pkl'), '--out-item', 'pred', '--cfg-options',
+         'test_dataloader.dataset.indices=16', 'test_dataloader.num_workers=0',
+         'test_dataloader.persistent_workers=False'],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(tmp_path / 'preds.pkl', 'rb') as f:
+        preds = pickle.load(f)
+    assert len(preds) == 16
+
+    # the same weights, evaluated here on the same samples
+    import nfnet_mm  # noqa: F401
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import DATASETS, MODELS
+    init_default_scope('mmpretrain')
+    dataset_cfg = cfg.test_dataloader.dataset.copy()
+    dataset_cfg['indices'] = 16
+    dataset = DATASETS.build(dataset_cfg)
+    model_cfg = cfg.model.copy()
+    model_cfg['data_preprocessor'] = cfg.data_preprocessor
+    model = MODELS.build(model_cfg).eval()
+    model.load_state_dict(torch.load(dst)['state_dict'], strict=True)
+    with torch.no_grad():
+        ours = model.test_step(pseudo_collate([dataset[i]
+                                               for i in range(16)]))
+    for theirs, mine in zip(preds, ours):
+        torch.testing.assert_close(
+            torch.as_tensor(theirs['pred_score']), mine.pred_score,
+            rtol=1e-4, atol=1e-6)
