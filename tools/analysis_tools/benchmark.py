@@ -31,6 +31,7 @@ import copy
 import json
 import math
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -834,8 +835,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
     result = run_benchmark(args)
     _print_table(result)
-    command = 'python tools/analysis_tools/benchmark.py ' + ' '.join(
-        sys.argv[1:] if argv is None else argv)
+    command = 'python tools/analysis_tools/benchmark.py ' + shlex.join(
+        sys.argv[1:] if argv is None else list(argv))
     result['command'] = command
     if args.out:
         with open(args.out, 'w') as f:
