@@ -88,6 +88,9 @@ def test_bad_arguments_are_named(capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(['{"depths": [1, 1, 1, 1]}'])  # needs --img-size
     assert '--img-size' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.parse_args(['f0', '--dtype', 'fp16', '--device', 'cpu'])
+    assert 'fp16' in capsys.readouterr().err
 
 
 def test_defaults_follow_the_variant():

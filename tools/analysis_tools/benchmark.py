@@ -161,6 +161,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.warmup = 5 if args.warmup is None else args.warmup
     if args.device is None:
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if args.dtype == 'fp16' and not args.device.startswith('cuda'):
+        parser.error('--dtype fp16 needs --device cuda (loss scaling with '
+                     "MMEngine's AmpOptimWrapper); on CPU use fp32 or bf16")
     if args.steps < 1 or args.warmup < 0 or args.batch < 1:
         parser.error(f'need --steps >= 1, --warmup >= 0, --batch >= 1; got '
                      f'{args.steps}, {args.warmup}, {args.batch}')
@@ -292,16 +295,15 @@ def _build_ours_optim(model, lr, agc: bool, dtype: str, device: str):
                                 nesterov=True)
     agc_cfg = (dict(clipping=0.01, eps=1e-3, exclude=['head.fc.weight'])
                if agc else None)
-    if dtype == 'fp16':
+    if dtype == 'fp16' or (dtype == 'bf16' and device.startswith('cuda')):
+        # what `tools/train.py --amp` uses (MMEngine's AMP needs CUDA; on
+        # CPU bf16 runs under the benchmark's own autocast)
         wrapper = agc_mod.AmpAGCOptimWrapper(
-            optimizer=optimizer, agc=agc_cfg, dtype='float16')
+            optimizer=optimizer, agc=agc_cfg,
+            dtype={'fp16': 'float16', 'bf16': 'bfloat16'}[dtype])
     else:
         wrapper = agc_mod.AGCOptimWrapper(optimizer=optimizer, agc=agc_cfg)
-    # Let the wrapper learn the parameter names (needed by `exclude`).
-    for hook in ('register_model', 'bind_model', 'set_model'):
-        if hasattr(wrapper, hook):
-            getattr(wrapper, hook)(model)
-            break
+    wrapper.bind_model(model)  # parameter names, for `exclude`
     return wrapper
 
 
@@ -658,12 +660,15 @@ def _sam_runners(args, name, model, x, y, lr, autocast) -> List[Runner]:
     """
     label = f'{name}+SAM{args.sam_fraction:g}'
     base = f'{name} (train_step)'
-    if args.dtype == 'fp16':
+    amp = args.dtype == 'fp16' or (args.dtype == 'bf16'
+                                   and args.device.startswith('cuda'))
+    if args.dtype == 'fp16' and not args.device.startswith('cuda'):
         runner = Runner(label, lambda: None, model)
-        runner.error = 'SAM is benchmarked in fp32/bf16 only'
+        runner.error = 'fp16 SAM needs CUDA (AmpSAMOptimWrapper)'
         return [runner]
     try:
-        from nfnet_mm.engine.optimizers.sam import (SAMOptimWrapper,
+        from nfnet_mm.engine.optimizers.sam import (AmpSAMOptimWrapper,
+                                                    SAMOptimWrapper,
                                                     sam_train_step)
     except ImportError as err:
         runner = Runner(label, lambda: None, model)
@@ -674,11 +679,16 @@ def _sam_runners(args, name, model, x, y, lr, autocast) -> List[Runner]:
 
     sam_opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9,
                               nesterov=True)
-    sam_wrapper = SAMOptimWrapper(
-        optimizer=sam_opt, rho=args.sam_rho,
-        ascent_fraction=args.sam_fraction, agc=agc)
+    sam_kwargs = dict(optimizer=sam_opt, rho=args.sam_rho,
+                      ascent_fraction=args.sam_fraction, agc=agc)
+    if amp:
+        sam_wrapper = AmpSAMOptimWrapper(
+            dtype={'fp16': 'float16', 'bf16': 'bfloat16'}[args.dtype],
+            **sam_kwargs)
+    else:
+        sam_wrapper = SAMOptimWrapper(**sam_kwargs)
     sam_wrapper.bind_model(model)
-    plain = _build_ours_optim(model, lr, True, 'fp32', args.device)
+    plain = _build_ours_optim(model, lr, True, args.dtype, args.device)
 
     def sam_step():
         with autocast:
