@@ -161,3 +161,29 @@ def test_device_peaks():
     # the more specific H100 names must match before the plain 'H100'
     assert names.index('H100 PCIe') < names.index('H100')
     assert names.index('H100 NVL') < names.index('H100')
+
+
+def test_ws_variants_compute_eq1():
+    # the what-if runners must time the same function as ScaledWSConv2d
+    from nfnet_mm.models.layers.ws_conv import ScaledWSConv2d
+    torch.manual_seed(0)
+    conv = ScaledWSConv2d(8, 6, 3, groups=2)
+    with torch.no_grad():
+        conv.gain.uniform_(0.5, 2.)
+        conv.weight[0].fill_(0.3)  # a constant filter: the eps guard acts
+    w = conv.weight
+    mean = w.mean(dim=(1, 2, 3), keepdim=True)
+    var = ((w - mean)**2).mean(dim=(1, 2, 3), keepdim=True)
+    fan_in = w[0].numel()
+    ref = conv.gain.view(-1, 1, 1, 1) * (w - mean) / torch.sqrt(
+        torch.clamp(var * fan_in, min=conv.eps))
+    torch.testing.assert_close(conv.get_weight(), ref)
+    torch.testing.assert_close(bench.WS_VARIANTS['centred'](conv), ref)
+    # timm's formulation differs only through the eps
+    torch.testing.assert_close(
+        bench.WS_VARIANTS['batch_norm'](conv)[1:], ref[1:], rtol=1e-4,
+        atol=1e-5)
+    model = nn.Sequential(conv)
+    bench._swap_ws(model, lambda c: torch.zeros_like(c.weight))
+    x = torch.randn(1, 8, 5, 5)
+    assert torch.equal(conv(x), conv.bias.view(1, -1, 1, 1).expand(1, 6, 5, 5))

@@ -35,6 +35,7 @@ import shlex
 import statistics
 import sys
 import time
+import types
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -88,6 +89,31 @@ DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16,
           'fp16': torch.float16}
 
 
+def _ws_centred(conv: nn.Module) -> torch.Tensor:
+    """Eq. 1 without ``var_mean``: ``var * fan_in == ||w - mean||^2``."""
+    w = conv.weight
+    centred = w - w.mean(dim=(1, 2, 3), keepdim=True)
+    sq = torch.linalg.vector_norm(centred, dim=(1, 2, 3), keepdim=True)
+    scale = torch.rsqrt(sq.square().clamp(min=conv.eps))
+    return centred * (scale * conv.gain.view(-1, 1, 1, 1))
+
+
+def _ws_batch_norm(conv: nn.Module) -> torch.Tensor:
+    """Eq. 1 as one ``F.batch_norm`` call (timm's formulation; the eps is
+    added to ``var`` as ``eps / fan_in`` instead of a clamp)."""
+    w = conv.weight
+    fan_in = w[0].numel()
+    out = F.batch_norm(
+        w.reshape(1, w.shape[0], -1), None, None,
+        weight=conv.gain * fan_in**-0.5, training=True, momentum=0.,
+        eps=conv.eps / fan_in)
+    return out.reshape_as(w)
+
+
+# Alternative weight standardisations, for `--ws-variants` what-if runners.
+WS_VARIANTS = {'centred': _ws_centred, 'batch_norm': _ws_batch_norm}
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
@@ -125,6 +151,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--ours-act', default=None, choices=['tanh', 'erf'],
         help="our GELU approximation (default: the backbone's default)")
+    parser.add_argument(
+        '--ws-variants', default='',
+        help="what-if runners: copies of our model whose convs standardise "
+        "their weights another way, comma separated: 'centred' (same maths "
+        "without var_mean), 'batch_norm' (timm's formulation)")
     parser.add_argument('--drop-path-rate', type=float, default=0.,
                         help='stochastic depth, applied to both models')
     parser.add_argument('--no-timm', action='store_true',
@@ -176,6 +207,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f"--padding: bad value(s) {bad or args.padding!r}; "
                      "valid: 'same', 'symmetric'")
     args.paddings = paddings
+    ws_variants = [v.strip() for v in args.ws_variants.split(',') if v.strip()]
+    bad = [v for v in ws_variants if v not in WS_VARIANTS]
+    if bad:
+        parser.error(f'--ws-variants: bad value(s) {bad}; valid: '
+                     f'{", ".join(WS_VARIANTS)}')
+    args.ws_variants = ws_variants
 
     arch = args.arch.strip()
     if arch.startswith('{'):
@@ -275,6 +312,16 @@ def build_timm(arch, drop_path_rate: float = 0., dropout: float = 0.,
     return timm.create_model(f'dm_nfnet_{arch}', num_classes=num_classes,
                              drop_rate=dropout,
                              drop_path_rate=drop_path_rate)
+
+
+def _swap_ws(model: nn.Module, fn: Callable) -> None:
+    """Make every ``ScaledWSConv2d`` of ``model`` standardise with ``fn``."""
+    from nfnet_mm.models.layers.ws_conv import ScaledWSConv2d
+    for module in model.modules():
+        if isinstance(module, ScaledWSConv2d):
+            module.get_weight = types.MethodType(
+                lambda self: self.weight if self.deploy else fn(self),
+                module)
 
 
 def _ours_forward(model: nn.Module) -> Callable:
@@ -517,6 +564,11 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
                            dropout=dropout)
         name = 'ours' if len(args.paddings) == 1 else f'ours[{pad}]'
         models[name] = model
+    for variant in args.ws_variants:
+        base = next(iter(models.values()))
+        model = copy.deepcopy(base)  # same weights
+        _swap_ws(model, WS_VARIANTS[variant])
+        models[f'ours[ws={variant}]'] = model
     if not args.no_timm:
         models['timm'] = build_timm(args.arch_cfg, args.drop_path_rate,
                                     dropout)
@@ -537,7 +589,8 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
             arch=args.arch_cfg, batch=batch, img_size=size, dtype=args.dtype,
             channels_last=args.channels_last, compile=args.compile,
             device=str(device), steps=args.steps, warmup=args.warmup,
-            paddings=args.paddings, ours_act=args.ours_act, sam=args.sam,
+            paddings=args.paddings, ws_variants=args.ws_variants,
+            ours_act=args.ours_act, sam=args.sam,
             sam_fraction=args.sam_fraction, sam_rho=args.sam_rho,
             drop_path_rate=args.drop_path_rate, dropout=dropout,
             threads=torch.get_num_threads(),
@@ -709,7 +762,7 @@ def _infer_runners(args, models, fwd_of, x, autocast):
     runners = []
     for name, model in models.items():
         variants = [(name, model)]
-        if name.startswith('ours'):
+        if name.startswith('ours') and '[ws=' not in name:
             deployed = copy.deepcopy(model)
             deployed.backbone.switch_to_deploy()
             variants.append((f'{name} (deploy)', deployed))
