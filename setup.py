@@ -6,7 +6,12 @@ Extras:
   out when a full ``mmcv`` (with ops, e.g. from ``mim install mmcv``) is installed:
   both distributions provide the same ``mmcv`` package.
 * ``tests``: what ``python -m pytest tests`` needs.
-* ``export``: ONNX export and checking.
+* ``export``: ONNX export and checking, and what MMDeploy 1.3.1 needs beside itself.
+  MMDeploy itself must be installed with ``pip install --no-deps mmdeploy==1.3.1``: it
+  pins ``protobuf<=3.20.2``, which onnx refuses, and its onnxruntime route never
+  imports protobuf (``tools/install.sh`` does this when ``export`` is selected).
+* ``downstream``: MMDetection 3.3.0 and MMSegmentation 1.2.2 (they accept mmcv < 2.2;
+  ``mmseg.utils`` imports ``ftfy`` and ``regex`` without declaring them).
 """
 import os.path as osp
 
@@ -31,8 +36,11 @@ def get_long_description():
 EXTRAS = {
     'mmcv-lite': ['mmcv-lite==2.1.0'],
     'tests': ['pytest', 'timm', 'safetensors', 'Pillow'],
-    'export': ['onnx', 'onnxruntime'],
+    'export': ['onnx', 'onnxruntime', 'aenum', 'prettytable'],
+    'downstream': ['mmdet==3.3.0', 'mmsegmentation==1.2.2', 'ftfy', 'regex'],
 }
+# Installed with --no-deps next to the 'export' extra (see above).
+MMDEPLOY = 'mmdeploy==1.3.1'
 
 setup(
     name='nfnet_mm',

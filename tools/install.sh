@@ -18,7 +18,10 @@ set -euo pipefail
 
 # The extras to install, in one place (add e.g. mmdet, mmseg, mmdeploy here once
 # setup.py defines them).
-DEFAULT_EXTRAS="mmcv-lite,tests,export"
+DEFAULT_EXTRAS="mmcv-lite,tests,export,downstream"
+# MMDeploy pins protobuf<=3.20.2 (onnx needs newer); its onnxruntime route never imports
+# protobuf, so it is installed without its dependencies, beside the `export` extra.
+MMDEPLOY_PIN="mmdeploy==1.3.1"
 EXTRAS=${NFNET_MM_EXTRAS:-$DEFAULT_EXTRAS}
 
 TORCH_PIN="torch==2.14.1"
@@ -71,6 +74,13 @@ SPEC="."
 [ -n "$EXTRAS" ] && SPEC=".[$EXTRAS]"
 "${PIP[@]}" --no-build-isolation -e "$SPEC" "$SETUPTOOLS_PIN" \
     || die "pip install -e \"$SPEC\" failed"
+
+case ",$EXTRAS," in
+    *,export,*)
+        log "installing $MMDEPLOY_PIN (--no-deps)"
+        "${PIP[@]}" --no-deps "$MMDEPLOY_PIN" || die "could not install $MMDEPLOY_PIN"
+        ;;
+esac
 
 "$PYTHON" -W ignore - <<'PY' || die "the installed stack does not import"
 import mmcv, mmengine, mmpretrain, torch, torchvision  # noqa: F401
