@@ -187,3 +187,21 @@ def test_ws_variants_compute_eq1():
     bench._swap_ws(model, lambda c: torch.zeros_like(c.weight))
     x = torch.randn(1, 8, 5, 5)
     assert torch.equal(conv(x), conv.bias.view(1, -1, 1, 1).expand(1, 6, 5, 5))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.skipif(not _agc_available(),
+                    reason='AGCOptimWrapper not implemented yet')
+def test_quick_run_cuda_bf16(tmp_path):
+    out = tmp_path / 'quick_cuda.json'
+    bench.main(['--quick', '--device', 'cuda', '--dtype', 'bf16', '--sam',
+                '--batch', '5', '--out', str(out)])
+    res = json.loads(out.read_text())
+    for section in ('train', 'infer'):
+        for name, r in res[section].items():
+            assert 'error' not in r, (section, name, r)
+            assert r['peak_mem_mb'] > 0
+    assert 'train: ours / timm peak mem' in res['ratios']
+    assert 'train: ours+SAM0.2 / ours (train_step) step time' in res['ratios']
+    if res['settings']['peak_tflops'] is not None:
+        assert 0 < res['train']['ours']['mfu'] < 1
