@@ -131,6 +131,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--channels-last', action='store_true')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile both models')
+    parser.add_argument(
+        '--timm-eager', action='store_true',
+        help='with --compile, keep timm eager (ours compiled vs timm eager)')
     parser.add_argument('--sam', action='store_true',
                         help='also time our SAM training step')
     parser.add_argument('--sam-fraction', type=float, default=0.2,
@@ -588,6 +591,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
         settings=dict(
             arch=args.arch_cfg, batch=batch, img_size=size, dtype=args.dtype,
             channels_last=args.channels_last, compile=args.compile,
+            timm_eager=args.timm_eager,
             device=str(device), steps=args.steps, warmup=args.warmup,
             paddings=args.paddings, ws_variants=args.ws_variants,
             ours_act=args.ours_act, sam=args.sam,
@@ -637,6 +641,11 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
     return result
 
 
+def _compiles(args, name: str) -> bool:
+    """Whether runner ``name`` is compiled (``--compile``, ``--timm-eager``)."""
+    return args.compile and not (name == 'timm' and args.timm_eager)
+
+
 def _train_runners(args, models, fwd_of, x, y, lr, autocast, device):
     runners = []
     agc_variants = [True] if args.no_agc_ablation else [True, False]
@@ -644,7 +653,7 @@ def _train_runners(args, models, fwd_of, x, y, lr, autocast, device):
         ours = name.startswith('ours')
         model.train()
         fwd = fwd_of(name, model)
-        if args.compile:
+        if _compiles(args, name):
             fwd = torch.compile(fwd)
         for agc in agc_variants:
             label = name if agc else f'{name} (no AGC)'
@@ -769,7 +778,7 @@ def _infer_runners(args, models, fwd_of, x, autocast):
         for label, m in variants:
             m.eval()
             fwd = fwd_of(name, m)
-            if args.compile:
+            if _compiles(args, name):
                 fwd = torch.compile(fwd)
 
             def step(fwd=fwd):
@@ -841,7 +850,9 @@ def format_markdown(result: Dict, command: Optional[str] = None) -> str:
     lines = [
         f"**{arch.upper()}**, batch {s['batch']}, {s['img_size']} px, "
         f"{s['dtype']}, channels_last={s['channels_last']}, "
-        f"compile={s['compile']}, {s['warmup']} warm-up + {s['steps']} "
+        f"compile={s['compile']}"
+        f"{' (timm eager)' if s['compile'] and s.get('timm_eager') else ''}"
+        f", {s['warmup']} warm-up + {s['steps']} "
         f"steps (median), on {env['device_name']}; torch {v['torch']}, "
         f"timm {v['timm']}, mmengine {v['mmengine']}, "
         f"mmpretrain {v['mmpretrain']}.", ''
