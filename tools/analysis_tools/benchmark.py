@@ -22,6 +22,11 @@ Examples::
     # CI smoke run: tiny arch, batch 2, 32 px, 2 warm-up + 3 steps
     python tools/analysis_tools/benchmark.py --quick --out quick.json
 
+What-if runners for speed work: ``--padding same,symmetric`` (our SAME
+padding against symmetric padding) and ``--ws-variants centred,batch_norm``
+(copies of our model whose convolutions standardise their weights another
+way); ``--compile --timm-eager`` compares ours compiled with timm eager.
+
 Outputs a table on stdout, a JSON file (``--out``) and a markdown snippet
 (``--md``, for ``docs/benchmarks.md``) naming the device and the versions.
 """
@@ -43,7 +48,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    'VARIANTS', 'QUICK_ARCH', 'PEAK_TFLOPS', 'parse_args', 'main',
+    'VARIANTS', 'QUICK_ARCH', 'PEAK_TFLOPS', 'WS_VARIANTS', 'parse_args',
+    'main',
     'run_benchmark', 'build_ours', 'build_timm', 'timm_cfg_from_arch',
     'count_train_flops', 'device_peak_tflops', 'format_markdown'
 ]
@@ -552,7 +558,8 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
     amp_dtype = DTYPES[args.dtype]
     autocast = (torch.autocast(device.type, dtype=amp_dtype)
                 if args.dtype != 'fp32' else contextlib.nullcontext())
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    fmt = (torch.channels_last
+           if args.channels_last else torch.contiguous_format)
     batch, size = args.batch, args.img_size
     x = torch.randn(batch, 3, size, size, device=device).contiguous(
         memory_format=fmt)
@@ -642,7 +649,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict:
 
 
 def _compiles(args, name: str) -> bool:
-    """Whether runner ``name`` is compiled (``--compile``, ``--timm-eager``)."""
+    """Whether runner ``name`` is compiled (``--compile``/``--timm-eager``)."""
     return args.compile and not (name == 'timm' and args.timm_eager)
 
 
