@@ -82,10 +82,13 @@ def test_folded_graph_has_no_weight_standardisation(exports):
     folded, unfolded = exports['folded']['ops'], exports['unfolded']['ops']
     num_convs = 4 + 4 * 4 + 3 + 1  # stem, 4 per block, 3 shortcuts, final
     assert folded['Conv'] == unfolded['Conv'] == num_convs
-    # WS = mean/var over the fan-in, max(var * fan_in, eps), rsqrt
-    for op in ('Sqrt', 'Clip', 'Max', 'Reciprocal', 'Pow'):
+    # WS = mean over the fan-in, the centred weight's norm (ReduceL2, or a
+    # Sqrt of a variance), its guard max(norm, sqrt(eps)) (Clip/Max)
+    for op in ('ReduceL2', 'Sqrt', 'Clip', 'Max', 'Reciprocal', 'Pow'):
         assert folded.get(op, 0) == 0, op
-    assert unfolded['Sqrt'] >= num_convs
+    assert (unfolded.get('ReduceL2', 0) + unfolded.get('Sqrt', 0) >=
+            num_convs)
+    assert unfolded.get('Clip', 0) + unfolded.get('Max', 0) >= num_convs
     # the only ReduceMean left is the SE squeeze (one per block)
     assert folded.get('ReduceMean', 0) == sum(TINY_ARCH['depths'])
     assert unfolded['ReduceMean'] >= folded.get('ReduceMean', 0) + num_convs

@@ -110,5 +110,5 @@ def test_f0_config_exports_and_folds():
     ops = report['ops']
     # 4 stem + 12 blocks x 4 + 4 shortcuts + final conv
     assert ops['Conv'] == 4 + 12 * 4 + 4 + 1
-    assert ops.get('Sqrt', 0) == 0 and ops.get('Clip', 0) == 0
+    assert ops.get('Sqrt', 0) == ops.get('ReduceL2', 0) == ops.get('Clip', 0) == 0
     assert ops.get('ReduceMean', 0) == 12  # SE squeeze only
