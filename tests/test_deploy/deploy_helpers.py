@@ -1,37 +1,18 @@
 """Shared helpers of the deploy tests (not collected: no ``test_`` prefix)."""
+import copy
 import importlib.util
 import os.path as osp
 import sys
 from typing import Dict
 
 import numpy as np
+from shared_archs import TINY_ARCH  # noqa: F401  (re-exported)
+
+from nfnet_mm.models.backbones.nfnet import NFNet
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-# The small arch of docs/design.md.
-TINY_ARCH = dict(
-    depths=[1, 1, 1, 1],
-    widths=[32, 64, 96, 128],
-    group_width=16,
-    bottleneck_ratio=0.5,
-    se_ratio=0.5,
-    alpha=0.2,
-    stem_widths=[8, 16, 16, 32],
-    stem_strides=[2, 1, 1, 2],
-    strides=[1, 2, 2, 2],
-    final_expansion=2)
-
-F0_ARCH = dict(
-    depths=[1, 2, 6, 3],
-    widths=[256, 512, 1536, 1536],
-    group_width=128,
-    bottleneck_ratio=0.5,
-    se_ratio=0.5,
-    alpha=0.2,
-    stem_widths=[16, 32, 64, 128],
-    stem_strides=[2, 1, 1, 2],
-    strides=[1, 2, 2, 2],
-    final_expansion=2)
+F0_ARCH = copy.deepcopy(NFNet.arch_settings['f0'])
 
 
 def load_tool(relpath: str, name: str):

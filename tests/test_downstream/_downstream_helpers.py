@@ -6,20 +6,8 @@ from mmengine.config import Config
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(REPO_ROOT, 'configs', 'downstream')
 
-# The small test arch of docs/design.md and its output channels: the stage
-# widths for indices 0-2, final_expansion x last width for index 3.
-TINY_ARCH = dict(
-    depths=[1, 1, 1, 1],
-    widths=[32, 64, 96, 128],
-    group_width=16,
-    bottleneck_ratio=0.5,
-    se_ratio=0.5,
-    alpha=0.2,
-    stem_widths=[8, 16, 16, 32],
-    stem_strides=[2, 1, 1, 2],
-    strides=[1, 2, 2, 2],
-    final_expansion=2)
-TINY_CHANNELS = [32, 64, 96, 2 * 128]
+from shared_archs import TINY_ARCH, TINY_CHANNELS  # noqa: F401
+
 F0_CHANNELS = [256, 512, 1536, 3072]
 
 CUSTOM_IMPORTS = dict(imports=['nfnet_mm'], allow_failed_imports=False)

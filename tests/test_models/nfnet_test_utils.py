@@ -5,17 +5,9 @@ from nfnet_mm.models.backbones.nfnet import NFNet
 
 __all__ = ['TINY', 'TINY2', 'classifier_cfg', 'randomize_']
 
-TINY = dict(
-    depths=[1, 1, 1, 1],
-    widths=[32, 64, 96, 128],
-    group_width=16,
-    bottleneck_ratio=0.5,
-    se_ratio=0.5,
-    alpha=0.2,
-    stem_widths=[8, 16, 16, 32],
-    stem_strides=[2, 1, 1, 2],
-    strides=[1, 2, 2, 2],
-    final_expansion=2)
+from shared_archs import TINY_ARCH  # noqa: E402
+
+TINY = TINY_ARCH
 TINY2 = dict(TINY, depths=[2, 2, 2, 1])
 
 

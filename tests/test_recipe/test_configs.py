@@ -20,17 +20,13 @@ from mmengine.runner import Runner
 
 import nfnet_mm  # noqa: F401
 from mmpretrain.registry import DATASETS, MODELS, TRANSFORMS
+from shared_archs import TINY_ARCH
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(REPO, 'configs')
 # mmdet/mmseg/mmdeploy configs belong to other test folders
 OTHER_OWNERS = ('deploy', 'downstream', '_base_')
 
-TINY_ARCH = dict(
-    depths=[1, 1, 1, 1], widths=[32, 64, 96, 128], group_width=16,
-    bottleneck_ratio=0.5, se_ratio=0.5, alpha=0.2,
-    stem_widths=[8, 16, 16, 32], stem_strides=[2, 1, 1, 2],
-    strides=[1, 2, 2, 2], final_expansion=2)
 
 # paper values (NFNET_FACTS.md): train px, test px, RA magnitude, dropout
 PAPER = {
