@@ -1,0 +1,12 @@
+"""Weight converters (DeepMind's Haiku files, timm's dm_nfnet) to our keys.
+
+Not imported by ``import nfnet_mm``; the command lines are
+``tools/model_converters/{deepmind,timm}_to_mmpretrain.py``.
+"""
+from .common import ConversionError, check_converted, infer_arch
+from .deepmind import convert_deepmind_file, convert_deepmind_params
+from .timm import convert_timm_file, convert_timm_state_dict
+
+__all__ = ['ConversionError', 'check_converted', 'infer_arch',
+           'convert_deepmind_file', 'convert_deepmind_params',
+           'convert_timm_file', 'convert_timm_state_dict']

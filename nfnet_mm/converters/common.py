@@ -1,0 +1,221 @@
+"""What both weight converters share.
+
+- :class:`ConversionError`: the one error a converter raises; its message
+  names the file or the keys, never prints the file's bytes.
+- :func:`describe_unreadable`: "not a checkpoint" (not a zip, not a pickle,
+  truncated, text) told apart from "forbidden objects" by the caller.
+- :func:`infer_arch` and :func:`check_converted`: every converted key is
+  compared, both ways and with its shape, with ``NFNet(arch)`` and an
+  ``NFNetClsHead`` built on the ``meta`` device (cheap even for F6).
+- :func:`save_converted`: written to a temporary file, then renamed, only
+  after every check passed.
+"""
+import os
+import os.path as osp
+import re
+from typing import Callable, Dict, Iterable, Optional, Union
+
+import torch
+
+__all__ = ['ConversionError', 'unreadable_error', 'infer_arch',
+           'check_converted', 'save_converted', 'run_converter']
+
+
+class ConversionError(ValueError):
+    """The source cannot be converted completely and exactly."""
+
+
+def _looks_like_checkpoint(head: bytes) -> bool:
+    return head[:4] == b'PK\x03\x04' or (
+        head[:1] == b'\x80' and head[1:2] in b'\x02\x03\x04\x05')
+
+
+def unreadable_error(path: str, err: BaseException,
+                     expected: str) -> ConversionError:
+    """One error for a file that a converter's loader could not read.
+
+    A file that is a zip archive or a pickle and names objects outside the
+    allow-list is refused as such, naming them; any other failure means it
+    is not a checkpoint (empty, text, truncated, random bytes). The message
+    names the file and carries none of its bytes.
+
+    Args:
+        path (str): The file.
+        err (BaseException): What the loader raised; its ``names``
+            attribute, when present, lists the refused globals.
+        expected (str): What the file should be, e.g. ``'a PyTorch
+            checkpoint'``.
+    """
+    with open(path, 'rb') as f:
+        head = f.read(512)
+    names = list(getattr(err, 'names', ()))
+    if not names and _looks_like_checkpoint(head):
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - not a zip checkpoint: read err
+            names = re.findall(r'GLOBAL (\S+)', str(err))
+    if names and _looks_like_checkpoint(head):
+        return ConversionError(
+            f'{path} holds objects that {expected} may not hold: '
+            f'{[ascii(n)[1:-1][:80] for n in names]}. Converters only read '
+            'tensors, arrays and containers and never run code from a file.')
+    if not head:
+        what = 'is empty'
+    elif head[:4] == b'PK\x03\x04':
+        what = 'is a damaged or truncated zip archive'
+    elif _looks_like_checkpoint(head):
+        what = 'is a damaged or truncated pickle'
+    elif all(32 <= c < 127 or c in b'\t\r\n' for c in head):
+        what = 'is a text file'
+    else:
+        what = 'is neither a zip archive nor a pickle'
+    return ConversionError(f'{path} {what}, not {expected}.')
+
+
+def _first(state_dict: Dict[str, torch.Tensor], pattern: str) -> torch.Size:
+    for key, value in state_dict.items():
+        if re.fullmatch(pattern, key):
+            return value.shape
+    raise ConversionError(
+        f'Cannot infer the arch: no key matches {pattern!r}; name it with '
+        '--arch.')
+
+
+def _ratio(num: int, den: int) -> float:
+    # the model rounds den * ratio down (int()): keep it off the edge
+    ratio = num / den
+    return ratio if int(den * ratio) == num else (num + 1e-6) / den
+
+
+def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Union[str, dict]:
+    """The NFNet arch of converted weights, from their keys and shapes.
+
+    Args:
+        state_dict (dict[str, Tensor]): ``backbone.*`` tensors.
+
+    Returns:
+        str | dict: A name of ``NFNet.arch_settings`` when depths and widths
+        match one, else an arch dict with every shape-defining value read
+        from the tensors (``alpha``, the strides and ``stem_strides``, which
+        no shape shows, are F0's; a shortcut in a block that keeps the width
+        means a stride of 2).
+    """
+    from ..models.backbones.nfnet import NFNet
+    blocks = [tuple(map(int, m.groups())) for m in (
+        re.match(r'backbone\.stages\.(\d+)\.(\d+)\.', k) for k in state_dict)
+        if m]
+    if not blocks:
+        raise ConversionError('Cannot infer the arch: no backbone.stages.* '
+                              'key; name it with --arch.')
+    num_stages = max(s for s, _ in blocks) + 1
+    depths = [max([b + 1 for s2, b in blocks if s2 == s], default=0)
+              for s in range(num_stages)]
+    stem, s = [], 1
+    while any(k.startswith(f'backbone.stem.conv{s}.') for k in state_dict):
+        stem.append(_first(state_dict, rf'backbone\.stem\.conv{s}\.weight')[0])
+        s += 1
+    stage = r'backbone\.stages\.{}\.\d+\.{}\.weight'
+    widths = [_first(state_dict, stage.format(s, 'conv3'))[0]
+              for s in range(num_stages)]
+    f_arch = NFNet.arch_settings['f0']
+    for name, arch in NFNet.arch_settings.items():
+        if (arch['depths'], arch['widths'], arch['stem_widths']) == (
+                depths, widths, stem):
+            return name
+    conv1 = _first(state_dict, stage.format(0, 'conv1'))
+    fc1 = _first(state_dict, stage.format(0, 'se.fc1'))
+    in_ch, strides = stem[-1], []
+    for s, width in enumerate(widths):
+        has_shortcut = any(k.startswith(f'backbone.stages.{s}.0.shortcut.')
+                           for k in state_dict)
+        strides.append(2 if has_shortcut and in_ch == width else
+                       f_arch['strides'][s] if has_shortcut else 1)
+        in_ch = width
+    final = _first(state_dict, r'backbone\.final_conv\.weight')[0]
+    return dict(
+        depths=depths, widths=widths, stem_widths=stem,
+        group_width=_first(state_dict, stage.format(0, 'conv2'))[1],
+        bottleneck_ratio=_ratio(conv1[0], widths[0]),
+        se_ratio=_ratio(fc1[0], widths[0]),
+        final_expansion=_ratio(final, widths[-1]),
+        alpha=f_arch['alpha'], strides=strides,
+        stem_strides=(f_arch['stem_strides'] if len(stem) == 4 else
+                      [1] * len(stem)))
+
+
+def check_converted(state_dict: Dict[str, torch.Tensor],
+                    arch: Union[str, dict],
+                    unused: Iterable[str] = (),
+                    source_name: Callable[[str], str] = str) -> None:
+    """Refuse converted weights that do not fill ``NFNet(arch)`` + head exactly.
+
+    Args:
+        state_dict (dict[str, Tensor]): ``backbone.*`` and ``head.fc.*``.
+        arch (str | dict): The NFNet arch to compare with.
+        unused (Iterable[str]): Source keys no rule converted.
+        source_name (Callable): Names a target key as the source calls it
+            (for the missing ones). Defaults to the target name.
+
+    Raises:
+        ConversionError: Naming, in one message, the unused source keys,
+            the missing (as source keys) and unexpected target keys, and the
+            shape mismatches.
+    """
+    from ..models.backbones.nfnet import NFNet
+    with torch.device('meta'):
+        backbone = NFNet(arch=arch)
+    expected = {f'backbone.{k}': tuple(v.shape)
+                for k, v in backbone.state_dict().items()}
+    head = state_dict.get('head.fc.bias', state_dict.get('head.fc.weight'))
+    num_classes = 1000 if head is None else head.shape[0]
+    expected['head.fc.weight'] = (num_classes, backbone.num_features)
+    expected['head.fc.bias'] = (num_classes, )
+    got = {k: tuple(v.shape) for k, v in state_dict.items()}
+    problems = {
+        'source keys no rule converts': sorted(unused),
+        'missing in the source': [source_name(k) for k in expected
+                                  if k not in got],
+        'not in the model': sorted(set(got) - set(expected)),
+        'shape mismatches (file vs model)': [
+            f'{k}: {got[k]} vs {v}' for k, v in expected.items()
+            if k in got and got[k] != v],
+    }
+    found = {k: v for k, v in problems.items() if v}
+    if found:
+        name = arch if isinstance(arch, str) else 'the inferred arch'
+        raise ConversionError(
+            f'The weights do not fill NFNet({name}) exactly; nothing was '
+            'written. ' + '; '.join(f'{what} ({len(keys)}): {keys}'
+                                    for what, keys in found.items()))
+
+
+def save_converted(checkpoint: dict, dst: Union[str, os.PathLike]) -> None:
+    """``torch.save`` to ``dst`` through a temporary file and a rename."""
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    tmp = f'{dst}.tmp'
+    try:
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def run_converter(convert: Callable[[], dict], dst: str) -> int:
+    """Run a converter for a command line: one line on success or failure.
+
+    Returns:
+        int: 0, or 1 after printing the :class:`ConversionError`.
+    """
+    import sys
+    try:
+        ckpt = convert()
+    except ConversionError as err:
+        print(f'ERROR: {err}', file=sys.stderr)
+        return 1
+    sd, meta = ckpt['state_dict'], ckpt['meta']
+    arch = meta['arch'] if isinstance(meta['arch'], str) else 'custom'
+    print(f'Converted {len(sd)} tensors '
+          f'({sum(v.numel() for v in sd.values()):,} values, arch {arch}) '
+          f'to {dst}')
+    return 0

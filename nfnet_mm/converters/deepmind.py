@@ -1,0 +1,336 @@
+"""DeepMind's released NFNet weights (Haiku) -> an nfnet_mm checkpoint.
+
+DeepMind publishes ``F{0..6}_haiku.npz`` (https://storage.googleapis.com/
+dm-nfnets/). Despite the suffix these files are pickles (written with
+``dill``) of Haiku's two-level parameter dict ``{module: {param: array}}``:
+
+- ``NFNet/~/stem_conv{0..3}`` -> ``backbone.stem.conv{1..4}``
+- ``NFNet/~/nf_block[_k]`` (k counted over all blocks; the first is
+  unnumbered), param ``skip_gain`` -> ``backbone.stages.S.B.skip_gain``
+- ``.../~/conv0, conv1, conv1b, conv2`` -> ``...conv1, conv2, conv2b, conv3``
+- ``.../~/conv_shortcut`` -> ``...shortcut.conv``
+- ``.../~/squeeze_excite/~/linear, linear_1`` -> ``...se.fc1, se.fc2``
+- ``NFNet/~/final_conv`` -> ``backbone.final_conv``; ``NFNet/~/linear`` ->
+  ``head.fc``
+
+Convolutions store ``w`` as HWIO (``I = in / groups``), ``gain`` and
+``bias``; linears ``w`` as IO and ``b``. They become ``weight`` (OIHW, OI),
+``gain`` and ``bias``. Every module and parameter must be converted and
+must fill ``NFNet(arch)`` exactly (:func:`~.common.check_converted`).
+
+The file is read with :class:`SafeNumpyUnpickler`, which builds only plain
+containers and NumPy arrays/scalars/dtypes: anything else (an object whose
+``__reduce__`` would run code) is refused before it is built. A real NumPy
+``.npz`` archive with keys ``'<module>/<param>'`` is read with
+``allow_pickle=False``.
+"""
+import importlib
+import io
+import os.path as osp
+import pickle
+import re
+import zipfile
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .common import (ConversionError, check_converted, infer_arch,
+                     save_converted, unreadable_error)
+
+__all__ = ['UnsafePickleError', 'SafeNumpyUnpickler', 'load_deepmind_file',
+           'infer_depths', 'convert_deepmind_params', 'convert_deepmind_file']
+
+Params = Dict[str, Dict[str, np.ndarray]]
+
+SEP = '/~/'
+_BLOCK = re.compile(r'nf_block(?:_(\d+))?')
+# DeepMind's part of a block -> ours
+_BLOCK_PARTS = {'conv0': 'conv1', 'conv1': 'conv2', 'conv1b': 'conv2b',
+                'conv2': 'conv3', 'conv_shortcut': 'shortcut.conv',
+                f'squeeze_excite{SEP}linear': 'se.fc1',
+                f'squeeze_excite{SEP}linear_1': 'se.fc2'}
+_PARAMS = {'w': 'weight', 'b': 'bias', 'gain': 'gain', 'bias': 'bias',
+           'skip_gain': 'skip_gain'}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle refers to something other than containers and arrays."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f'refusing to build {name}')
+        self.names = [name]
+
+
+def _numpy_attr(modules: Sequence[str], name: str) -> Callable:
+    for module in modules:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    raise UnsafePickleError(f'{modules[0]}.{name}')
+
+
+def _encode_latin1(text: str, encoding: str = 'latin1') -> bytes:
+    # protocol 2 writes bytes as _codecs.encode(str, 'latin1')
+    if encoding not in ('latin1', 'latin-1'):
+        raise UnsafePickleError(f'_codecs.encode(..., {encoding!r})')
+    return text.encode('latin1')
+
+
+def _dill_create_array(f: Callable, args: tuple, state: Any,
+                       npdict: Optional[dict] = None) -> np.ndarray:
+    # dill pickles an ndarray as _create_array(f, args, state, npdict); ``f``
+    # was itself resolved through the allow-list (numpy's _reconstruct)
+    if npdict:
+        raise UnsafePickleError('an ndarray subclass with attributes')
+    array = f(*args)
+    array.__setstate__(state)
+    return array
+
+
+def _allowed_globals() -> Dict[Tuple[str, str], Callable]:
+    mult = ('numpy._core.multiarray', 'numpy.core.multiarray')
+    numeric = ('numpy._core.numeric', 'numpy.core.numeric')
+    table = {
+        ('numpy', 'ndarray'): np.ndarray,
+        ('numpy', 'dtype'): np.dtype,
+        ('collections', 'OrderedDict'): OrderedDict,
+        ('_codecs', 'encode'): _encode_latin1,
+        ('dill._dill', '_create_array'): _dill_create_array,
+    }
+    for module in mult:
+        table[(module, '_reconstruct')] = _numpy_attr(mult, '_reconstruct')
+        table[(module, 'scalar')] = _numpy_attr(mult, 'scalar')
+    for module in numeric:
+        table[(module, '_frombuffer')] = _numpy_attr(numeric, '_frombuffer')
+    return table
+
+
+class SafeNumpyUnpickler(pickle.Unpickler):
+    """Unpickler for parameter trees: containers and NumPy data only.
+
+    Dicts, lists, tuples, strings and numbers need no global; the only
+    globals resolved are NumPy's array/scalar/dtype reconstructors,
+    ``collections.OrderedDict``, ``_codecs.encode`` (latin-1 only) and dill's
+    array wrapper (re-implemented here, dill is not imported). Any other
+    global raises :class:`UnsafePickleError` naming it, before anything is
+    called.
+    """
+
+    _table: Optional[Dict[Tuple[str, str], Callable]] = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if SafeNumpyUnpickler._table is None:
+            SafeNumpyUnpickler._table = _allowed_globals()
+        if (module, name) not in self._table:
+            raise UnsafePickleError(f'{module}.{name}')
+        return self._table[(module, name)]
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError('a persistent id')
+
+
+def _read_tree(data: bytes) -> Any:
+    if data[:4] == b'PK\x03\x04' and zipfile.is_zipfile(io.BytesIO(data)):
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    return SafeNumpyUnpickler(io.BytesIO(data)).load()
+
+
+def load_deepmind_file(path: str) -> Params:
+    """Read a DeepMind parameter file safely.
+
+    Args:
+        path (str): A pickle (DeepMind's ``*_haiku.npz``) or a real ``.npz``
+            archive.
+
+    Returns:
+        dict: ``{module_name: {param_name: np.ndarray}}``.
+
+    Raises:
+        ConversionError: The file is no parameter file (naming what it is),
+            refers to objects outside the allow-list (naming them), or holds
+            something other than float arrays in ``{module: {param:
+            array}}`` or ``{'module/param': array}``.
+    """
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:
+        tree = _read_tree(data)
+    except Exception as err:  # noqa: BLE001 - classified by the helper
+        raise unreadable_error(path, err,
+                               'a DeepMind parameter file') from None
+    if not isinstance(tree, dict):
+        raise ConversionError(f'{path} holds a {type(tree).__name__}, not a '
+                              'dict of Haiku modules.')
+    params: Params = {}
+    for module, value in tree.items():
+        group = value if isinstance(value, dict) else {None: value}
+        for name, array in group.items():
+            if name is None:  # flat tree: '<module>/<param>' -> array
+                module, _, name = str(module).rpartition('/')
+            if not isinstance(array, (np.ndarray, np.generic)) or (
+                    not np.issubdtype(np.asarray(array).dtype, np.floating)):
+                raise ConversionError(
+                    f'{path}: {module}:{name} is a {type(array).__name__} '
+                    f'({getattr(array, "dtype", "no dtype")}), not a float '
+                    'array.')
+            params.setdefault(str(module), {})[str(name)] = array
+    return params
+
+
+def _block_names(params: Params, root: str) -> Dict[int, str]:
+    found = {}
+    for module in params:
+        parts = module.split(SEP)
+        m = _BLOCK.fullmatch(parts[1]) if len(parts) > 1 else None
+        if parts[0] == root and m:
+            found[int(m.group(1) or 0)] = parts[1]
+    return found
+
+
+def infer_depths(params: Params, root: str = 'NFNet') -> Tuple[str, List[int]]:
+    """The NFNet-F variant from the number of blocks and the last width.
+
+    ``12 n`` blocks mean depths ``[n, 2n, 6n, 3n]``, i.e. F(n-1); a final
+    width of 2048 with ``n = 5`` means F4+.
+
+    Returns:
+        tuple[str, list[int]]: Arch name and depths.
+    """
+    num_blocks = len(_block_names(params, root))
+    if num_blocks == 0 or num_blocks % 12:
+        raise ConversionError(
+            f'Cannot infer the variant from {num_blocks} blocks (NFNet-F '
+            'has 12 n); pass --arch NAME or --depths D1 D2 D3 D4.')
+    n = num_blocks // 12
+    last = params.get(f'{root}{SEP}nf_block_{num_blocks - 1}{SEP}conv2', {})
+    width = np.shape(last.get('w', np.zeros(4)))[-1]
+    return ('f4+' if (n == 5 and width == 2048) else f'f{n - 1}',
+            [n, 2 * n, 6 * n, 3 * n])
+
+
+def _tensor(name: str, array: Any) -> torch.Tensor:
+    t = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
+    if name == 'w':  # HWIO -> OIHW, IO -> OI; other shapes stay (reported)
+        t = t.permute(3, 2, 0, 1) if t.dim() == 4 else t.T if t.dim() == 2 \
+            else t
+    return t.contiguous()
+
+
+def convert_deepmind_params(params: Params,
+                            depths: Sequence[int],
+                            arch: Optional[Any] = None,
+                            root: str = 'NFNet') -> 'OrderedDict':
+    """Map DeepMind's NFNet parameter tree onto nfnet_mm's keys.
+
+    Args:
+        params (dict): ``{module: {param: array}}`` as Haiku stores it.
+        depths (Sequence[int]): Blocks per stage (to place the flat block
+            index ``k``).
+        arch (str | dict, optional): The NFNet arch to fill. Defaults to the
+            one the tensors show (:func:`~.common.infer_arch`).
+        root (str): The network's Haiku name. Defaults to ``'NFNet'``.
+
+    Returns:
+        OrderedDict: ``backbone.*`` and ``head.fc.*`` float32 tensors.
+
+    Raises:
+        ConversionError: A block count that does not match ``depths``, or
+            (in one message) every module/param no rule converts, every key
+            of the model missing in the file (named as DeepMind names it)
+            and every shape mismatch.
+    """
+    positions = [(s, b) for s, d in enumerate(depths) for b in range(d)]
+    blocks = _block_names(params, root)
+    if sorted(blocks) != list(range(len(positions))):
+        raise ConversionError(
+            f'The file has blocks {sorted(blocks)} but depths {list(depths)} '
+            f'need 0..{len(positions) - 1}.')
+    out, unused = OrderedDict(), []
+    for module, group in params.items():
+        parts = module.split(SEP)
+        tail, m = SEP.join(parts[2:]), _BLOCK.fullmatch(parts[1]) if len(
+            parts) > 1 else None
+        prefix = None
+        if parts[0] != root or len(parts) < 2:
+            pass
+        elif m and (not tail or tail in _BLOCK_PARTS):
+            s, b = positions[int(m.group(1) or 0)]
+            prefix = f'backbone.stages.{s}.{b}' + (
+                f'.{_BLOCK_PARTS[tail]}' if tail else '')
+        elif re.fullmatch(r'stem_conv\d+', parts[1]) and not tail:
+            prefix = f'backbone.stem.conv{int(parts[1][9:]) + 1}'
+        elif parts[1] in ('final_conv', 'linear') and not tail:
+            prefix = ('backbone.final_conv' if parts[1] == 'final_conv' else
+                      'head.fc')
+        for name, array in group.items():
+            if prefix is None or name not in _PARAMS:
+                unused.append(f'{module}:{name}')
+            else:
+                out[f'{prefix}.{_PARAMS[name]}'] = _tensor(name, array)
+
+    def deepmind_name(key: str) -> str:
+        *path, param = key.split('.')
+        path = '.'.join(path)
+        m = re.fullmatch(r'backbone\.stages\.(\d+)\.(\d+)(?:\.(.+))?', path)
+        if m:
+            k = positions.index((int(m[1]), int(m[2])))
+            part = {v: p for p, v in _BLOCK_PARTS.items()}.get(m[3], m[3])
+            module = (f'nf_block_{k}' if k else 'nf_block') + (
+                f'{SEP}{part}' if part else '')
+        elif path.startswith('backbone.stem.conv'):
+            module = f'stem_conv{int(path[18:]) - 1}'
+        else:
+            module = 'final_conv' if path == 'backbone.final_conv' else (
+                'linear')
+        linear = module.endswith(('linear', 'linear_1'))
+        name = {'weight': 'w', 'bias': 'b' if linear else 'bias'}.get(
+            param, param)
+        return f'{root}{SEP}{module}:{name}'
+
+    check_converted(out, arch or infer_arch(out), unused, deepmind_name)
+    return out
+
+
+def convert_deepmind_file(src: str,
+                          dst: str,
+                          arch: Optional[str] = None,
+                          depths: Optional[Sequence[int]] = None) -> dict:
+    """Read ``src``, convert, check, then (only then) write ``dst``.
+
+    Args:
+        src (str): DeepMind's file.
+        dst (str): Output ``.pth`` (``{'meta', 'state_dict'}``).
+        arch (str, optional): NFNet arch name (e.g. ``'f0'``); inferred
+            from the block count when both ``arch`` and ``depths`` are None.
+        depths (Sequence[int], optional): Blocks per stage, for archs that
+            are not named (the rest of the arch is read from the shapes).
+
+    Returns:
+        dict: The saved checkpoint.
+    """
+    from ..models.backbones.nfnet import NFNet
+    params = load_deepmind_file(src)
+    if arch is not None:
+        if arch.lower() not in NFNet.arch_settings:
+            raise ConversionError(f'Unknown arch {arch!r}; valid: '
+                                  f'{sorted(NFNet.arch_settings)}')
+        arch = arch.lower()
+        named = NFNet.arch_settings[arch]['depths']
+        if depths is not None and list(depths) != named:
+            raise ConversionError(f'--depths {list(depths)} contradict arch '
+                                  f'{arch!r} (depths {named})')
+        depths = named
+    elif depths is None:
+        arch, depths = infer_depths(params)
+    state_dict = convert_deepmind_params(params, depths, arch)
+    checkpoint = dict(
+        meta=dict(source='deepmind-haiku', source_file=osp.basename(src),
+                  arch=arch or infer_arch(state_dict),
+                  depths=[int(d) for d in depths]),
+        state_dict=state_dict)
+    save_converted(checkpoint, dst)
+    return checkpoint
