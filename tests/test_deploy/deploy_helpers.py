@@ -1,7 +1,7 @@
 """Shared helpers of the deploy tests (not collected: no ``test_`` prefix)."""
 import copy
-import importlib.util
 import os.path as osp
+import runpy
 import sys
 from typing import Dict
 
@@ -15,16 +15,17 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 F0_ARCH = copy.deepcopy(NFNet.arch_settings['f0'])
 
 
-def load_tool(relpath: str, name: str):
-    """Import a script under tools/ as a module."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name,
-                                                  osp.join(REPO, relpath))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def run_tool(relpath: str, *args: str) -> int:
+    """Run a command line under tools/ in this process; its exit status."""
+    argv = sys.argv
+    sys.argv = [relpath, *map(str, args)]
+    try:
+        runpy.run_path(osp.join(REPO, relpath), run_name='__main__')
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = argv
+    return 0
 
 
 def deepmind_tree(arch: dict,

@@ -8,13 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deploy_helpers import (F0_ARCH, REPO, TINY_ARCH, deepmind_tree,
-                            load_tool)
+from deploy_helpers import F0_ARCH, REPO, TINY_ARCH, deepmind_tree, run_tool
 
-conv_mod = load_tool('tools/model_converters/deepmind_to_mmpretrain.py',
-                     'deepmind_to_mmpretrain')
+from nfnet_mm.converters import ConversionError, check_converted
+from nfnet_mm.converters.deepmind import (convert_deepmind_file,
+                                          convert_deepmind_params,
+                                          infer_depths, load_deepmind_file)
 
 NUM_CLASSES = 10
+TOOL = 'tools/model_converters/deepmind_to_mmpretrain.py'
 
 
 def _classifier(arch):
@@ -29,15 +31,17 @@ def _classifier(arch):
              head=head)).eval()
 
 
-def _roundtrip(tree, protocol=4):
-    return conv_mod.load_deepmind_params(pickle.dumps(tree, protocol))
+def _roundtrip(tmp_path, tree, protocol=4):
+    path = tmp_path / 'params.pkl'
+    path.write_bytes(pickle.dumps(tree, protocol))
+    return load_deepmind_file(str(path))
 
 
 @pytest.mark.parametrize('protocol', [2, 4, 5])
-def test_tiny_tree_loads_strict(protocol):
+def test_tiny_tree_loads_strict(tmp_path, protocol):
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
-    params = _roundtrip(tree, protocol)
-    sd = conv_mod.convert_deepmind_params(params, TINY_ARCH['depths'])
+    params = _roundtrip(tmp_path, tree, protocol)
+    sd = convert_deepmind_params(params, TINY_ARCH['depths'])
     model = _classifier(TINY_ARCH)
     model.load_state_dict(sd, strict=True)
     # every module of the file went somewhere, every tensor of the model
@@ -80,10 +84,10 @@ def _nhwc_conv_same_s1(x, w, bias, groups):
     return y + bias
 
 
-def test_grouped_conv_and_linear_values():
+def test_grouped_conv_and_linear_values(tmp_path):
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES, seed=1)
-    sd = conv_mod.convert_deepmind_params(_roundtrip(tree),
-                                          TINY_ARCH['depths'])
+    sd = convert_deepmind_params(_roundtrip(tmp_path, tree),
+                                 TINY_ARCH['depths'])
     model = _classifier(TINY_ARCH)
     model.load_state_dict(sd, strict=True)
 
@@ -132,74 +136,78 @@ def test_grouped_conv_and_linear_values():
 def test_unknown_module_and_param_are_named():
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     tree['NFNet/~/nf_block_2/~/conv3'] = tree['NFNet/~/nf_block_2/~/conv2']
-    with pytest.raises(conv_mod.DeepMindCheckpointError,
+    with pytest.raises(ConversionError,
                        match=r'nf_block_2/~/conv3'):
-        conv_mod.convert_deepmind_params(tree, TINY_ARCH['depths'])
+        convert_deepmind_params(tree, TINY_ARCH['depths'])
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     tree['NFNet/~/final_conv']['scale'] = np.ones(3, np.float32)
-    with pytest.raises(conv_mod.DeepMindCheckpointError, match='scale'):
-        conv_mod.convert_deepmind_params(tree, TINY_ARCH['depths'])
+    with pytest.raises(ConversionError, match='scale'):
+        convert_deepmind_params(tree, TINY_ARCH['depths'])
 
 
 def test_missing_module_is_named():
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     del tree['NFNet/~/nf_block_2/~/conv1b']
-    with pytest.raises(conv_mod.DeepMindCheckpointError,
+    with pytest.raises(ConversionError,
                        match=r'nf_block_2/~/conv1b'):
-        conv_mod.convert_deepmind_params(tree, TINY_ARCH['depths'])
+        convert_deepmind_params(tree, TINY_ARCH['depths'])
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     del tree['NFNet/~/nf_block_3']
-    with pytest.raises(conv_mod.DeepMindCheckpointError,
+    with pytest.raises(ConversionError,
                        match=r'nf_block_3:skip_gain'):
-        conv_mod.convert_deepmind_params(tree, TINY_ARCH['depths'])
+        convert_deepmind_params(tree, TINY_ARCH['depths'])
 
 
 def test_wrong_depths_are_refused():
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
-    with pytest.raises(conv_mod.DeepMindCheckpointError, match='4 blocks'):
-        conv_mod.convert_deepmind_params(tree, [1, 2, 1, 1])
+    with pytest.raises(ConversionError, match=r'depths \[1, 2, 1, 1\]'):
+        convert_deepmind_params(tree, [1, 2, 1, 1])
     # same count, other split: a shortcut lands in a non-first block
     arch = dict(TINY_ARCH, depths=[1, 2, 1, 1])
     tree = deepmind_tree(arch, NUM_CLASSES)
-    with pytest.raises(conv_mod.DeepMindCheckpointError, match='shortcut'):
-        conv_mod.convert_deepmind_params(tree, [1, 1, 2, 1])
-    with pytest.raises(conv_mod.DeepMindCheckpointError,
+    with pytest.raises(ConversionError, match='shortcut'):
+        convert_deepmind_params(tree, [1, 1, 2, 1])
+    with pytest.raises(ConversionError,
                        match='--arch NAME or --depths'):
-        conv_mod.infer_arch(tree)
+        infer_depths(tree)
 
 
 def test_f0_shapes_and_inferred_arch(tmp_path):
     tree = deepmind_tree(F0_ARCH, 1000, empty=True)
     assert len(tree) == 94  # 94 Haiku modules in DeepMind's F0 file
-    assert conv_mod.infer_arch(tree) == ('f0', [1, 2, 6, 3])
-    sd = conv_mod.convert_deepmind_params(tree, [1, 2, 6, 3])
-    conv_mod.check_state_dict(sd, 'f0')  # keys and shapes vs NFNet('f0')
+    assert infer_depths(tree) == ('f0', [1, 2, 6, 3])
+    # keys and shapes checked against NFNet('f0')
+    sd = convert_deepmind_params(tree, [1, 2, 6, 3], 'f0')
     assert sum(v.numel() for v in sd.values()) == 71_489_284  # timm's count
     del sd['backbone.stages.2.3.conv2b.gain']
-    with pytest.raises(conv_mod.DeepMindCheckpointError,
+    with pytest.raises(ConversionError,
                        match=r'stages\.2\.3\.conv2b\.gain'):
-        conv_mod.check_state_dict(sd, 'f0')
+        check_converted(sd, 'f0')
 
 
-def test_cli_writes_checkpoint(tmp_path):
+def test_cli_writes_checkpoint(tmp_path, capsys):
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     src = tmp_path / 'tiny_haiku.npz'
     src.write_bytes(pickle.dumps(tree))
     dst = tmp_path / 'out' / 'tiny.pth'
-    conv_mod.main([str(src), str(dst), '--depths', '1', '1', '1', '1'])
+    assert run_tool(TOOL, src, dst, '--depths', '1', '1', '1', '1') == 0
     ckpt = torch.load(dst, weights_only=True)
     assert ckpt['meta']['depths'] == [1, 1, 1, 1]
     _classifier(TINY_ARCH).load_state_dict(ckpt['state_dict'], strict=True)
-    with pytest.raises(ValueError, match="valid: .*'f0'"):
-        conv_mod.main([str(src), str(dst), '--arch', 'f9'])
+    assert 'Converted 94 tensors' in capsys.readouterr().out
+    dst.unlink()
+    assert run_tool(TOOL, src, dst, '--arch', 'f9') == 1
+    assert "valid: ['f0'" in capsys.readouterr().err
+    assert not dst.exists()
 
 
-def test_real_npz_archive_is_accepted():
+def test_real_npz_archive_is_accepted(tmp_path):
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     buf = io.BytesIO()
     np.savez(buf, **{f'{m}/{p}': a
                      for m, g in tree.items() for p, a in g.items()})
-    params = conv_mod.load_deepmind_params(buf.getvalue())
+    (tmp_path / 'params.npz').write_bytes(buf.getvalue())
+    params = load_deepmind_file(str(tmp_path / 'params.npz'))
     assert params.keys() == tree.keys()
     for module, group in tree.items():
         for name, value in group.items():
@@ -221,9 +229,9 @@ def test_pickle_with_code_is_refused_and_nothing_runs(tmp_path):
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     tree['NFNet/~/final_conv']['w'] = _Payload(str(sentinel))
     data = pickle.dumps(tree)
-    with pytest.raises(conv_mod.UnsafePickleError,
-                       match=r'Refusing to load \S*open:'):
-        conv_mod.load_deepmind_params(data)
+    with pytest.raises(ConversionError,
+                       match=r"params.pkl holds objects .*\['\S*open'\]"):
+        _roundtrip(tmp_path, tree)
     assert not sentinel.exists()
     # control: a plain unpickler does run it
     pickle.loads(data).get('NFNet/~/final_conv')['w'].close()
@@ -233,26 +241,24 @@ def test_pickle_with_code_is_refused_and_nothing_runs(tmp_path):
 def test_non_array_objects_are_refused(tmp_path):
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     tree['NFNet/~/final_conv']['w'] = {1, 2}  # a set needs no global
-    with pytest.raises(conv_mod.DeepMindCheckpointError, match='set'):
-        conv_mod.load_deepmind_params(pickle.dumps(tree, protocol=4))
+    with pytest.raises(ConversionError, match=r'final_conv:w is a set'):
+        _roundtrip(tmp_path, tree)
     import datetime
     tree['NFNet/~/final_conv']['w'] = datetime.date(2021, 2, 11)
-    with pytest.raises(conv_mod.UnsafePickleError, match='datetime'):
-        conv_mod.load_deepmind_params(pickle.dumps(tree))
+    with pytest.raises(ConversionError, match=r"\['datetime.date'\]"):
+        _roundtrip(tmp_path, tree)
     tree['NFNet/~/final_conv']['w'] = np.array(['a', 1], dtype=object)
-    with pytest.raises(conv_mod.DeepMindCheckpointError, match='dtype'):
-        conv_mod.load_deepmind_params(pickle.dumps(tree))
-    path = tmp_path / 'x.pkl'
-    path.write_bytes(pickle.dumps([np.zeros(3)]))
-    with pytest.raises(conv_mod.DeepMindCheckpointError, match='dict'):
-        conv_mod.load_deepmind_params(str(path))
-    assert os.path.exists(path)
+    with pytest.raises(ConversionError, match=r'\(object\), not a float'):
+        _roundtrip(tmp_path, tree)
+    with pytest.raises(ConversionError, match='list, not a dict'):
+        _roundtrip(tmp_path, [np.zeros(3)])
 
 
 DEMO_CONFIG = os.path.join(
     REPO, 'configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py')
 
 
+@pytest.mark.slow
 def test_tools_test_evaluates_converted_weights(tmp_path):
     """tools/test.py scores the converted weights (also its EMA copy)."""
     import subprocess
@@ -268,7 +274,7 @@ def test_tools_test_evaluates_converted_weights(tmp_path):
     arch = cfg.model.backbone.arch.to_dict()
     src, dst = tmp_path / 'demo_haiku.npz', tmp_path / 'demo.pth'
     src.write_bytes(pickle.dumps(deepmind_tree(arch, NUM_CLASSES, seed=5)))
-    conv_mod.main([str(src), str(dst), '--depths', *map(str, arch['depths'])])
+    convert_deepmind_file(str(src), str(dst), depths=arch['depths'])
     out = subprocess.run(
         [sys.executable, os.path.join(REPO, 'tools/test.py'), DEMO_CONFIG,
          str(dst), '--work-dir', str(tmp_path / 'work'), '--out',

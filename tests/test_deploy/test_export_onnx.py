@@ -1,4 +1,5 @@
-"""tools/deploy/export_onnx.py on a small NFNet: fold, export, onnxruntime."""
+"""nfnet_mm.deploy and tools/deploy/export_onnx.py on a small NFNet: fold,
+export, onnxruntime."""
 import json
 import os.path as osp
 
@@ -6,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from deploy_helpers import TINY_ARCH, load_tool
+from deploy_helpers import TINY_ARCH, run_tool
 
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 
-export_onnx = load_tool('tools/deploy/export_onnx.py', 'nfnet_export_onnx')
+from nfnet_mm import deploy  # noqa: E402
+
+TOOL = 'tools/deploy/export_onnx.py'
 
 CONFIG = """
 custom_imports = dict(imports=['nfnet_mm'], allow_failed_imports=False)
@@ -46,7 +49,7 @@ def write_config(folder, arch=TINY_ARCH, crop=64, feat=None):
 def real_image(folder):
     """None (-> a Fashion-MNIST test image) if available, else a PNG."""
     try:
-        export_onnx.load_image()
+        deploy.load_image()
         return None
     except FileNotFoundError:
         import mmcv
@@ -64,7 +67,7 @@ def exports(tmp_path_factory):
     img = real_image(folder)
     reports = {}
     for name, fold in (('folded', True), ('unfolded', False)):
-        reports[name] = export_onnx.run(
+        reports[name] = deploy.export_and_check(
             cfg, 'none', osp.join(str(folder), f'{name}.onnx'), fold=fold,
             img=img, dynamic_batch=fold)
     return reports
@@ -113,7 +116,7 @@ def test_cli_json_and_failure_exit(tmp_path, monkeypatch, capsys):
             '--json', str(tmp_path / 'r.json')]
     if img:
         args += ['--img', img]
-    assert export_onnx.main(args) == 0
+    assert run_tool(TOOL, *args) == 0
     printed = capsys.readouterr().out
     assert 'max abs difference' in printed and 'Conv: 24' in printed
     report = json.loads((tmp_path / 'r.json').read_text())
@@ -121,24 +124,24 @@ def test_cli_json_and_failure_exit(tmp_path, monkeypatch, capsys):
     assert report['opset'] == 13
 
     # a graph that does not reproduce the model must fail the check
-    real_export = export_onnx.export_onnx
+    real_export = deploy.export_onnx
 
     def export_perturbed(model, inputs, out, **kwargs):
         with torch.no_grad():
             model.head.fc.bias.add_(1e-2)
         real_export(model, inputs, out, **kwargs)
 
-    monkeypatch.setattr(export_onnx, 'export_onnx', export_perturbed)
-    assert export_onnx.main(args) == 1
+    monkeypatch.setattr(deploy, 'export_onnx', export_perturbed)
+    assert run_tool(TOOL, *args) == 1
     assert 'more than the allowed 0.0001' in capsys.readouterr().err
 
 
 def test_preprocess_uses_pipeline_and_normalisation(tmp_path):
-    model = export_onnx.build_classifier(write_config(tmp_path))
+    model = deploy.build_classifier(write_config(tmp_path))
     bgr = (10, 100, 200)
     img = np.empty((30, 50, 3), np.uint8)
     img[:] = bgr
-    inputs = export_onnx.preprocess(model, img)
+    inputs = deploy.preprocess(model, img)
     assert inputs.shape == (1, 3, 64, 64)  # ResizeEdge 72 + CenterCrop 64
     mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
     rgb = bgr[::-1]

@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from deploy_helpers import REPO, load_tool
+from deploy_helpers import REPO
 
-dm_conv = load_tool('tools/model_converters/deepmind_to_mmpretrain.py',
-                    'deepmind_to_mmpretrain')
-timm_conv = load_tool('tools/model_converters/timm_to_mmpretrain.py',
-                      'timm_to_mmpretrain')
+from nfnet_mm.converters import (convert_deepmind_params,
+                                 convert_timm_state_dict)
+from nfnet_mm.converters.deepmind import infer_depths
 
 F0_CONFIG = osp.join(REPO, 'configs/nfnet/nfnet-f0_8xb128_in1k.py')
 
@@ -76,35 +75,34 @@ def test_timm_and_deepmind_paths_agree_f0():
                   timm.create_model('dm_nfnet_f0').state_dict().items()}
     gen = torch.Generator().manual_seed(0)
     sd = {k: torch.randn(shape, generator=gen) for k, shape in shapes.items()}
-    from_timm = timm_conv.convert_timm_state_dict(sd)
+    from_timm = convert_timm_state_dict(sd, 'f0')
     tree = _timm_to_deepmind(sd)
     assert len(tree) == 94
-    arch, depths = dm_conv.infer_arch(tree)
+    arch, depths = infer_depths(tree)
     assert (arch, depths) == ('f0', [1, 2, 6, 3])
-    from_dm = dm_conv.convert_deepmind_params(tree, depths)
+    from_dm = convert_deepmind_params(tree, depths, 'f0')
     assert list(from_dm) and set(from_dm) == set(from_timm)
     for key, value in from_timm.items():
         assert from_dm[key].shape == value.shape, key
         assert torch.equal(from_dm[key], value), key
-    dm_conv.check_state_dict(from_dm, 'f0')
 
 
+@pytest.mark.slow
 def test_f0_config_exports_and_folds():
     pytest.importorskip('onnxruntime')
     if not osp.exists(F0_CONFIG):
         pytest.skip(f'{F0_CONFIG} not present')
-    export_onnx = load_tool('tools/deploy/export_onnx.py',
-                            'nfnet_export_onnx')
+    from nfnet_mm import deploy
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            export_onnx.load_image()
+            deploy.load_image()
             img = None
         except FileNotFoundError:
             import mmcv
             img = osp.join(tmp, 'img.png')
             mmcv.imwrite(np.full((300, 280, 3), 128, np.uint8), img)
-        report = export_onnx.run(F0_CONFIG, 'none', osp.join(tmp, 'f0.onnx'),
+        report = deploy.export_and_check(F0_CONFIG, 'none', osp.join(tmp, 'f0.onnx'),
                                  img=img, shape=(64, 64))
     assert report['max_abs_diff'] <= 1e-4
     ops = report['ops']

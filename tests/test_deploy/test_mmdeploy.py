@@ -1,12 +1,15 @@
-"""MMDeploy 1.3.1 end to end (onnxruntime) via tools/deploy/mmdeploy.py."""
+"""MMDeploy 1.3.1 end to end (onnxruntime) via tools/deploy/mmdeploy.py, and
+the TorchScript exporter chosen only where the export happens."""
 import importlib.util
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 from deploy_helpers import REPO, TINY_ARCH
 
@@ -57,6 +60,7 @@ def test_deploy_configs():
     assert Codebase.get('mmpretrain')  # the codebase name MMDeploy knows
 
 
+@pytest.mark.slow
 def test_mmdeploy_onnxruntime_end_to_end(tmp_path):
     cfg = tmp_path / 'tiny.py'
     cfg.write_text(MODEL_CFG.format(arch=TINY_ARCH))
@@ -88,37 +92,31 @@ def test_mmdeploy_onnxruntime_end_to_end(tmp_path):
         np.testing.assert_allclose(scores.sum(1), 1, atol=1e-5)
 
 
-_SPAWNED_TORCH2ONNX = '''
-import os
-import sys
+def test_torchscript_exporter_only_inside_the_context(monkeypatch, tmp_path):
+    from nfnet_mm.deploy import torchscript_onnx_exporter
+    calls = []
 
-from torch.multiprocessing import set_start_method
+    def export(model, args=(), f=None, *, dynamo: bool = True, **kwargs):
+        calls.append(dynamo)
 
-if __name__ == '__main__':
-    # as MMDeploy's tools/deploy.py: torch2onnx in a spawned subprocess, the
-    # configs given as paths; this parent never imports nfnet_mm
-    set_start_method('spawn', force=True)
-    os.environ['NFNET_MM_ONNX_EXPORTER'] = 'torchscript'
-    from mmdeploy.apis import torch2onnx
-    from mmdeploy.apis.core import PIPELINE_MANAGER
-    PIPELINE_MANAGER.enable_multiprocess(True, [torch2onnx])
-    deploy_cfg, model_cfg, img, work = sys.argv[1:5]
-    torch2onnx(img, work, 'end2end.onnx', deploy_cfg, model_cfg, None, 'cpu')
-    assert 'nfnet_mm' not in sys.modules
-'''
+    monkeypatch.setattr(torch.onnx, 'export', export)
+    with torchscript_onnx_exporter():
+        torch.onnx.export(None, (), 'x.onnx')
+        torch.onnx.export(None, (), 'x.onnx', dynamo=True)  # chosen: kept
+    torch.onnx.export(None, (), 'x.onnx')
+    assert calls == [False, True, True]
+    assert torch.onnx.export is export  # restored
+    with pytest.raises(RuntimeError, match='boom'):
+        with torchscript_onnx_exporter():
+            raise RuntimeError('boom')
+    assert torch.onnx.export is export  # restored after an error too
 
 
-def test_env_request_reaches_mmdeploy_subprocess(tmp_path):
-    import mmcv
-    cfg = tmp_path / 'tiny.py'
-    cfg.write_text(MODEL_CFG.format(arch=TINY_ARCH))
-    img = str(tmp_path / 'img.png')
-    mmcv.imwrite(np.full((40, 40, 3), 99, np.uint8), img)
-    script = tmp_path / 'spawned_torch2onnx.py'
-    script.write_text(_SPAWNED_TORCH2ONNX)
-    out = subprocess.run(
-        [sys.executable, str(script), STATIC, str(cfg), img,
-         str(tmp_path / 'work')],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert (tmp_path / 'work' / 'end2end.onnx').exists()
+def test_import_with_the_old_env_request_patches_nothing(tmp_path):
+    # NFNET_MM_ONNX_EXPORTER once patched torch.onnx.export at import
+    code = ('import torch; before = torch.onnx.export; import nfnet_mm, '
+            'nfnet_mm.deploy; print(torch.onnx.export is before)')
+    out = subprocess.run([sys.executable, '-c', code], cwd=str(tmp_path),
+                         env=dict(os.environ, NFNET_MM_ONNX_EXPORTER='torchscript'),
+                         capture_output=True, text=True, timeout=300)
+    assert out.stdout.split()[-1:] == ['True'], out.stderr[-2000:]
