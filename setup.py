@@ -12,10 +12,36 @@ Extras:
   imports protobuf (``tools/install.sh`` does this when ``export`` is selected).
 * ``downstream``: MMDetection 3.3.0 and MMSegmentation 1.2.2 (they accept mmcv < 2.2;
   ``mmseg.utils`` imports ``ftfy`` and ``regex`` without declaring them).
+
+A wheel (and a non-editable install) carries ``configs/`` and ``model-index.yml`` in
+``nfnet_mm/.mim/``, where OpenMMLab packages keep them, so that ``mim`` and
+``mmpretrain.get_model``/``list_models`` know our models there too (see
+``nfnet_mm/hub.py``). An editable install reads them from the repository.
 """
 import os.path as osp
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+MIM_FILES = ('configs', 'model-index.yml')
+
+
+class BuildPyWithMim(build_py):
+    """``build_py`` that also copies :data:`MIM_FILES` to ``nfnet_mm/.mim``."""
+
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return
+        here = osp.dirname(osp.abspath(__file__))
+        mim = osp.join(self.build_lib, 'nfnet_mm', '.mim')
+        for name in MIM_FILES:
+            src, dst = osp.join(here, name), osp.join(mim, name)
+            if osp.isdir(src):
+                self.copy_tree(src, dst)
+            else:
+                self.mkpath(mim)
+                self.copy_file(src, dst)
 
 
 def get_version():
@@ -62,5 +88,6 @@ setup(
     ],
     extras_require=EXTRAS,
     include_package_data=True,
+    cmdclass={'build_py': BuildPyWithMim},
     zip_safe=False,
 )

@@ -15,11 +15,14 @@ lists no download links).
 The index is searched in order: ``$NFNET_MM_MODEL_INDEX`` (a
 ``model-index.yml`` path), the repository root above the package (an
 editable install or a source checkout), then ``nfnet_mm/.mim/model-index.yml``
-(where a packaged install would ship it together with ``configs/``).
+(where a wheel or a non-editable install ships it together with
+``configs/``: ``setup.py`` copies both there at build time, as OpenMMLab
+packages do). When none is found, the import registers nothing and says
+nothing; :func:`register_nfnet_models` called by hand says why.
 """
+import contextlib
 import os
 import os.path as osp
-import warnings
 from typing import Optional
 
 __all__ = ['find_model_index', 'register_nfnet_models']
@@ -45,45 +48,39 @@ def find_model_index() -> Optional[str]:
     return None
 
 
-def register_nfnet_models(model_index: Optional[str] = None) -> Optional[str]:
+def register_nfnet_models(model_index: Optional[str] = None) -> str:
     """Register our models with :class:`mmpretrain.apis.ModelHub`.
 
-    Safe to call more than once: names already registered are skipped.
+    Safe to call more than once with the same index.
 
     Args:
         model_index (str, optional): A ``model-index.yml``. Defaults to
             :func:`find_model_index`.
 
     Returns:
-        str | None: The registered index, or None when none was found (a
-        warning says so; the modules are still usable from config files).
+        str: The registered index.
+
+    Raises:
+        FileNotFoundError: No index was found (importing ``nfnet_mm`` then
+            registers nothing, quietly; config files still work).
     """
     global _REGISTERED
     path = model_index or find_model_index()
     if path is None:
-        warnings.warn(
+        raise FileNotFoundError(
             'nfnet_mm: model-index.yml not found (looked at '
             '$NFNET_MM_MODEL_INDEX, the repository root and nfnet_mm/.mim); '
             'mmpretrain.get_model() will not know the NFNet names. Config '
             'files still work.')
-        return None
     path = osp.abspath(path)
-    if _REGISTERED == path:
-        return path
-    from mmpretrain.apis.model import ModelHub
-    from modelindex.load_model_index import load
+    if _REGISTERED != path:
+        from mmpretrain.apis.model import ModelHub
 
-    index = load(path)
-    index.build_models_with_collections()
-    root = osp.dirname(path)
-    for metainfo in index.models:
-        name = metainfo.name.lower()
-        if ModelHub.has(name):
-            continue
-        metainfo.config = ModelHub._expand_config_path(metainfo, root)
-        ModelHub._models_dict[name] = metainfo
-    _REGISTERED = path
+        # config paths in the index are relative to the index's folder
+        ModelHub.register_model_index(path, config_prefix=osp.dirname(path))
+        _REGISTERED = path
     return path
 
 
-register_nfnet_models()
+with contextlib.suppress(FileNotFoundError):
+    register_nfnet_models()
