@@ -166,7 +166,7 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
         backbone = NFNet(arch=arch)
     expected = {f'backbone.{k}': tuple(v.shape)
                 for k, v in backbone.state_dict().items()}
-    head = state_dict.get('head.fc.bias', state_dict.get('head.fc.weight'))
+    head = state_dict.get('head.fc.weight', state_dict.get('head.fc.bias'))
     num_classes = 1000 if head is None else head.shape[0]
     expected['head.fc.weight'] = (num_classes, backbone.num_features)
     expected['head.fc.bias'] = (num_classes, )
