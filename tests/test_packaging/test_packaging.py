@@ -2,6 +2,7 @@
 import ast
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 _LIST_AND_BUILD = '''
 import os.path as osp
+import shutil
 import nfnet_mm
 from mmpretrain import get_model, list_models
 from mmpretrain.apis.model import ModelHub
@@ -32,8 +34,16 @@ def test_wheel_lists_and_builds_models_from_its_model_index(tmp_path):
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
 
+    # build from a copy: setuptools would reuse a stale build/ in the repo
+    src = tmp_path / 'src'
+    src.mkdir()
+    for name in ('setup.py', 'MANIFEST.in', 'README.md', 'model-index.yml'):
+        shutil.copy(osp.join(REPO, name), src / name)
+    for name in ('nfnet_mm', 'configs'):
+        shutil.copytree(osp.join(REPO, name), src / name,
+                        ignore=shutil.ignore_patterns('__pycache__'))
     pip('wheel', '--no-deps', '--no-build-isolation', '-w', str(wheels),
-        REPO)
+        str(src))
     pip('install', '--no-deps', '--target', str(target),
         *map(str, wheels.glob('nfnet_mm-*.whl')))
     pkg = target / 'nfnet_mm'
@@ -63,7 +73,6 @@ def test_wheel_lists_and_builds_models_from_its_model_index(tmp_path):
     assert int(lines[-1]) == sum(p.numel() for p in repo_model.parameters())
 
     # without an index the import registers nothing and says nothing
-    import shutil
     shutil.rmtree(pkg / '.mim')
     lines, stderr = run()
     assert lines[1:] == [''] and 'model-index' not in stderr
