@@ -34,7 +34,8 @@ import torch.nn.functional as F
 __all__ = [
     'ExportError', 'build_classifier', 'load_image', 'preprocess',
     'export_onnx', 'op_histogram', 'ort_session', 'time_session',
-    'export_and_check', 'torchscript_onnx_exporter', 'deploy_with_mmdeploy'
+    'export_and_check', 'torchscript_onnx_exporter', 'deploy_with_mmdeploy',
+    'DEFAULT_ATOL'
 ]
 
 FASHION_MNIST_DIRS = ('/usr/share/datasets/fashion-mnist',
@@ -249,17 +250,24 @@ def time_session(session, inputs: np.ndarray, runs: int,
 
 
 def export_and_check(config: str,
-        checkpoint: Optional[str],
-        out: str,
-        fold: bool = True,
-        opset: int = 17,
-        dynamic_batch: bool = False,
-        img: Optional[str] = None,
-        shape: Optional[Sequence[int]] = None,
-        atol: float = DEFAULT_ATOL,
-        benchmark: int = 0,
-        threads: Optional[int] = None) -> dict:
-    """Export, check against PyTorch, count ops; see the module docstring.
+                     checkpoint: Optional[str],
+                     out: str,
+                     fold: bool = True,
+                     opset: int = 17,
+                     dynamic_batch: bool = False,
+                     img: Optional[str] = None,
+                     shape: Optional[Sequence[int]] = None,
+                     atol: float = DEFAULT_ATOL,
+                     benchmark: int = 0,
+                     threads: Optional[int] = None) -> dict:
+    """Build, fold (unless ``fold=False``), export, check with onnxruntime.
+
+    The model is built from ``config`` with ``checkpoint`` (None or
+    ``'none'``: random weights); ``img`` (default: the first Fashion-MNIST
+    test image) goes through the config's test pipeline and data
+    preprocessor (resized to ``shape`` if given); the reference is the
+    PyTorch model before folding. With ``dynamic_batch`` a batch of two is
+    checked too; ``benchmark`` times that many onnxruntime runs.
 
     Returns:
         dict: ``max_abs_diff``, ``ops`` (histogram), ``folded``, shapes and,

@@ -13,7 +13,7 @@
 import os
 import os.path as osp
 import re
-from typing import Callable, Dict, Iterable, Optional, Union
+from typing import Callable, Dict, Iterable, Union
 
 import torch
 
@@ -147,7 +147,7 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
                     arch: Union[str, dict],
                     unused: Iterable[str] = (),
                     source_name: Callable[[str], str] = str) -> None:
-    """Refuse converted weights that do not fill ``NFNet(arch)`` + head exactly.
+    """Refuse weights that do not fill ``NFNet(arch)`` and the head exactly.
 
     Args:
         state_dict (dict[str, Tensor]): ``backbone.*`` and ``head.fc.*``.

@@ -1,4 +1,4 @@
-"""timm ``dm_nfnet_f*`` weights -> an MMPretrain ``ImageClassifier`` checkpoint.
+"""timm ``dm_nfnet_f*`` weights -> an MMPretrain ImageClassifier checkpoint.
 
 The result's keys (``backbone.*``, ``head.fc.*``) load with ``strict=True``
 into an ``ImageClassifier`` with an ``NFNet`` backbone

@@ -18,7 +18,8 @@ DEEPMIND = 'tools/model_converters/deepmind_to_mmpretrain.py'
 
 def timm_state_dict():
     nfnet = pytest.importorskip('timm.models.nfnet')
-    cfg = replace(nfnet._dm_nfnet_cfg((1, 2, 1, 1), channels=(32, 64, 96, 128)),
+    cfg = replace(nfnet._dm_nfnet_cfg((1, 2, 1, 1),
+                                      channels=(32, 64, 96, 128)),
                   stem_chs=32, group_size=16)
     return nfnet.NormFreeNet(cfg, num_classes=10).state_dict()
 

@@ -117,6 +117,7 @@ def test_import_with_the_old_env_request_patches_nothing(tmp_path):
     code = ('import torch; before = torch.onnx.export; import nfnet_mm, '
             'nfnet_mm.deploy; print(torch.onnx.export is before)')
     out = subprocess.run([sys.executable, '-c', code], cwd=str(tmp_path),
-                         env=dict(os.environ, NFNET_MM_ONNX_EXPORTER='torchscript'),
+                         env=dict(os.environ,
+                                  NFNET_MM_ONNX_EXPORTER='torchscript'),
                          capture_output=True, text=True, timeout=300)
     assert out.stdout.split()[-1:] == ['True'], out.stderr[-2000:]
