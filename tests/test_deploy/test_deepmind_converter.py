@@ -172,6 +172,7 @@ def test_wrong_depths_are_refused():
         infer_depths(tree)
 
 
+@pytest.mark.slow
 def test_f0_shapes_and_inferred_arch(tmp_path):
     tree = deepmind_tree(F0_ARCH, 1000, empty=True)
     assert len(tree) == 94  # 94 Haiku modules in DeepMind's F0 file

@@ -108,6 +108,7 @@ def test_folded_graph_has_no_weight_standardisation(exports):
                    if n.op_type == 'Conv')
 
 
+@pytest.mark.slow
 def test_cli_json_and_failure_exit(tmp_path, monkeypatch, capsys):
     cfg = write_config(tmp_path)
     img = real_image(tmp_path)

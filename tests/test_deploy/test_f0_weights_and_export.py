@@ -68,6 +68,7 @@ def _timm_to_deepmind(sd):
     return tree
 
 
+@pytest.mark.slow
 def test_timm_and_deepmind_paths_agree_f0():
     timm = pytest.importorskip('timm')
     with torch.device('meta'):
