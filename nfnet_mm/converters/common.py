@@ -13,6 +13,7 @@
 import os
 import os.path as osp
 import re
+import zipfile
 from typing import Callable, Dict, Iterable, Union
 
 import torch
@@ -62,7 +63,8 @@ def unreadable_error(path: str, err: BaseException,
     if not head:
         what = 'is empty'
     elif head[:4] == b'PK\x03\x04':
-        what = 'is a damaged or truncated zip archive'
+        what = ('is a zip archive of something else' if zipfile.is_zipfile(
+            path) else 'is a damaged or truncated zip archive')
     elif _looks_like_checkpoint(head):
         what = 'is a damaged or truncated pickle'
     elif all(32 <= c < 127 or c in b'\t\r\n' for c in head):
