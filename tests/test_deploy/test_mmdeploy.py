@@ -112,6 +112,7 @@ def test_torchscript_exporter_only_inside_the_context(monkeypatch, tmp_path):
     assert torch.onnx.export is export  # restored after an error too
 
 
+@pytest.mark.slow
 def test_import_with_the_old_env_request_patches_nothing(tmp_path):
     # NFNET_MM_ONNX_EXPORTER once patched torch.onnx.export at import
     code = ('import torch; before = torch.onnx.export; import nfnet_mm, '
