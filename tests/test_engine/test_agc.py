@@ -188,17 +188,6 @@ def test_exclusion_matching_nothing_fails_before_any_update():
         assert torch.equal(v, before[k])
 
 
-def test_runner_hook_binds_names_before_training():
-    """The Runner calls initialize_count_status before the first iteration."""
-    model = TinyNet()
-    bad = _wrapper(model.parameters(), agc=dict(clipping=0.01, exclude=['fc']))
-    with pytest.raises(ValueError, match="'fc' matches no parameter"):
-        bad.initialize_count_status(model, 0, 10)
-    good = _wrapper(model.parameters(), agc=dict(clipping=0.01))
-    good.initialize_count_status(nn.DataParallel(model), 0, 10)
-    assert 'head.fc.weight' in good.param_names.values()
-
-
 def test_step_without_names_is_a_clear_error():
     model = TinyNet()
     wrapper = _wrapper(model.parameters(), agc=dict(clipping=0.01))
@@ -532,6 +521,7 @@ def test_runner_logs_agc_scalars(tmp_path):
 
 
 # --------------------------------------------------------------- benchmark
+@pytest.mark.slow
 def test_benchmark_script_ci_mode(tmp_path, monkeypatch, capsys):
     """The benchmark script runs end to end (as __main__) in its quick mode."""
     out = tmp_path / 'agc.json'

@@ -71,33 +71,26 @@ class AGCOptimWrapper(OptimWrapper):
     """Optimizer wrapper applying Adaptive Gradient Clipping before each update.
 
     AGC runs in MMEngine's clipping hook :meth:`_clip_grad`, which ``step()`` calls
-    once per parameter update: after gradient accumulation, after DDP's all-reduce
-    and, in :class:`AmpAGCOptimWrapper` (MMEngine's ``AmpOptimWrapper.step``),
-    after un-scaling. MMEngine's ``clip_grad``, if also set, is applied after AGC.
+    once per update: after gradient accumulation, after DDP's all-reduce and, in
+    :class:`AmpAGCOptimWrapper`, after un-scaling. ``clip_grad``, if also set, is
+    applied after AGC. ``exclude`` is resolved against the model's parameter
+    names in :meth:`optim_context` (or :meth:`bind_model`), before any update.
 
-    ``exclude`` names come from the model: the wrapper binds them the first time
-    it sees it (:meth:`initialize_count_status`, which the Runner calls before
-    training, or :meth:`optim_context`); call :meth:`bind_model` when driving the
-    wrapper by hand. A pattern that matches no parameter is a ``ValueError``.
-
-    A non-finite gradient (anywhere, excluded parameters included) skips the
-    update: the gradients are set to ``None``, so the optimizer step changes
-    neither weights nor optimizer state (true of PyTorch's optimizers, which skip
-    parameters without a gradient), and a warning is logged;
-    ``max_consecutive_skips`` skips in a row raise a ``RuntimeError``. Under fp16
-    loss scaling the ``GradScaler`` decides instead. Per update,
-    ``train/agc_clip_frac`` and ``train/agc_max_ratio`` (largest ratio, before
-    clipping) go to the ``MessageHub``: one host read-back per update.
+    A non-finite gradient (excluded parameters included) skips the update: the
+    gradients are dropped, so the optimizer step changes neither weights nor
+    optimizer state (PyTorch's optimizers skip parameters without a gradient);
+    ``max_consecutive_skips`` skips in a row stop training. Under fp16 loss
+    scaling the ``GradScaler`` skips instead. ``train/agc_clip_frac`` and
+    ``train/agc_max_ratio`` are logged per update (one host sync).
 
     Args:
         optimizer (Optimizer): The optimizer.
         agc (dict, optional): ``clipping`` (lambda, required), ``eps`` (defaults
-            to 1e-3) and ``exclude`` (full dotted parameter names or
-            :func:`fnmatch.fnmatchcase` patterns; defaults to
-            ``['head.fc.weight']``; ``[]`` clips every parameter). ``None``: a
-            plain ``OptimWrapper``. Defaults to None.
-        max_consecutive_skips (int): Skipped updates in a row that stop training.
-            Defaults to 10.
+            to 1e-3) and ``exclude`` (full dotted names or ``fnmatchcase``
+            patterns; defaults to ``['head.fc.weight']``; ``[]`` clips all).
+            None: a plain ``OptimWrapper``. Defaults to None.
+        max_consecutive_skips (int): Skipped updates in a row that raise a
+            ``RuntimeError``. Defaults to 10.
         **kwargs: Passed to ``OptimWrapper`` (``accumulative_counts``,
             ``clip_grad``).
 
@@ -174,13 +167,6 @@ class AGCOptimWrapper(OptimWrapper):
         with super().optim_context(model):
             yield
 
-    def initialize_count_status(self, model: nn.Module, init_counts: int,
-                                max_counts: int) -> None:
-        """Bind parameter names (the Runner calls this before training)."""
-        if self.param_names is None:
-            self.bind_model(model)
-        super().initialize_count_status(model, init_counts, max_counts)
-
     def _params(self) -> List[torch.Tensor]:
         return [p for g in self.optimizer.param_groups for p in g['params']]
 
@@ -208,7 +194,7 @@ class AGCOptimWrapper(OptimWrapper):
         return stats
 
     def _clip_grad(self) -> None:
-        """AGC, the skip of non-finite updates, then MMEngine's ``clip_grad``."""
+        """AGC, the skip of a non-finite update, then MMEngine's ``clip_grad``."""
         stats = self.agc_clip_() if self.agc is not None else None
         if stats is not None:
             grad_norm_sum, clip_frac, max_ratio = stats.tolist()  # one host sync
@@ -218,33 +204,26 @@ class AGCOptimWrapper(OptimWrapper):
                 self.message_hub.update_scalar('train/agc_max_ratio', max_ratio)
             elif not (isinstance(self, AmpOptimWrapper)
                       and self.loss_scaler.is_enabled()):  # else the scaler skips
-                self._skip_update()
+                self.optimizer.zero_grad(set_to_none=True)  # step() does nothing
+                self.consecutive_skips += 1
+                print_log(f'{type(self).__name__}: non-finite gradient, update '
+                          f'skipped ({self.consecutive_skips} in a row).',
+                          logger='current', level=logging.WARNING)
+                if self.consecutive_skips >= self.max_consecutive_skips:
+                    raise RuntimeError(
+                        f'{self.consecutive_skips} consecutive updates had a '
+                        'non-finite gradient: check the learning rate, the data '
+                        'and the loss.')
                 return
         if self._clip_grad_cfg:
             super()._clip_grad()
-
-    def _skip_update(self) -> None:
-        """Drop the gradients, so that the coming optimizer step does nothing."""
-        self.optimizer.zero_grad(set_to_none=True)
-        self.consecutive_skips += 1
-        print_log(
-            f'{type(self).__name__}: non-finite gradient, update skipped '
-            f'({self.consecutive_skips} in a row).',
-            logger='current', level=logging.WARNING)
-        if self.consecutive_skips >= self.max_consecutive_skips:
-            raise RuntimeError(
-                f'{self.consecutive_skips} consecutive updates had a non-finite '
-                f'gradient (max_consecutive_skips={self.max_consecutive_skips}): '
-                'check the learning rate, the data and the loss.')
 
 
 @OPTIM_WRAPPERS.register_module()
 class AmpAGCOptimWrapper(AmpOptimWrapper, AGCOptimWrapper):
     """:class:`AGCOptimWrapper` under automatic mixed precision.
 
-    ``AmpOptimWrapper.step`` un-scales the gradients, calls the AGC clipping and
-    lets the ``GradScaler`` step (which skips an update with a non-finite gradient
-    and lowers the scale).
+    ``AmpOptimWrapper.step`` un-scales, clips (AGC) and steps through the scaler.
 
     Args:
         loss_scale (str or float or dict): ``'auto'``: dynamic for float16, none
