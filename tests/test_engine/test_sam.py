@@ -112,8 +112,7 @@ def test_sam_differs_from_plain_step():
                                                      (1.0, 6, 6), (0.5, 5, 3)])
 def test_ascent_size_is_ceil(fraction, batch, expected):
     wrapper = _sam_wrapper(build_model(), ascent_fraction=fraction)
-    assert wrapper.ascent_size(batch) == expected == max(1, math.ceil(
-        round(fraction * batch, 9)))
+    assert wrapper.ascent_size(batch) == expected
 
 
 def test_preprocessing_and_batch_augments_run_once():

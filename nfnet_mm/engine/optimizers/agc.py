@@ -34,13 +34,12 @@ def unitwise_clip_(params: Sequence[torch.Tensor], clipping: float,
                    eps: float) -> torch.Tensor:
     """Apply eq. 3 to the ``.grad`` of ``params`` in place, without host syncs.
 
-    Vectorised: one ``torch._foreach_norm`` for all scalars and vectors, one norm
-    kernel per matrix or kernel for its rows, the scales of all units in one short
-    kernel chain, and one ``torch._foreach_mul_`` to apply them.
+    Vectorised: ``torch._foreach_norm`` for all scalars and vectors, one norm kernel
+    per matrix or kernel, and one ``torch._foreach_mul_`` for all units' scales.
 
     Returns:
-        torch.Tensor: ``[grad_norm_sum, clip_frac, max_ratio]`` (float32): the sum
-        of the units' gradient norms (non-finite if a gradient is), the fraction of
+        torch.Tensor: ``[grad_norm_sum, clip_frac, max_ratio]`` (float32): the sum of
+        the units' gradient norms (non-finite if a gradient is), the fraction of
         clipped units and the largest ratio before clipping.
     """
     whole = [p for p in params if p.ndim <= 1]
@@ -103,11 +102,8 @@ class AGCOptimWrapper(OptimWrapper):
 
     amp_variant = 'AmpAGCOptimWrapper'
 
-    def __init__(self,
-                 optimizer: Optimizer,
-                 agc: Optional[dict] = None,
-                 max_consecutive_skips: int = 10,
-                 **kwargs) -> None:
+    def __init__(self, optimizer: Optimizer, agc: Optional[dict] = None,
+                 max_consecutive_skips: int = 10, **kwargs) -> None:
         super().__init__(optimizer=optimizer, **kwargs)
         if agc is not None:
             unknown = set(agc) - {'clipping', 'eps', 'exclude'}

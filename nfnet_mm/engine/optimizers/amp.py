@@ -11,14 +11,8 @@ __all__ = ['amp_optim_wrapper_type']
 
 
 def amp_optim_wrapper_type(type_name: str) -> str:
-    """The registered name of the AMP variant of an optimizer wrapper type.
-
-    ``OptimWrapper`` maps to ``AmpOptimWrapper``, an AMP wrapper to itself, a
-    wrapper of ours to its ``amp_variant``.
-
-    Raises:
-        ValueError: If the type is unknown or has no AMP variant.
-    """
+    """The AMP variant of a wrapper type: ``OptimWrapper`` -> ``AmpOptimWrapper``,
+    an AMP wrapper -> itself, ours -> its ``amp_variant``; else a ``ValueError``."""
     cls = OPTIM_WRAPPERS.get(type_name)
     if cls is None:
         raise ValueError(f'Unknown optim_wrapper type {type_name!r}')

@@ -28,12 +28,8 @@ __all__ = ['SAMOptimWrapper', 'AmpSAMOptimWrapper', 'sam_train_step',
 class _SAMMixin:
     """SAM settings and the perturbation; each wrapper keeps its AGC base's step."""
 
-    def __init__(self,
-                 *args,
-                 rho: float = 0.05,
-                 adaptive: bool = False,
-                 ascent_fraction: float = 0.2,
-                 eps: float = 1e-12,
+    def __init__(self, *args, rho: float = 0.05, adaptive: bool = False,
+                 ascent_fraction: float = 0.2, eps: float = 1e-12,
                  **kwargs) -> None:
         if not (rho > 0 and 0 < ascent_fraction <= 1 and eps >= 0
                 and isinstance(adaptive, bool)):
@@ -55,12 +51,10 @@ class _SAMMixin:
         """Back-propagate the ascent ``loss`` and move the weights to ``w + e``.
 
         ``e = rho * g / ||g||``, or with ``adaptive=True`` (ASAM, ``T_w = |w|``)
-        ``e = rho * |w|^2 g / || |w| g ||``, the norms over all parameters with a
-        gradient. Gradients accumulated before (gradient accumulation) are set
-        aside meanwhile; the ascent gradient is dropped. Under AMP the loss is
-        scaled like the descent loss and ``g`` un-scaled by hand (the scaler
-        un-scales once per update, the descent gradients). A non-finite or zero
-        norm (e.g. an fp16 overflow) leaves the weights at ``w``.
+        ``e = rho * |w|^2 g / || |w| g ||``, norms over all parameters with a
+        gradient. Accumulated gradients are set aside meanwhile; ``g`` is dropped.
+        Under AMP ``g`` is un-scaled by hand (the scaler un-scales once per update,
+        the descent gradients). A non-finite or zero norm leaves the weights at ``w``.
 
         Returns:
             tuple: ``||g||`` (a 0-d tensor) and whether the weights were moved.
@@ -143,15 +137,10 @@ class SAMOptimWrapper(_SAMMixin, AGCOptimWrapper):
 
 @OPTIM_WRAPPERS.register_module()
 class AmpSAMOptimWrapper(_SAMMixin, AmpAGCOptimWrapper):
-    """:class:`SAMOptimWrapper` under automatic mixed precision (fp16 or bf16).
+    """:class:`SAMOptimWrapper` under mixed precision (arguments of both bases).
 
-    Both passes run under autocast. The scaler's ``step()`` and ``update()`` run
-    once per update and see only the descent gradients, so an ascent overflow skips
-    the perturbation without lowering the scale.
-
-    Args:
-        See :class:`SAMOptimWrapper` and :class:`AmpAGCOptimWrapper`
-        (``loss_scale``, ``dtype``).
+    Both passes run under autocast; the scaler steps once per update and sees only
+    the descent gradients, so an ascent overflow does not lower the scale.
     """
 
 
