@@ -445,7 +445,6 @@ def test_fp16_loss_scaling_unscales_before_clipping(cpu_amp):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
 def test_amp_on_cuda(dtype):
     torch.manual_seed(0)
@@ -480,6 +479,7 @@ def test_amp_on_cuda(dtype):
 
 
 # ------------------------------------------------------------------ Runner
+@pytest.mark.slow
 def test_runner_logs_agc_scalars(tmp_path):
     from mmengine.model import BaseModel
     from mmengine.runner import Runner

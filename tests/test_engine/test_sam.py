@@ -298,8 +298,6 @@ def test_amp_ascent_overflow_skips_perturbation_not_scale():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason='fp16 autocast with a loss scaler needs CUDA')
 def test_amp_fp16_step_on_cuda():
     model = build_model().cuda()
     wrapper = AmpSAMOptimWrapper(
@@ -363,6 +361,7 @@ def test_ddp_two_processes_gloo():
 
 
 # ------------------------------------------------------------------- Runner
+@pytest.mark.slow
 def test_runner_trains_with_sam(tmp_path):
     from mmengine.config import Config
     from mmengine.runner import Runner
