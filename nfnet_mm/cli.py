@@ -5,6 +5,7 @@ accelerator, and the runner. Only the tools import this module.
 import argparse
 import os
 import os.path as osp
+import re
 from typing import Sequence
 
 import torch
@@ -67,6 +68,15 @@ def apply_common_args(cfg: Config, args: argparse.Namespace,
     return cfg
 
 
+# MMEngine 0.10.7's CheckpointHook builds a FileClient (with a HardDiskBackend) itself
+# and then logs their deprecation as WARNINGs that no user setting avoids.
+_MMENGINE_OWN_DEPRECATIONS = re.compile(
+    r'^"(FileClient" will be deprecated|HardDiskBackend" is the alias of)')
+
+
 def build_runner(cfg: Config) -> Runner:
     """The config's ``runner_type`` if set, else MMEngine's ``Runner``."""
-    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner.logger.addFilter(
+        lambda record: not _MMENGINE_OWN_DEPRECATIONS.match(record.getMessage()))
+    return runner
