@@ -17,7 +17,7 @@ __all__ = ['add_launcher_args', 'apply_common_args', 'build_runner']
 
 
 def add_launcher_args(parser: argparse.ArgumentParser) -> None:
-    """``--launcher`` and ``--local-rank`` (torch.distributed.launch passes the latter)."""
+    """``--launcher``, and ``--local-rank`` as torch.distributed.launch passes it."""
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -30,20 +30,11 @@ def _has_accelerator() -> bool:
 
 def apply_common_args(cfg: Config, args: argparse.Namespace,
                       loaders: Sequence[str]) -> Config:
-    """Default scope, launcher, work dir and the dataloaders' defaults, in place.
+    """Default scope, launcher, work dir and the ``loaders``' defaults, in place.
 
-    ``work_dir``: ``--work-dir`` > the config's > ``./work_dirs/<config name>``. Each
-    loader gets MMPretrain's defaults (``default_collate``; ``persistent_workers`` only
-    with workers); ``pin_memory`` is on only where an accelerator exists (torch warns
-    once per loader otherwise) and ``--no-pin-memory`` is not given.
-
-    Args:
-        cfg (Config): The config.
-        args (argparse.Namespace): The tool's options.
-        loaders (Sequence[str]): The dataloader fields to complete.
-
-    Returns:
-        Config: The same config.
+    ``work_dir``: ``--work-dir`` > the config's > ``./work_dirs/<config name>``. Loaders
+    get ``default_collate``, ``persistent_workers`` only with workers, and
+    ``pin_memory`` only with an accelerator (torch warns per loader otherwise).
     """
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)

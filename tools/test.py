@@ -3,13 +3,11 @@
 The options follow MMPretrain's ``tools/test.py``. Differences:
 
 * The checkpoint is loaded weights-only (:func:`nfnet_mm.enable_safe_checkpoints`) and
-  checked before anything runs: a file that is no checkpoint, pickles forbidden
-  objects, or whose keys or shapes differ from the model's (also its EMA copy) stops
-  the tool with one error naming the file and the keys, exit status 1, nothing
-  written. ``--non-strict`` accepts a partial checkpoint (MMEngine's non-strict load).
-* Quiet: ``pin_memory`` only with an accelerator, two warnings a user cannot act on
-  silenced (see below), and progress every 10 iterations unless ``--cfg-options``
-  sets ``default_hooks.logger.interval``.
+  checked before anything runs: no checkpoint, forbidden objects, or keys or shapes
+  that differ from the model's stop the tool with one error naming the file (and the
+  keys), exit status 1, nothing written. ``--non-strict`` accepts a partial one.
+* Quiet: ``pin_memory`` only with an accelerator, warnings a user cannot act on
+  silenced, progress every 10 iterations (``default_hooks.logger.interval``).
 
 Example::
 
@@ -51,34 +49,26 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the metrics file')
     parser.add_argument('--out', help='file to write the results to (.pkl/.json)')
-    parser.add_argument(
-        '--out-item',
-        choices=['metrics', 'pred'],
-        help='what --out holds; defaults to the predictions')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, as key=value pairs')
+    parser.add_argument('--out-item', choices=['metrics', 'pred'],
+                        help='what --out holds; defaults to the predictions')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, as key=value pairs')
     parser.add_argument('--amp', action='store_true', help='fp16 test')
+    parser.add_argument('--show-dir', help='save the visualized predictions here')
+    parser.add_argument('--show', action='store_true',
+                        help='display the predictions in a window')
+    parser.add_argument('--interval', type=int, default=1,
+                        help='visualize every N-th sample')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='display time in seconds')
+    parser.add_argument('--no-pin-memory', action='store_true',
+                        help='disable pin_memory')
     parser.add_argument(
-        '--show-dir', help='directory to save the visualized predictions to')
-    parser.add_argument(
-        '--show', action='store_true', help='display the predictions in a window')
-    parser.add_argument(
-        '--interval', type=int, default=1, help='visualize every N-th sample')
-    parser.add_argument(
-        '--wait-time', type=float, default=2, help='display time in seconds')
-    parser.add_argument(
-        '--no-pin-memory', action='store_true', help='disable pin_memory')
-    parser.add_argument(
-        '--tta',
-        action='store_true',
+        '--tta', action='store_true',
         help='test-time augmentation: the config\'s `tta_model`/`tta_pipeline`, or '
         'else horizontal-flip averaging of the class scores')
     parser.add_argument(
-        '--non-strict',
-        action='store_true',
+        '--non-strict', action='store_true',
         help='accept a checkpoint whose keys or shapes differ from the model\'s '
         '(missing weights keep their initialisation); default: refuse it')
     add_launcher_args(parser)
@@ -139,15 +129,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def check_checkpoint(cfg: Config, path: str, strict: bool = True) -> None:
     """Refuse a checkpoint that cannot be tested, before anything runs or is written.
 
-    The model is built on the ``meta`` device (shapes only, no memory). The weights the
-    model evaluates are the checkpoint's ``state_dict`` (MMEngine's ``EMAHook`` stores
-    the EMA weights there) and, where present, its ``ema_state_dict`` (the other set,
-    keyed ``module.<name>``, loaded by the hook). Both must match the model exactly.
-
-    Args:
-        cfg (Config): The merged config.
-        path (str): The checkpoint file.
-        strict (bool): Whether to check the keys and shapes. Defaults to True.
+    With ``strict``, the model built on the ``meta`` device (shapes only) must match the
+    ``state_dict`` and, where present, the ``ema_state_dict`` (keys ``module.<name>``;
+    the EMA hook swaps the two sets and tests the one the config says).
 
     Raises:
         CheckpointError: The file is no checkpoint, is unsafe or does not match.

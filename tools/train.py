@@ -49,36 +49,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
-        '--resume',
-        nargs='?',
-        type=str,
-        const='auto',
+        '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint; with no value, resume from the latest '
         'checkpoint in the work dir (its `last_checkpoint`)')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed '
+                        'precision: switch the optim wrapper to its AMP variant')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate checkpoints during training')
+    parser.add_argument('--auto-scale-lr', action='store_true', help='scale the '
+                        'learning rate by the actual over the base batch size')
+    parser.add_argument('--no-pin-memory', action='store_true',
+                        help='disable pin_memory in the dataloaders')
+    parser.add_argument('--no-persistent-workers', action='store_true',
+                        help='disable persistent_workers in the dataloaders')
     parser.add_argument(
-        '--amp',
-        action='store_true',
-        help='automatic mixed precision: switch the optim wrapper to its AMP variant')
-    parser.add_argument(
-        '--no-validate',
-        action='store_true',
-        help='do not evaluate checkpoints during training')
-    parser.add_argument(
-        '--auto-scale-lr',
-        action='store_true',
-        help='scale the learning rate by the actual over the base batch size')
-    parser.add_argument(
-        '--no-pin-memory',
-        action='store_true',
-        help='disable pin_memory in the dataloaders')
-    parser.add_argument(
-        '--no-persistent-workers',
-        action='store_true',
-        help='disable persistent_workers in the dataloaders')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
+        '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, as key=value pairs (e.g. '
         'train_cfg.max_epochs=1 optim_wrapper.optimizer.lr=0.1); lists as '
         'key="[a,b]"; no white space')

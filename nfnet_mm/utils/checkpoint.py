@@ -1,22 +1,10 @@
-"""Checkpoint files: safe loading with clear errors, strict key checks, atomic saves.
+"""Checkpoint files: weights-only loading with clear errors, key checks, atomic saves.
 
-Importing this module changes nothing. :func:`load_checkpoint_file` is the one loader
-of ours: ``torch.load`` with ``weights_only`` and an allow-list of exactly the types
-MMEngine 0.10.7's ``Runner`` checkpoints hold besides tensors
-(:data:`SAFE_CHECKPOINT_GLOBALS`); it tells a file that is no checkpoint
-(:class:`NotACheckpointError`) from one that pickles forbidden objects
-(:class:`UnsafeCheckpointError`) and names the file. It never falls back to
-``weights_only=False``; ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` keeps torch's
-documented meaning because we leave ``weights_only`` to torch where its default is
-already True (torch >= 2.6).
-
-:func:`enable_safe_checkpoints` (the opt-in, called by our tools and by importing
-:mod:`nfnet_mm.safe_checkpoints`) is the one place where we touch MMEngine: its
-local checkpoint loader becomes :func:`load_from_local` (same name, so MMEngine's log
-is unchanged), the allow-list joins torch's safe globals, ``save_checkpoint`` and the
-``last_checkpoint`` write of ``CheckpointHook`` become atomic (a temporary file in
-the target's directory, fsynced and moved over it with ``os.replace``; symlinks are
-written through), so a killed save never leaves a truncated file for ``--resume``.
+Importing this module changes nothing. :func:`load_checkpoint_file` loads with torch's
+weights-only unpickler and :data:`SAFE_CHECKPOINT_GLOBALS`, the few types MMEngine's
+``Runner`` checkpoints hold besides tensors; it never falls back to
+``weights_only=False``. :func:`enable_safe_checkpoints`, the opt-in, is the one place
+where we touch MMEngine: its local loader and its checkpoint savers.
 """
 import contextlib
 import os
@@ -109,20 +97,12 @@ def _allow_listed() -> contextlib.AbstractContextManager:
         [g for g in SAFE_CHECKPOINT_GLOBALS if g not in held])
 
 
-def _forbidden_globals(path: str, err: BaseException) -> List[str]:
+def _forbidden_globals(err: BaseException) -> List[str]:
     """The pickled globals outside the allow-list that ``err`` refused, if any."""
     for exc in (err, err.__context__):  # torch re-raises ours as an UnpicklingError
         if isinstance(exc, UnsafeCheckpointError):
             return [str(exc)]
-    names = re.findall(r'GLOBAL (\S+)', str(err))
-    if names and hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint'):
-        held = {g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
-                for g in torch.serialization.get_safe_globals()}
-        held |= {name for _, name in SAFE_CHECKPOINT_GLOBALS}
-        with contextlib.suppress(Exception):  # only to name them all
-            names = [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(path)
-                     if n not in held] or names
-    return names
+    return re.findall(r'GLOBAL (\S+)', str(err))  # the unpickler stops at the first
 
 
 def _what_it_is(path: str) -> str:
@@ -159,7 +139,7 @@ def load_checkpoint_file(path: PathLike, map_location: Any = 'cpu') -> Any:
         with _allow_listed():
             return torch.load(path, map_location=map_location, weights_only=_WEIGHTS_ONLY)
     except Exception as err:  # noqa: BLE001 - every failure becomes one of two errors
-        names = _forbidden_globals(path, err)
+        names = _forbidden_globals(err)
         if names:
             raise UnsafeCheckpointError(
                 f'refusing to load checkpoint {path!r}: it pickles objects outside the '
@@ -172,7 +152,7 @@ def load_checkpoint_file(path: PathLike, map_location: Any = 'cpu') -> Any:
 
 
 def load_from_local(filename: str, map_location: Any = None) -> Any:
-    """MMEngine's local checkpoint loader (same name and signature), made safe."""
+    """MMEngine's local loader (same name, so its log line is unchanged), made safe."""
     return load_checkpoint_file(filename, map_location=map_location)
 
 
@@ -197,9 +177,9 @@ def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any],
     """
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
-    misshaped = [f'{k} {list(given[k].shape)} (model: {list(v.shape)})'
-                 for k, v in expected.items()
-                 if k in given and tuple(getattr(given[k], 'shape', ())) != tuple(v.shape)]
+    misshaped = [f'{k} {list(getattr(given[k], "shape", ()))} (model: {list(v.shape)})'
+                 for k, v in expected.items() if k in given
+                 and tuple(getattr(given[k], 'shape', ())) != tuple(v.shape)]
     problems = [f'{len(keys)} {what}: {_list(keys)}'
                 for what, keys in (('missing', missing), ('unexpected', unexpected),
                                    ('with another shape', misshaped)) if keys]
@@ -276,14 +256,16 @@ _enabled = False
 
 
 def enable_safe_checkpoints() -> None:
-    """Make MMEngine load checkpoints through :func:`load_checkpoint_file` and save
-    them atomically. Idempotent; call it before a ``Runner`` resumes or loads.
+    """The opt-in: MMEngine loads checkpoints safely and saves them atomically.
 
-    * torch's safe globals gain :data:`SAFE_CHECKPOINT_GLOBALS` (for every loader);
-    * ``CheckpointLoader``'s local scheme becomes :func:`load_from_local`;
-    * ``save_checkpoint`` where MMEngine's runners look it up becomes
-      :func:`atomic_save_checkpoint`, and ``CheckpointHook`` writes ``last_checkpoint``
-      through :func:`atomic_write`.
+    Idempotent; call it before a ``Runner`` resumes or loads (our tools do; for any tool,
+    ``'nfnet_mm.safe_checkpoints'`` in ``custom_imports``). torch's safe globals gain
+    :data:`SAFE_CHECKPOINT_GLOBALS` (for every scheme), ``CheckpointLoader``'s local
+    scheme becomes :func:`load_from_local`, ``save_checkpoint`` where MMEngine's runners
+    look it up becomes :func:`atomic_save_checkpoint`, and ``CheckpointHook`` writes
+    ``last_checkpoint`` through :func:`atomic_write`. MMEngine 0.10.7 otherwise cannot
+    resume its own checkpoints under torch's weights-only default (>= 2.6), and a save
+    killed half-way leaves a truncated file that ``--resume`` picks.
     """
     global _enabled
     if _enabled:

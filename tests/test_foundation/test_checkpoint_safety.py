@@ -169,7 +169,8 @@ def test_killed_save_leaves_previous_checkpoint_and_pointer_intact(
     third.train()
     assert third.epoch == 2
     assert find_latest_checkpoint(str(work_dir)) == osp.join(work_dir, 'epoch_2.pth')
-    assert ckpt.load_checkpoint_file(osp.join(work_dir, 'epoch_2.pth'))['meta']['epoch'] == 2
+    resumed = ckpt.load_checkpoint_file(osp.join(work_dir, 'epoch_2.pth'))
+    assert resumed['meta']['epoch'] == 2
 
 
 def test_killed_pointer_write_keeps_old_pointer(tmp_path, monkeypatch):
@@ -216,7 +217,8 @@ def test_mmengine_log_keeps_its_loader_name(tmp_path, capsys):
     assert mm_ckpt.CheckpointLoader._get_checkpoint_loader(path) is ckpt.load_from_local
     logger = MMLogger.get_instance('ckpt_log_name')
     mm_ckpt.CheckpointLoader.load_checkpoint(path, logger=logger)
-    assert f'Loads checkpoint by local backend from path: {path}' in capsys.readouterr().out
+    log = capsys.readouterr().out
+    assert f'Loads checkpoint by local backend from path: {path}' in log
 
 
 def test_atomic_saves_write_through_a_symlink(tmp_path):

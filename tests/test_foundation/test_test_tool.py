@@ -1,4 +1,4 @@
-"""tools/test.py: bad checkpoints end in one error, nothing written; TTA on EMA weights."""
+"""tools/test.py: a bad checkpoint ends in one error, nothing written; TTA on EMA."""
 import json
 import os
 import os.path as osp
@@ -78,7 +78,9 @@ BAD_CHECKPOINTS = [
     ('empty', lambda p: _write(p, b''), 'is empty'),
     ('truncated', _truncated, 'damaged or truncated zip checkpoint'),
     ('forbidden-pickle', _evil, "allow-list: ['posix.system']"),
-    ('other-arch', _other_arch, 'with another shape: backbone.stem.conv1.weight [16, 3, 3, 3] (model: [8, 3, 3, 3])'),
+    ('other-arch', _other_arch,
+     'with another shape: backbone.stem.conv1.weight [16, 3, 3, 3] '
+     '(model: [8, 3, 3, 3])'),
     ('missing-head-bias', _without_head_bias, '1 missing: head.fc.bias.'),
     ('no-such-file', lambda p: p, 'does not exist'),
 ]
@@ -151,7 +153,8 @@ def test_tta_tests_the_ema_weights_of_a_demo_run(tmp_path):
     """100 iterations of the demo with its EMA hook, then test with and without TTA."""
     work = str(tmp_path / 'work')
     short = ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=32',
-             'train_dataloader.dataset.indices=3200', 'val_dataloader.dataset.indices=500',
+             'train_dataloader.dataset.indices=3200',
+             'val_dataloader.dataset.indices=500',
              'optim_wrapper.optimizer.lr=0.1', 'model.train_cfg.probs=[0.0]']
     subset = ['test_dataloader.dataset.indices=1000']
     train = _tool('train', DEMO, '--work-dir', work, '--cfg-options', *short)
