@@ -170,3 +170,50 @@ def test_tta_tests_the_ema_weights_of_a_demo_run(tmp_path):
                   '"FileClient" will be deprecated', '"HardDiskBackend" is the alias',
                   'pkg_resources is deprecated', 'Warning'):
         assert noise not in train + plain + tta, noise
+
+
+def test_ema_of_a_tta_model_keys_weights_as_checkpoints_do():
+    """The root cause of TTA testing random weights: the EMA copy's keys."""
+    from mmpretrain.models import AverageClsScoreTTA
+    from nfnet_mm.models import NFNetEMA
+    from foundation_helpers import TinyNet
+    model = TinyNet()
+    keys = {'steps'} | {f'module.{k}' for k in model.state_dict()}
+    saved = NFNetEMA(model).state_dict()  # what EMAHook saves as ema_state_dict
+    assert set(saved) == keys
+    ema = NFNetEMA(AverageClsScoreTTA(module=model))  # what the hook builds with --tta
+    assert set(ema.state_dict()) == keys
+    ema.load_state_dict(saved, strict=True)
+
+
+def _test_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('nfnet_mm_tools_test',
+                                                  osp.join(TOOLS, 'test.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_strict_check_covers_ema_weights_and_non_strict_opts_out(tmp_path):
+    from nfnet_mm.utils.checkpoint import CheckpointMismatchError
+    tool = _test_tool()
+    state = _demo_state_dict()
+    ema = {'steps': torch.tensor(3), **{f'module.{k}': v for k, v in state.items()}}
+    cfg = tool.merge_args(Config.fromfile(DEMO), tool.parse_args([DEMO, 'x.pth', '--tta']))
+    good = str(tmp_path / 'good.pth')
+    # DDP's prefix is stripped as MMEngine's loader does; a TTA model is unwrapped
+    torch.save({'state_dict': {f'module.{k}': v for k, v in state.items()},
+                'ema_state_dict': ema}, good)
+    tool.check_checkpoint(cfg, good)
+    del ema['module.head.fc.weight']
+    bad_ema = str(tmp_path / 'bad_ema.pth')
+    torch.save({'state_dict': state, 'ema_state_dict': ema}, bad_ema)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"\(its ema_state_dict\).*1 missing: module.head.fc.weight"):
+        tool.check_checkpoint(cfg, bad_ema)
+    partial = _without_head_bias(str(tmp_path / 'partial.pth'))
+    with pytest.raises(CheckpointMismatchError, match='head.fc.bias'):
+        tool.check_checkpoint(cfg, partial)
+    tool.check_checkpoint(cfg, partial, strict=False)  # --non-strict
+    assert tool.parse_args([DEMO, partial, '--non-strict']).non_strict
