@@ -200,7 +200,8 @@ def test_strict_check_covers_ema_weights_and_non_strict_opts_out(tmp_path):
     tool = _test_tool()
     state = _demo_state_dict()
     ema = {'steps': torch.tensor(3), **{f'module.{k}': v for k, v in state.items()}}
-    cfg = tool.merge_args(Config.fromfile(DEMO), tool.parse_args([DEMO, 'x.pth', '--tta']))
+    cfg = tool.merge_args(Config.fromfile(DEMO),
+                          tool.parse_args([DEMO, 'x.pth', '--tta']))
     good = str(tmp_path / 'good.pth')
     # DDP's prefix is stripped as MMEngine's loader does; a TTA model is unwrapped
     torch.save({'state_dict': {f'module.{k}': v for k, v in state.items()},
