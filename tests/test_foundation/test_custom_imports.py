@@ -33,7 +33,6 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('imports, saver', [
     (['nfnet_mm'], 'mmengine.runner.checkpoint'),  # a guest: MMEngine's own saver
     (['nfnet_mm', 'nfnet_mm.safe_checkpoints'], 'nfnet_mm.utils.checkpoint'),

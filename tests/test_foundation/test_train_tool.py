@@ -151,7 +151,6 @@ def _train_cli(*extra, cwd):
         capture_output=True, text=True, cwd=str(cwd), env=env, timeout=300)
 
 
-@pytest.mark.slow
 def test_train_cli_runs_and_resumes(tmp_path):
     data_root = write_image_folder(tmp_path / 'data')
     cfg = tmp_path / 'tiny.py'
