@@ -1,67 +1,78 @@
 """Test (and evaluate) a checkpoint with MMPretrain's Runner and nfnet_mm's modules.
 
-The options follow MMPretrain's ``tools/test.py``; ``nfnet_mm`` is imported first, so
-the checkpoint is loaded with its safe ``weights_only`` path.
+The options follow MMPretrain's ``tools/test.py``. Differences:
+
+* The checkpoint is loaded weights-only (:func:`nfnet_mm.enable_safe_checkpoints`) and
+  checked before anything runs: no checkpoint, forbidden objects, or keys or shapes
+  that differ from the model's stop the tool with one error naming the file (and the
+  keys), exit status 1, nothing written. ``--non-strict`` accepts a partial one.
+* Quiet: ``pin_memory`` only with an accelerator, warnings a user cannot act on
+  silenced, progress every 10 iterations (``default_hooks.logger.interval``).
 
 Example::
 
     python tools/test.py CONFIG work_dirs/NAME/epoch_10.pth --out preds.pkl
 """
-import argparse
-import os
-import os.path as osp
-from copy import deepcopy
-from typing import List, Optional
+import warnings
 
-import nfnet_mm  # noqa: F401  (registers modules, safe loading)
-import mmengine
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.evaluator import DumpResults
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+# Warnings a user cannot act on, silenced before the imports that raise them:
+# mmcv-lite lacks the compiled op that mmcv/cnn/bricks/transformer.py tries to import
+# (MMPretrain imports it; nfnet_mm needs no mmcv op), and setuptools >= 81 deprecates
+# pkg_resources, which MMEngine's package_utils (``mmpretrain::`` configs) imports.
+warnings.filterwarnings('ignore', r'Fail to import ``MultiScaleDeformableAttention``',
+                        UserWarning)
+warnings.filterwarnings('ignore', r'pkg_resources is deprecated', UserWarning)
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from copy import deepcopy  # noqa: E402
+from typing import List, Optional  # noqa: E402
+
+import mmengine  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.evaluator import DumpResults  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
+from mmpretrain.registry import MODELS  # noqa: E402
+
+import nfnet_mm  # noqa: E402
+from nfnet_mm.cli import add_launcher_args, apply_common_args, build_runner  # noqa: E402
+from nfnet_mm.utils.checkpoint import (CheckpointError,  # noqa: E402
+                                       CheckpointMismatchError, check_state_dict,
+                                       load_checkpoint_file)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse the command line (MMPretrain's options)."""
+    """Parse the command line (MMPretrain's options, and ``--non-strict``)."""
     parser = argparse.ArgumentParser(description='Test a model (nfnet_mm)')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the metrics file')
     parser.add_argument('--out', help='file to write the results to (.pkl/.json)')
-    parser.add_argument(
-        '--out-item',
-        choices=['metrics', 'pred'],
-        help='what --out holds; defaults to the predictions')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, as key=value pairs')
+    parser.add_argument('--out-item', choices=['metrics', 'pred'],
+                        help='what --out holds; defaults to the predictions')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, as key=value pairs')
     parser.add_argument('--amp', action='store_true', help='fp16 test')
+    parser.add_argument('--show-dir', help='save the visualized predictions here')
+    parser.add_argument('--show', action='store_true',
+                        help='display the predictions in a window')
+    parser.add_argument('--interval', type=int, default=1,
+                        help='visualize every N-th sample')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='display time in seconds')
+    parser.add_argument('--no-pin-memory', action='store_true',
+                        help='disable pin_memory')
     parser.add_argument(
-        '--show-dir', help='directory to save the visualized predictions to')
-    parser.add_argument(
-        '--show', action='store_true', help='display the predictions in a window')
-    parser.add_argument(
-        '--interval', type=int, default=1, help='visualize every N-th sample')
-    parser.add_argument(
-        '--wait-time', type=float, default=2, help='display time in seconds')
-    parser.add_argument(
-        '--no-pin-memory', action='store_true', help='disable pin_memory')
-    parser.add_argument(
-        '--tta',
-        action='store_true',
+        '--tta', action='store_true',
         help='test-time augmentation: the config\'s `tta_model`/`tta_pipeline`, or '
         'else horizontal-flip averaging of the class scores')
     parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+        '--non-strict', action='store_true',
+        help='accept a checkpoint whose keys or shapes differ from the model\'s '
+        '(missing weights keep their initialisation); default: refuse it')
+    add_launcher_args(parser)
     args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
     if args.out is None and args.out_item is not None:
         parser.error('--out-item needs --out')
     return args
@@ -79,15 +90,7 @@ def _flip_tta_pipeline(test_pipeline: list) -> list:
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command-line options to the config."""
-    cfg.setdefault('default_scope', 'mmpretrain')
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
-
     if args.amp:
         cfg.test_cfg = cfg.get('test_cfg', None) or ConfigDict()
         cfg.test_cfg.fp16 = True
@@ -114,25 +117,52 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
-    if cfg.get('test_dataloader', None) is not None:
-        loader = ConfigDict(
-            pin_memory=not args.no_pin_memory,
-            collate_fn=dict(type='default_collate'))
-        loader.update(cfg.test_dataloader)
-        if args.no_pin_memory:
-            loader.pin_memory = False
-        cfg.test_dataloader = loader
-
+    apply_common_args(cfg, args, ('test_dataloader', ))
+    if (cfg.get('default_hooks', None) or {}).get('logger', None) is not None:
+        logger = cfg.default_hooks.logger  # progress also on a short test run
+        logger.interval = min(logger.get('interval', 10), 10)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
 
 
+def check_checkpoint(cfg: Config, path: str, strict: bool = True) -> None:
+    """Refuse a checkpoint that cannot be tested, before anything runs or is written.
+
+    With ``strict``, the model built on the ``meta`` device (shapes only) must match the
+    ``state_dict`` and, where present, the ``ema_state_dict`` (keys ``module.<name>``;
+    the EMA hook swaps the two sets and tests the one the config says).
+
+    Raises:
+        CheckpointError: The file is no checkpoint, is unsafe or does not match.
+    """
+    checkpoint = load_checkpoint_file(path)
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint,
+                                                                   dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointMismatchError(f'{path!r} holds no state dict')
+    if not strict:
+        return
+    with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.device('meta'):
+        model = MODELS.build(deepcopy(cfg.model))  # builders edit their cfg
+    model = getattr(model, 'module', model)  # the classifier inside a TTA model
+    expected = model.state_dict()
+    # MMEngine's loader strips DDP's prefix (its default revise_keys).
+    check_state_dict(expected, {k[7:] if k.startswith('module.') else k: v
+                                for k, v in state.items()}, repr(path))
+    ema = checkpoint.get('ema_state_dict', None)
+    if ema is not None:
+        check_state_dict({f'module.{k}': v for k, v in expected.items()},
+                         {k: v for k, v in ema.items() if k != 'steps'},
+                         f'{path!r} (its ema_state_dict)')
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)  # honours the config's custom_imports
-    cfg = merge_args(cfg, args)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    nfnet_mm.enable_safe_checkpoints()
+    cfg = merge_args(Config.fromfile(args.config), args)
+    check_checkpoint(cfg, args.checkpoint, strict=not args.non_strict)
+    runner = build_runner(cfg)
     if args.out and args.out_item in ('pred', None):
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     metrics = runner.test()
@@ -142,4 +172,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except CheckpointError as err:
+        sys.exit(f'tools/test.py: error: {err}')

@@ -2,9 +2,14 @@
 
 The options follow MMPretrain's ``tools/train.py``. Differences:
 
-* ``nfnet_mm`` is imported (registering its modules and its checkpoint fixes) before
-  the config is read, and added to the config's ``custom_imports`` so the config dumped
-  into the work dir runs again with any MMPretrain tool.
+* ``nfnet_mm`` is imported (registering its modules) and its checkpoint fixes are
+  enabled (:func:`nfnet_mm.enable_safe_checkpoints`) before the config is read; both
+  ``nfnet_mm`` and ``nfnet_mm.safe_checkpoints`` are added to the config's
+  ``custom_imports``, so the config dumped into the work dir runs again, with the same
+  checkpoint handling, with any MMPretrain tool.
+* Quiet: ``pin_memory`` only with an accelerator, and two warnings a user cannot act
+  on are silenced (see below). ``--resume`` without a checkpoint in the work dir says so
+  and starts from scratch.
 * ``--amp`` switches the optimizer wrapper to *its own* AMP variant
   (:func:`nfnet_mm.engine.optimizers.amp_optim_wrapper_type`) and refuses a wrapper it
   cannot switch, where MMPretrain's script silently replaces any wrapper (AGC, SAM, ...)
@@ -16,18 +21,26 @@ Example::
     python tools/train.py CONFIG --resume            # resume from the work dir's latest
     python tools/train.py CONFIG --resume PATH.pth   # resume from a given checkpoint
 """
-import argparse
-import os
-import os.path as osp
-from copy import deepcopy
-from typing import List, Optional
+import warnings
 
-import nfnet_mm  # noqa: F401  (registers modules, safe loading, atomic saves)
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+# Warnings a user cannot act on, silenced before the imports that raise them:
+# mmcv-lite lacks the compiled op that mmcv/cnn/bricks/transformer.py tries to import
+# (MMPretrain imports it; nfnet_mm needs no mmcv op), and setuptools >= 81 deprecates
+# pkg_resources, which MMEngine's package_utils (``mmpretrain::`` configs) imports.
+warnings.filterwarnings('ignore', r'Fail to import ``MultiScaleDeformableAttention``',
+                        UserWarning)
+warnings.filterwarnings('ignore', r'pkg_resources is deprecated', UserWarning)
 
-from nfnet_mm.engine.optimizers import amp_optim_wrapper_type
+import argparse  # noqa: E402
+from typing import List, Optional  # noqa: E402
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
+from mmengine.runner import find_latest_checkpoint  # noqa: E402
+
+import nfnet_mm  # noqa: E402
+from nfnet_mm.cli import add_launcher_args, apply_common_args, build_runner  # noqa: E402
+from nfnet_mm.engine.optimizers import amp_optim_wrapper_type  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -36,50 +49,26 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
-        '--resume',
-        nargs='?',
-        type=str,
-        const='auto',
+        '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint; with no value, resume from the latest '
         'checkpoint in the work dir (its `last_checkpoint`)')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed '
+                        'precision: switch the optim wrapper to its AMP variant')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate checkpoints during training')
+    parser.add_argument('--auto-scale-lr', action='store_true', help='scale the '
+                        'learning rate by the actual over the base batch size')
+    parser.add_argument('--no-pin-memory', action='store_true',
+                        help='disable pin_memory in the dataloaders')
+    parser.add_argument('--no-persistent-workers', action='store_true',
+                        help='disable persistent_workers in the dataloaders')
     parser.add_argument(
-        '--amp',
-        action='store_true',
-        help='automatic mixed precision: switch the optim wrapper to its AMP variant')
-    parser.add_argument(
-        '--no-validate',
-        action='store_true',
-        help='do not evaluate checkpoints during training')
-    parser.add_argument(
-        '--auto-scale-lr',
-        action='store_true',
-        help='scale the learning rate by the actual over the base batch size')
-    parser.add_argument(
-        '--no-pin-memory',
-        action='store_true',
-        help='disable pin_memory in the dataloaders')
-    parser.add_argument(
-        '--no-persistent-workers',
-        action='store_true',
-        help='disable persistent_workers in the dataloaders')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
+        '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, as key=value pairs (e.g. '
         'train_cfg.max_epochs=1 optim_wrapper.optimizer.lr=0.1); lists as '
         'key="[a,b]"; no white space')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank (torchrun sets LOCAL_RANK).
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher_args(parser)
+    return parser.parse_args(argv)
 
 
 def enable_amp(cfg: Config) -> Config:
@@ -121,30 +110,20 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     Returns:
         Config: The updated config.
     """
-    imports = cfg.get('custom_imports', None) or dict(imports=[])
-    imports = dict(imports)
+    imports = dict(cfg.get('custom_imports', None) or dict(imports=[]))
     modules = imports.get('imports', [])
     modules = [modules] if isinstance(modules, str) else list(modules)
-    if 'nfnet_mm' not in modules:
-        modules.append('nfnet_mm')
+    modules += [m for m in ('nfnet_mm', 'nfnet_mm.safe_checkpoints') if m not in modules]
     imports['imports'] = modules
     imports.setdefault('allow_failed_imports', False)
     cfg.custom_imports = imports
-    cfg.setdefault('default_scope', 'mmpretrain')
 
     if args.no_validate:
         cfg.val_cfg = None
         cfg.val_dataloader = None
         cfg.val_evaluator = None
-
-    cfg.launcher = args.launcher
-
-    # work_dir: command line > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    apply_common_args(cfg, args,
+                      ('train_dataloader', 'val_dataloader', 'test_dataloader'))
 
     if args.resume == 'auto':
         cfg.resume = True
@@ -159,22 +138,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
                              'base_batch_size=...)` in the config, found none')
         cfg.auto_scale_lr.enable = True
 
-    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        loader = cfg.get(field, None)
-        if loader is None:
-            continue
-        merged = ConfigDict(
-            pin_memory=not args.no_pin_memory,
-            persistent_workers=(not args.no_persistent_workers
-                                and loader.get('num_workers', 0) > 0),
-            collate_fn=dict(type='default_collate'))
-        merged.update(deepcopy(loader))
-        if args.no_pin_memory:
-            merged.pin_memory = False
-        if args.no_persistent_workers or merged.get('num_workers', 0) == 0:
-            merged.persistent_workers = False
-        cfg[field] = merged
-
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     # After --cfg-options, so that a wrapper type set there is the one switched.
@@ -183,17 +146,17 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
-def build_runner(cfg: Config) -> Runner:
-    """Build the runner (``runner_type`` from the config if set)."""
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    nfnet_mm.enable_safe_checkpoints()
     cfg = Config.fromfile(args.config)  # honours the config's custom_imports
     cfg = merge_args(cfg, args)
+    if (cfg.resume and cfg.load_from is None
+            and find_latest_checkpoint(cfg.work_dir) is None):
+        # MMEngine would log "Auto resumed from the latest checkpoint None."
+        print_log(f'--resume: no checkpoint found in {cfg.work_dir}; starting from '
+                  'scratch', logger='current')
+        cfg.resume = False
     runner = build_runner(cfg)
     runner.train()
 

@@ -1,15 +1,22 @@
-"""Safe (weights_only) loading, exact resume and atomic saves of MMEngine checkpoints."""
+"""With the opt-in: safe (weights_only) loading, exact resume, atomic saves."""
+import argparse
 import os
 import os.path as osp
 import pickle
 
 import pytest
 import torch
+from mmengine.logging import MMLogger
+from mmengine.runner import checkpoint as mm_ckpt
 from mmengine.runner.checkpoint import _load_checkpoint, find_latest_checkpoint
 
-import nfnet_mm  # noqa: F401  (installs the checkpoint fixes)
+import nfnet_mm
 from nfnet_mm.utils import checkpoint as ckpt
 from foundation_helpers import StopAfterEpoch, make_runner, run_until_stopped
+
+# The opt-in, as tools/train.py and tools/test.py do; idempotent.
+nfnet_mm.enable_safe_checkpoints()
+nfnet_mm.enable_safe_checkpoints()
 
 
 def _weights(runner):
@@ -57,7 +64,7 @@ def test_real_checkpoint_needs_only_allow_listed_globals(tmp_path):
         torch.serialization.add_safe_globals(registered)
     assert needed, 'a Runner checkpoint should need more than torch defaults'
     assert needed <= allowed, needed - allowed
-    loaded = ckpt.safe_torch_load(path)
+    loaded = ckpt.load_checkpoint_file(path)
     assert {'meta', 'state_dict', 'message_hub', 'optimizer',
             'param_schedulers', 'ema_state_dict'} <= set(loaded)
     # and MMEngine's own loader (what Runner.resume / load_checkpoint call) works
@@ -87,11 +94,12 @@ def test_malicious_checkpoint_is_refused_and_nothing_runs(tmp_path):
     path = str(tmp_path / 'evil.pth')
     torch.save({'state_dict': {}, 'meta': _RunsCommand(marker)}, path)
 
-    for load in (ckpt.safe_torch_load, _load_checkpoint):
+    for load in (ckpt.load_checkpoint_file, _load_checkpoint):
         with pytest.raises(ckpt.UnsafeCheckpointError) as info:
             load(path)
         message = str(info.value)
-        assert 'system' in message  # names the offending global
+        assert 'posix.system' in message  # names the offending global
+        assert path in message  # and the file
         assert 'add_safe_globals' in message  # says how to allow a trusted file
         assert 'weights_only=False' not in message
         assert not marker.exists()
@@ -161,7 +169,8 @@ def test_killed_save_leaves_previous_checkpoint_and_pointer_intact(
     third.train()
     assert third.epoch == 2
     assert find_latest_checkpoint(str(work_dir)) == osp.join(work_dir, 'epoch_2.pth')
-    assert ckpt.safe_torch_load(osp.join(work_dir, 'epoch_2.pth'))['meta']['epoch'] == 2
+    resumed = ckpt.load_checkpoint_file(osp.join(work_dir, 'epoch_2.pth'))
+    assert resumed['meta']['epoch'] == 2
 
 
 def test_killed_pointer_write_keeps_old_pointer(tmp_path, monkeypatch):
@@ -188,3 +197,78 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     with pytest.raises(ValueError, match="'a'"):
         with ckpt.atomic_write(target, 'a'):
             pass
+
+
+def test_env_escape_hatch_keeps_torch_meaning(tmp_path, monkeypatch):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 loads a trusted file, as plain MMEngine does."""
+    path = str(tmp_path / 'trusted.pth')
+    torch.save({'state_dict': {'w': torch.ones(2)},
+                'meta': {'args': argparse.Namespace(lr=0.1)}}, path)
+    with pytest.raises(ckpt.UnsafeCheckpointError, match='argparse.Namespace'):
+        _load_checkpoint(path)
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    assert _load_checkpoint(path)['meta']['args'].lr == 0.1
+    assert ckpt.load_checkpoint_file(path)['meta']['args'] == argparse.Namespace(lr=0.1)
+
+
+def test_mmengine_log_keeps_its_loader_name(tmp_path, capsys):
+    path = str(tmp_path / 'w.pth')
+    torch.save({'state_dict': {}}, path)
+    assert mm_ckpt.CheckpointLoader._get_checkpoint_loader(path) is ckpt.load_from_local
+    logger = MMLogger.get_instance('ckpt_log_name')
+    mm_ckpt.CheckpointLoader.load_checkpoint(path, logger=logger)
+    log = capsys.readouterr().out
+    assert f'Loads checkpoint by local backend from path: {path}' in log
+
+
+def test_atomic_saves_write_through_a_symlink(tmp_path):
+    """MMEngine's save (as Runner calls it) and the pointer keep a link a link."""
+    from mmengine.hooks import checkpoint_hook
+    from mmengine.runner import runner as mm_runner
+    target, link = tmp_path / 'real.pth', tmp_path / 'latest.pth'
+    target.write_bytes(b'old')
+    link.symlink_to(target)
+    mm_runner.save_checkpoint({'state_dict': {'w': torch.arange(3.)}}, str(link))
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert torch.equal(ckpt.load_checkpoint_file(target)['state_dict']['w'],
+                       torch.arange(3.))
+    pointer, pointed = tmp_path / 'last_checkpoint', tmp_path / 'pointer.txt'
+    pointed.write_text('old')
+    pointer.symlink_to(pointed)
+    with checkpoint_hook.open(str(pointer), 'w') as f:
+        f.write('new')
+    assert pointer.is_symlink() and pointed.read_text() == 'new'
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ['real.pth', 'latest.pth', 'last_checkpoint', 'pointer.txt'])
+
+
+@pytest.mark.parametrize('content, says', [
+    (os.urandom(4096), 'neither a zip archive nor a pickle'),
+    (b'hello, this is a text file\n', 'neither a zip archive nor a pickle'),
+    (b'', 'is empty'),
+    (b'\x1f\x8b\x08\x00' + os.urandom(64), 'neither a zip archive nor a pickle'),
+    (b'\x80\x02' + os.urandom(64), 'damaged or truncated pickle'),
+], ids=['random', 'text', 'empty', 'gzip', 'pickle-junk'])
+def test_a_file_that_is_no_checkpoint_is_named_not_called_unsafe(tmp_path, content, says):
+    path = str(tmp_path / 'model.pth')
+    with open(path, 'wb') as f:
+        f.write(content)
+    for load in (ckpt.load_checkpoint_file, _load_checkpoint):
+        with pytest.raises(ckpt.NotACheckpointError) as info:
+            load(path)
+        message = str(info.value)
+        assert says in message and path in message
+        assert message.isprintable() and 'weights_only=False' not in message
+
+
+def test_a_truncated_or_missing_checkpoint_is_named(tmp_path):
+    path = str(tmp_path / 'cut.pth')
+    torch.save({'state_dict': {'w': torch.zeros(1000)}}, path)
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    with pytest.raises(ckpt.NotACheckpointError, match='damaged or truncated zip'):
+        ckpt.load_checkpoint_file(path)
+    with pytest.raises(ckpt.NotACheckpointError, match='missing.pth.*does not exist'):
+        ckpt.load_checkpoint_file(tmp_path / 'missing.pth')

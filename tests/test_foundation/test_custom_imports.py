@@ -4,10 +4,14 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from foundation_helpers import write_image_folder
 
 # Run in a fresh interpreter that never imports nfnet_mm itself: only the config's
-# custom_imports can register our modules (GrayToRGB) and checkpoint fixes.
+# custom_imports can register our modules (GrayToRGB) and opt in to the checkpoint
+# fixes. With the opt-in, a second Runner resumes the first one's checkpoint
+# (MMEngine's own loader, torch's weights-only default).
 SCRIPT = textwrap.dedent('''
     import sys
     from mmengine.config import Config
@@ -20,16 +24,26 @@ SCRIPT = textwrap.dedent('''
     from mmengine.runner import runner as runner_module
     print('ITERS', runner.iter)
     print('SAVER', runner_module.save_checkpoint.__module__)
+    if sys.argv[2] == 'resume':
+        cfg.merge_from_dict(dict(resume=True, train_cfg=dict(max_epochs=2),
+                                 experiment_name='resumed'))
+        resumed = Runner.from_cfg(cfg)
+        resumed.train()
+        print('RESUMED', resumed.iter)
 ''')
 
 
-def test_mmpretrain_config_with_custom_imports_trains(tmp_path):
+@pytest.mark.parametrize('imports, saver', [
+    (['nfnet_mm'], 'mmengine.runner.checkpoint'),  # a guest: MMEngine's own saver
+    (['nfnet_mm', 'nfnet_mm.safe_checkpoints'], 'nfnet_mm.utils.checkpoint'),
+])
+def test_mmpretrain_config_with_custom_imports_trains(tmp_path, imports, saver):
     data_root = write_image_folder(tmp_path / 'data')
     cfg_dir = tmp_path / 'other_project'
     cfg_dir.mkdir()
     (cfg_dir / 'cfg.py').write_text(textwrap.dedent(f'''
         _base_ = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'
-        custom_imports = dict(imports=['nfnet_mm'], allow_failed_imports=False)
+        custom_imports = dict(imports={imports!r}, allow_failed_imports=False)
         work_dir = {str(tmp_path / 'work')!r}
         model = dict(
             backbone=dict(stem_channels=8, base_channels=8),
@@ -54,9 +68,13 @@ def test_mmpretrain_config_with_custom_imports_trains(tmp_path):
     '''))
     env = dict(os.environ, OMP_NUM_THREADS='1')
     proc = subprocess.run(
-        [sys.executable, '-c', SCRIPT, str(cfg_dir / 'cfg.py')],
+        [sys.executable, '-c', SCRIPT, str(cfg_dir / 'cfg.py'),
+         'resume' if len(imports) > 1 else 'no'],
         capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'ITERS 1' in proc.stdout
-    assert 'SAVER nfnet_mm.utils.checkpoint' in proc.stdout
+    assert f'SAVER {saver}' in proc.stdout
     assert (tmp_path / 'work' / 'epoch_1.pth').is_file()
+    if len(imports) > 1:
+        assert 'RESUMED 2' in proc.stdout  # one iteration an epoch, resumed at 1
+        assert 'resumed epoch: 1' in proc.stdout + proc.stderr

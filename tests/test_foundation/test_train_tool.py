@@ -10,6 +10,7 @@ from mmengine.config import Config
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmpretrain.registry import OPTIM_WRAPPERS
 
+from nfnet_mm import cli
 from foundation_helpers import TINY_CLASSIFIER_CFG, write_image_folder
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -92,7 +93,9 @@ def test_merge_args_amp_after_cfg_options_and_resume_modes():
     cfg = train_tool.merge_args(Config(base), args)
     assert cfg.optim_wrapper.type == '_FoundationTestAmpWrapper'
     assert cfg.resume is True and cfg.load_from is None
-    assert cfg.custom_imports.imports == ['my_project', 'nfnet_mm']
+    # the dumped config runs again with any tool, with the checkpoint opt-in
+    assert cfg.custom_imports.imports == [
+        'my_project', 'nfnet_mm', 'nfnet_mm.safe_checkpoints']
     assert cfg.work_dir == osp.join('./work_dirs', 'cfg')
     assert cfg.train_dataloader.persistent_workers is False  # num_workers=0
 
@@ -103,17 +106,39 @@ def test_merge_args_amp_after_cfg_options_and_resume_modes():
     assert cfg.optim_wrapper.type == 'OptimWrapper'  # no --amp, no change
 
 
+@pytest.mark.parametrize('accelerator', [False, True])
+def test_pin_memory_only_with_an_accelerator(monkeypatch, accelerator):
+    monkeypatch.setattr(cli, '_has_accelerator', lambda: accelerator)
+    cfg = Config(dict(train_dataloader=dict(num_workers=2),
+                      val_dataloader=dict(num_workers=0, pin_memory=True)))
+    cfg = train_tool.merge_args(cfg, train_tool.parse_args(['cfg.py']))
+    assert cfg.train_dataloader.pin_memory is accelerator
+    assert cfg.val_dataloader.pin_memory is accelerator  # even where the config asks
+    assert cfg.train_dataloader.persistent_workers is True
+    assert cfg.val_dataloader.persistent_workers is False  # no workers
+    cfg = train_tool.merge_args(
+        Config(dict(train_dataloader=dict())),
+        train_tool.parse_args(['cfg.py', '--no-pin-memory']))
+    assert cfg.train_dataloader.pin_memory is False
+
+
 def test_test_tool_options():
     cfg = Config(dict(
         model=dict(type='ImageClassifier'),
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=100)),
         test_dataloader=dict(dataset=dict(pipeline=[
             dict(type='LoadImageFromFile'), dict(type='PackInputs')]))))
     args = test_tool.parse_args(['cfg.py', 'ckpt.pth', '--tta'])
     cfg = test_tool.merge_args(cfg, args)
+    assert cfg.default_hooks.logger.interval == 10  # progress on a short test
     assert cfg.load_from == 'ckpt.pth'
     assert cfg.model.type == 'mmpretrain.AverageClsScoreTTA'
     assert cfg.model.module.type == 'ImageClassifier'
     assert cfg.test_dataloader.dataset.pipeline[-1].type == 'TestTimeAug'
+    args = test_tool.parse_args(['c.py', 'k.pth', '--cfg-options',
+                                 'default_hooks.logger.interval=3'])
+    cfg = test_tool.merge_args(Config(dict(default_hooks=dict(logger=dict()))), args)
+    assert cfg.default_hooks.logger.interval == 3  # the user's choice wins
     with pytest.raises(ValueError, match='VisualizationHook'):
         test_tool.merge_args(Config(dict(test_dataloader=None)),
                              test_tool.parse_args(['c.py', 'k.pth', '--show-dir', 'v']))
@@ -132,8 +157,13 @@ def test_train_cli_runs_and_resumes(tmp_path):
     cfg.write_text(TINY_CLASSIFIER_CFG.format(data_root=str(data_root)))
     work_dir = tmp_path / 'work'
 
-    first = _train_cli(str(cfg), '--work-dir', str(work_dir), cwd=tmp_path)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    # --resume on an empty work dir: says so and starts from scratch
+    first = _train_cli(str(cfg), '--work-dir', str(work_dir), '--resume', cwd=tmp_path)
+    log = first.stdout + first.stderr
+    assert first.returncode == 0, log[-3000:]
+    assert f'no checkpoint found in {work_dir}; starting from scratch' in log
+    assert 'Auto resumed' not in log
+    assert 'MultiScaleDeformableAttention' not in log and 'FileClient' not in log
     assert (work_dir / 'last_checkpoint').read_text().endswith('epoch_1.pth')
 
     second = _train_cli(str(cfg), '--work-dir', str(work_dir), '--resume',

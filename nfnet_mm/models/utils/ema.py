@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-from mmengine.model import ExponentialMovingAverage
+from mmengine.model import BaseTTAModel, ExponentialMovingAverage
 from torch import Tensor
 
 from mmpretrain.registry import MODELS
@@ -74,6 +74,13 @@ class NFNetEMA(ExponentialMovingAverage):
                  device: Optional[torch.device] = None,
                  update_buffers: bool = False,
                  warmup: bool = True) -> None:
+        # MMEngine's EMAHook hands over the model it tests; under test-time augmentation
+        # that is the TTA wrapper (no model wrapper to MMEngine), whose ``module`` holds
+        # the weights that checkpoints key as ``module.<name>`` in ``ema_state_dict``.
+        # Averaging the wrapper would key them ``module.module.<name>``: the hook's
+        # non-strict load would then load nothing and TTA test the initial weights.
+        if isinstance(model, BaseTTAModel):
+            model = model.module
         if not 0.0 < momentum < 1.0:
             raise ValueError('NFNetEMA: momentum (= 1 - decay) must be in '
                              f'(0, 1), got {momentum}.')
