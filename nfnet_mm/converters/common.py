@@ -2,8 +2,8 @@
 
 - :class:`ConversionError`: the one error a converter raises; its message
   names the file or the keys, never prints the file's bytes.
-- :func:`describe_unreadable`: "not a checkpoint" (not a zip, not a pickle,
-  truncated, text) told apart from "forbidden objects" by the caller.
+- :func:`unreadable_error`: "not a checkpoint" (not a zip, not a pickle,
+  truncated, text) told apart from "forbidden objects".
 - :func:`infer_arch` and :func:`check_converted`: every converted key is
   compared, both ways and with its shape, with ``NFNet(arch)`` and an
   ``NFNetClsHead`` built on the ``meta`` device (cheap even for F6).
@@ -13,10 +13,11 @@
 import os
 import os.path as osp
 import re
-import zipfile
 from typing import Callable, Dict, Iterable, Union
 
 import torch
+
+from nfnet_mm.utils.checkpoint import describe_unreadable
 
 __all__ = ['ConversionError', 'unreadable_error', 'infer_arch',
            'check_converted', 'save_converted', 'run_converter']
@@ -26,52 +27,22 @@ class ConversionError(ValueError):
     """The source cannot be converted completely and exactly."""
 
 
-def _looks_like_checkpoint(head: bytes) -> bool:
-    return head[:4] == b'PK\x03\x04' or (
-        head[:1] == b'\x80' and head[1:2] in b'\x02\x03\x04\x05')
-
-
 def unreadable_error(path: str, err: BaseException,
                      expected: str) -> ConversionError:
     """One error for a file that a converter's loader could not read.
 
-    A file that is a zip archive or a pickle and names objects outside the
-    allow-list is refused as such, naming them; any other failure means it
-    is not a checkpoint (empty, text, truncated, random bytes). The message
-    names the file and carries none of its bytes.
-
-    Args:
-        path (str): The file.
-        err (BaseException): What the loader raised; its ``names``
-            attribute, when present, lists the refused globals.
-        expected (str): What the file should be, e.g. ``'a PyTorch
-            checkpoint'``.
+    A pickle naming objects outside the allow-list is refused as such, naming
+    them (``err.names`` or torch's ``GLOBAL`` message); any other failure is
+    described by :func:`~nfnet_mm.utils.checkpoint.describe_unreadable`. The
+    message names the file and carries none of its bytes.
     """
-    with open(path, 'rb') as f:
-        head = f.read(512)
-    names = list(getattr(err, 'names', ()))
-    if not names and _looks_like_checkpoint(head):
-        try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # noqa: BLE001 - not a zip checkpoint: read err
-            names = re.findall(r'GLOBAL (\S+)', str(err))
-    if names and _looks_like_checkpoint(head):
+    names = list(getattr(err, 'names', ())) or re.findall(r'GLOBAL (\S+)', str(err))
+    if names:
         return ConversionError(
             f'{path} holds objects that {expected} may not hold: '
             f'{[ascii(n)[1:-1][:80] for n in names]}. Converters only read '
             'tensors, arrays and containers and never run code from a file.')
-    if not head:
-        what = 'is empty'
-    elif head[:4] == b'PK\x03\x04':
-        what = ('is a zip archive of something else' if zipfile.is_zipfile(
-            path) else 'is a damaged or truncated zip archive')
-    elif _looks_like_checkpoint(head):
-        what = 'is a damaged or truncated pickle'
-    elif all(32 <= c < 127 or c in b'\t\r\n' for c in head):
-        what = 'is a text file'
-    else:
-        what = 'is neither a zip archive nor a pickle'
-    return ConversionError(f'{path} {what}, not {expected}.')
+    return ConversionError(f'{path} {describe_unreadable(path)}, not {expected}.')
 
 
 def _first(state_dict: Dict[str, torch.Tensor], pattern: str) -> torch.Size:

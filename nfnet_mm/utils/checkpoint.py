@@ -13,6 +13,7 @@ import pickle
 import re
 import sys
 import tempfile
+import zipfile
 from typing import IO, Any, Iterator, List, Mapping, Tuple, Union
 
 import numpy as np
@@ -25,6 +26,7 @@ from mmengine.utils import digit_version
 __all__ = [
     'SAFE_CHECKPOINT_GLOBALS', 'CheckpointError', 'NotACheckpointError',
     'UnsafeCheckpointError', 'CheckpointMismatchError', 'load_checkpoint_file',
+    'describe_unreadable',
     'check_state_dict', 'atomic_write', 'atomic_save_checkpoint',
     'enable_safe_checkpoints'
 ]
@@ -105,17 +107,24 @@ def _forbidden_globals(err: BaseException) -> List[str]:
     return re.findall(r'GLOBAL (\S+)', str(err))  # the unpickler stops at the first
 
 
-def _what_it_is(path: str) -> str:
-    """Why ``path`` is no checkpoint, from its first bytes (never printing them)."""
+def describe_unreadable(path: str) -> str:
+    """Why ``path`` is no checkpoint, from its first bytes (never printing them).
+
+    Returns a phrase such as ``'is empty'`` or ``'is a text file'``, for errors
+    of the form ``f'{path} {phrase}'``; the loaders and the converters share it.
+    """
     with open(path, 'rb') as f:
-        head = f.read(4)
+        head = f.read(512)
     if not head:
         return 'is empty'
-    if head.startswith(b'PK'):
-        return 'is a damaged or truncated zip checkpoint'
-    if head.startswith(b'\x80'):
+    if head.startswith(b'PK\x03\x04'):
+        return ('is a zip archive of something else' if zipfile.is_zipfile(path)
+                else 'is a damaged or truncated zip archive')
+    if head[:1] == b'\x80' and head[1:2] in b'\x02\x03\x04\x05':
         return 'is a damaged or truncated pickle, or a pickle of something else'
-    return 'is neither a zip archive nor a pickle (not a PyTorch checkpoint)'
+    if all(32 <= c < 127 or c in b'\t\r\n' for c in head):
+        return 'is a text file, neither a zip archive nor a pickle'
+    return 'is neither a zip archive nor a pickle'
 
 
 def load_checkpoint_file(path: PathLike, map_location: Any = 'cpu') -> Any:
@@ -147,7 +156,8 @@ def load_checkpoint_file(path: PathLike, map_location: Any = 'cpu') -> Any:
                 'trust this file, allow those objects first with '
                 '`torch.serialization.add_safe_globals([...])`.') from None
         raise NotACheckpointError(
-            f'{path!r} {_what_it_is(path)} ({type(err).__name__} from torch.load)'
+            f'{path!r} {describe_unreadable(path)}, not a PyTorch checkpoint '
+            f'({type(err).__name__} from torch.load)'
         ) from None
 
 

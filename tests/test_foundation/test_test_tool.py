@@ -76,7 +76,7 @@ BAD_CHECKPOINTS = [
     ('renamed-text', lambda p: _write(p, b'epoch 1: loss 0.3\n' * 20),
      'neither a zip archive nor a pickle'),
     ('empty', lambda p: _write(p, b''), 'is empty'),
-    ('truncated', _truncated, 'damaged or truncated zip checkpoint'),
+    ('truncated', _truncated, 'damaged or truncated zip archive'),
     ('forbidden-pickle', _evil, "allow-list: ['posix.system']"),
     ('other-arch', _other_arch,
      'with another shape: backbone.stem.conv1.weight [16, 3, 3, 3] '
