@@ -2,85 +2,68 @@
 
 Debian's ``dataset-fashion-mnist`` package installs the four compressed idx files of
 Fashion-MNIST into ``/usr/share/datasets/fashion-mnist``. MMPretrain's ``FashionMNIST``
-only reads the *uncompressed* files and downloads them otherwise; :class:`FashionMNISTIdx`
-reads the ``.gz`` (or uncompressed) files where they are, without network, and falls back
-to MMPretrain's download when they are absent and ``download=True``.
+only reads the *uncompressed* files and downloads them when absent; :class:`FashionMNISTIdx`
+reads the ``.gz`` (or uncompressed) files where they are, with MMPretrain's idx reader,
+and downloads only when asked (``download=True``).
 
 Images are grey ``H x W`` uint8 arrays; :class:`GrayToRGB` (a pipeline transform) repeats
 them to three channels for models with ``in_channels=3``.
 """
-import gzip
+import os
 import os.path as osp
-from typing import List, Optional, Sequence
+import warnings
+from typing import List, Optional
 
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmpretrain.datasets import FashionMNIST
+from mmpretrain.datasets.mnist import read_sn3_pascalvincent_tensor
 from mmpretrain.registry import DATASETS, TRANSFORMS
 
-__all__ = ['FashionMNISTIdx', 'GrayToRGB', 'read_idx_file', 'DEFAULT_FASHION_MNIST_ROOT']
+__all__ = ['FashionMNISTIdx', 'GrayToRGB', 'DEFAULT_FASHION_MNIST_ROOT']
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the files.
 DEFAULT_FASHION_MNIST_ROOT = '/usr/share/datasets/fashion-mnist'
-
-_IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype('>i2'),
-    0x0C: np.dtype('>i4'),
-    0x0D: np.dtype('>f4'),
-    0x0E: np.dtype('>f8'),
-}
+_APT = ('`apt-get install dataset-fashion-mnist` (into '
+        f'{DEFAULT_FASHION_MNIST_ROOT}, the default data_root)')
 
 
-def read_idx_file(path: str) -> np.ndarray:
-    """Read an idx file (LeCun's MNIST format), gzip-compressed or not.
-
-    The header is two zero bytes, a type code, the number of dimensions ``n`` and ``n``
-    big-endian uint32 sizes; the data follows.
-
-    Args:
-        path (str): The file; a name ending in ``.gz`` is decompressed.
-
-    Returns:
-        np.ndarray: The array, with the shape given in the header.
-
-    Raises:
-        ValueError: If the header is malformed or the data size does not match it.
-    """
-    opener = gzip.open if path.endswith('.gz') else open
-    with opener(path, 'rb') as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f'{path} is not an idx file (bad magic {data[:4]!r})')
-    dtype, ndim = _IDX_DTYPES[data[2]], data[3]
-    shape = tuple(
-        int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
-    offset = 4 + 4 * ndim
-    count = int(np.prod(shape)) if shape else 1
-    if len(data) - offset != count * dtype.itemsize:
-        raise ValueError(f'{path}: header says shape {shape} ({count} items) but the '
-                         f'file holds {len(data) - offset} data bytes')
-    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
+def _read_idx(path: str) -> np.ndarray:
+    """MMPretrain's idx reader, with an error naming a truncated or corrupt file."""
+    try:
+        with warnings.catch_warnings():  # it wraps the read-only bytes without copy
+            warnings.filterwarnings('ignore', 'The given NumPy array is not writable')
+            return read_sn3_pascalvincent_tensor(path, strict=True).numpy()
+    except PermissionError:
+        raise
+    except (OSError, EOFError, AssertionError, KeyError, RuntimeError,
+            ValueError) as err:
+        raise ValueError(
+            f'{path} is truncated or corrupt, not a readable idx file '
+            f'({type(err).__name__}: {err}). Reinstall it (`apt-get install '
+            '--reinstall dataset-fashion-mnist`), or delete it and download it '
+            'again (download=True).') from None
 
 
 @DATASETS.register_module()
 class FashionMNISTIdx(FashionMNIST):
-    """Fashion-MNIST from local idx files (``.gz`` or uncompressed), no network needed.
+    """Fashion-MNIST from local idx files (``.gz`` or uncompressed).
 
     Reads ``train-images-idx3-ubyte[.gz]`` / ``train-labels-idx1-ubyte[.gz]`` (60,000
     samples) or ``t10k-*`` (10,000 samples) from ``data_root``. Each sample is
     ``dict(img=<28 x 28 uint8 array>, gt_label=<int64>)``, labels 0-9 in the order of
-    ``FashionMNIST.METAINFO['classes']``.
+    ``FashionMNIST.METAINFO['classes']``. A missing or unreadable ``data_root`` or file
+    is one error naming it and the fix; nothing is created unless ``download=True``.
 
     Args:
         data_root (str): The folder holding the files. Defaults to
             ``'/usr/share/datasets/fashion-mnist'`` (Debian's ``dataset-fashion-mnist``).
         split (str, optional): ``'train'`` or ``'test'``. Defaults to None, meaning
             ``'test'`` when ``test_mode=True`` and ``'train'`` otherwise.
-        download (bool): Whether to fall back to MMPretrain's download (into
-            ``data_root``, which must then be writable) when the files are absent.
-            Defaults to True.
+        download (bool): Whether to download the four files with MMPretrain's
+            ``FashionMNIST`` (into ``data_root``, created if needed) when they are
+            absent. Defaults to False (MMPretrain's default is True): nothing is
+            fetched over the network unless asked.
         test_mode (bool): As in :class:`mmengine.dataset.BaseDataset`.
             Defaults to False.
         **kwargs: Other arguments of MMPretrain's ``FashionMNIST`` / ``BaseDataset``.
@@ -89,7 +72,7 @@ class FashionMNISTIdx(FashionMNIST):
     def __init__(self,
                  data_root: str = DEFAULT_FASHION_MNIST_ROOT,
                  split: Optional[str] = None,
-                 download: bool = True,
+                 download: bool = False,
                  test_mode: bool = False,
                  **kwargs):
         if split is None:
@@ -106,34 +89,52 @@ class FashionMNISTIdx(FashionMNIST):
             test_mode=test_mode,
             **kwargs)
 
-    def _split_files(self) -> Sequence[List[str]]:
-        return self.train_list if self._idx_split == 'train' else self.test_list
-
     def _find(self, filename: str) -> Optional[str]:
         """The path of ``filename`` (``.gz``) or of its uncompressed form, if present."""
-        root = self.data_prefix['root']
-        for name in (filename, filename[:-3] if filename.endswith('.gz') else None):
-            if name and osp.isfile(osp.join(root, name)):
-                return osp.join(root, name)
+        for name in (filename, filename[:-3]):
+            path = osp.join(self.data_prefix['root'], name)
+            if osp.isfile(path):
+                return path
         return None
 
+    def _paths(self) -> List[str]:
+        """The split's image and label files; one error if the folder lacks them."""
+        root = osp.normpath(self.data_prefix['root'])
+        names = [item[0] for item in (
+            self.train_list if self._idx_split == 'train' else self.test_list)]
+        if not osp.isdir(root):
+            problem = 'does not exist' if not osp.exists(root) else 'is not a folder'
+        elif not os.access(root, os.R_OK | os.X_OK):
+            problem = 'cannot be read (permissions)'
+        else:
+            paths = [self._find(name) for name in names]
+            if None not in paths:
+                return paths
+            problem = 'lacks ' + ', '.join(
+                n for n, p in zip(names, paths) if p is None)
+        raise FileNotFoundError(
+            f'Fashion-MNIST data_root {root!r} {problem}; the {self._idx_split} split '
+            f'needs {names} (or the same names without .gz). Install them with {_APT}, '
+            'or pass download=True with a writable data_root.')
+
     def load_data_list(self) -> List[dict]:
-        """Load the samples of the split, downloading only if the files are absent."""
-        names = [item[0] for item in self._split_files()]
-        paths = [self._find(name) for name in names]
-        if None in paths:
+        """Load the samples of the split, downloading only if asked and absent."""
+        try:
+            paths = self._paths()
+        except FileNotFoundError:
             if not self.download:
-                raise FileNotFoundError(
-                    f'Fashion-MNIST files {names} (or their uncompressed forms) not '
-                    f"found in {self.data_prefix['root']!r}. Install them with "
-                    f'`apt-get install dataset-fashion-mnist` (into '
-                    f'{DEFAULT_FASHION_MNIST_ROOT}), point data_root at them, or set '
-                    f'download=True.')
-            # MMPretrain's path: downloads (all four files) and reads the extracted
-            # files; it selects them by test_mode, so align it with our split.
+                raise
+            # MMPretrain's path downloads all four files and reads the extracted ones;
+            # it selects them by test_mode, so align it with our split.
             self.test_mode = self._idx_split == 'test'
-            return super().load_data_list()
-        images, labels = read_idx_file(paths[0]), read_idx_file(paths[1])
+            try:
+                return super().load_data_list()
+            except (OSError, RuntimeError, AssertionError) as err:  # URLError: OSError
+                raise RuntimeError(
+                    f'Downloading Fashion-MNIST from {self.url_prefix} into '
+                    f"{osp.normpath(self.data_prefix['root'])!r} failed ({type(err).__name__}: "
+                    f'{err}). Install the files with {_APT} instead.') from None
+        images, labels = _read_idx(paths[0]), _read_idx(paths[1])
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(
                 f'Inconsistent Fashion-MNIST files: images {images.shape} from '

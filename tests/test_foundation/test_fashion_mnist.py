@@ -1,6 +1,9 @@
 """FashionMNISTIdx reads Debian's idx .gz files; GrayToRGB makes three channels."""
 import gzip
+import os
 import os.path as osp
+import traceback
+import urllib.error
 
 import numpy as np
 import pytest
@@ -10,8 +13,7 @@ from mmengine.registry import DefaultScope
 from mmpretrain.registry import DATASETS as _DATASETS
 from mmpretrain.registry import TRANSFORMS as _TRANSFORMS
 
-from nfnet_mm.datasets.fashion_mnist import (DEFAULT_FASHION_MNIST_ROOT,
-                                             read_idx_file)
+from nfnet_mm.datasets.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT
 
 FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz',
          't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
@@ -76,20 +78,121 @@ def test_reads_local_idx_files_without_network(tmp_path, compressed):
                                    test_mode=True, download=False))) == 4
 
 
-def test_missing_files_without_download_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match='dataset-fashion-mnist'):
-        DATASETS.build(dict(type='FashionMNISTIdx', data_root=str(tmp_path),
-                            download=False))
+def _one_error(exc):
+    """The traceback Python prints holds this exception only, no chained ones."""
+    text = ''.join(traceback.format_exception(exc))
+    return 'During handling of the above' not in text and 'direct cause' not in text
+
+
+def _tree(root):
+    return sorted((d, sorted(fs)) for d, _, fs in os.walk(root))
+
+
+def _missing_root(tmp_path):
+    return str(tmp_path / 'absent'), None
+
+
+def _root_is_a_file(tmp_path):
+    path = tmp_path / 'fashion-mnist'
+    path.write_text('not a folder')
+    return str(path), 'is not a folder'
+
+
+def _lacks_labels(tmp_path):
+    _write_fake_split(tmp_path, 'train', 3)
+    os.remove(tmp_path / 'train-labels-idx1-ubyte.gz')
+    return str(tmp_path), 'lacks train-labels-idx1-ubyte.gz'
+
+
+def _unreadable_root(tmp_path, monkeypatch):
+    _write_fake_split(tmp_path, 'train', 3)
+    os.chmod(tmp_path, 0)
+    if os.geteuid() == 0:  # root reads anything: answer as the OS does for a user
+        real = os.access
+        monkeypatch.setattr(
+            os, 'access', lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
+    return str(tmp_path), 'cannot be read'
+
+
+@pytest.mark.parametrize('make', [_missing_root, _root_is_a_file, _lacks_labels,
+                                  _unreadable_root])
+def test_bad_data_root_is_one_error_naming_folder_files_and_fix(tmp_path, monkeypatch,
+                                                               make):
+    """Missing, non-folder, incomplete or unreadable data_root: no download, nothing made."""
+    from mmpretrain.datasets import FashionMNIST
+
+    def no_download(self):
+        raise AssertionError('FashionMNISTIdx downloaded without download=True')
+
+    monkeypatch.setattr(FashionMNIST, '_download', no_download)
+    args = (tmp_path, monkeypatch) if make is _unreadable_root else (tmp_path, )
+    root, problem = make(*args)
+    problem = problem or 'does not exist'
+    before = _tree(tmp_path)
+    try:
+        with pytest.raises(FileNotFoundError) as info:
+            DATASETS.build(dict(type='FashionMNISTIdx', data_root=root))  # download default
+    finally:
+        os.chmod(tmp_path, 0o755)
+    message = str(info.value)
+    assert f"{root!r} {problem}" in message
+    assert "'train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'" in message
+    assert 'apt-get install dataset-fashion-mnist' in message
+    assert 'download=True' in message
+    assert _one_error(info.value)
+    assert _tree(tmp_path) == before
     with pytest.raises(ValueError, match="'val'"):
+        DATASETS.build(dict(type='FashionMNISTIdx', data_root=root, split='val'))
+
+
+def _truncate_gz(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _truncate_raw(path):
+    raw = path.with_suffix('')
+    with gzip.open(path) as f:
+        raw.write_bytes(f.read()[:-3])
+    os.remove(path)
+    return raw
+
+
+def _not_gzip(path):
+    path.write_text('<html>404 Not Found</html>')
+
+
+@pytest.mark.parametrize('damage', [_truncate_gz, _truncate_raw, _not_gzip])
+def test_truncated_or_corrupt_idx_file_is_named(tmp_path, damage):
+    _write_fake_split(tmp_path, 't10k', 4)
+    path = tmp_path / 't10k-images-idx3-ubyte.gz'
+    path = damage(path) or path
+    before = _tree(tmp_path)
+    with pytest.raises(ValueError) as info:
         DATASETS.build(dict(type='FashionMNISTIdx', data_root=str(tmp_path),
-                            split='val'))
+                            split='test'))
+    message = str(info.value)
+    assert message.startswith(f'{path} is truncated or corrupt')
+    assert 'apt-get install --reinstall dataset-fashion-mnist' in message
+    assert _one_error(info.value)
+    assert _tree(tmp_path) == before
 
 
-def test_read_idx_file_rejects_truncated_data(tmp_path):
-    path = tmp_path / 'bad-idx1-ubyte'
-    path.write_bytes(_idx_bytes(np.arange(10, dtype=np.uint8))[:-3])
-    with pytest.raises(ValueError, match='header says shape'):
-        read_idx_file(str(path))
+def test_failed_download_is_one_line_naming_url_and_folder(tmp_path, monkeypatch):
+    import mmpretrain.datasets.utils as mmpretrain_utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError('[Errno -3] Temporary failure in name resolution')
+
+    monkeypatch.setattr(mmpretrain_utils.urllib.request, 'urlopen', offline)
+    root = tmp_path / 'fmnist'
+    with pytest.raises(RuntimeError) as info:
+        DATASETS.build(dict(type='FashionMNISTIdx', data_root=str(root), download=True))
+    message = str(info.value)
+    assert '\n' not in message and _one_error(info.value)
+    assert message.startswith('Downloading Fashion-MNIST from http')
+    assert f'into {str(root)!r} failed (URLError' in message
+    assert 'name resolution' in message
 
 
 def test_gray_to_rgb_repeats_the_channel():
@@ -123,7 +226,7 @@ def test_debian_fashion_mnist_has_the_standard_split():
         assert first.shape == (28, 28) and first.dtype == np.uint8
 
 
-def test_absent_files_fall_back_to_mmpretrain_download(tmp_path, monkeypatch):
+def test_download_true_fetches_absent_files_with_mmpretrain(tmp_path, monkeypatch):
     from mmpretrain.datasets import FashionMNIST
     calls = []
 
@@ -135,9 +238,10 @@ def test_absent_files_fall_back_to_mmpretrain_download(tmp_path, monkeypatch):
 
     monkeypatch.setattr(FashionMNIST, '_download', fake_download)
     test = DATASETS.build(dict(type='FashionMNISTIdx', data_root=str(tmp_path),
-                               split='test'))
+                               split='test', download=True))
     assert calls == [str(tmp_path)]
     assert len(test) == 3
     # the files are now there: no second download
-    assert len(DATASETS.build(dict(type='FashionMNISTIdx', data_root=str(tmp_path)))) == 5
+    assert len(DATASETS.build(dict(type='FashionMNISTIdx', data_root=str(tmp_path),
+                                   download=True))) == 5
     assert len(calls) == 1
