@@ -65,11 +65,11 @@ test_evaluator = val_evaluator
 
 max_iters = 9000
 warmup_iters = 3000
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
+param_scheduler = [  # the cosine ends with the run (train_cfg.max_iters)
+    dict(type='WarmupLR', start_factor=1e-6, by_epoch=False, begin=0,
          end=warmup_iters),
-    dict(type='CosineAnnealingLR', T_max=max_iters - warmup_iters,
-         eta_min=0., by_epoch=False, begin=warmup_iters, end=max_iters),
+    dict(type='CosineAfterWarmupLR', eta_min=0., by_epoch=False,
+         begin=warmup_iters),
 ]
 train_cfg = dict(by_epoch=False, max_iters=max_iters,
                  val_interval=1000)

@@ -19,22 +19,23 @@ optim_wrapper = dict(
         }),
 )
 
+# (nfnet_mm/engine/schedulers.py: MMEngine's LinearLR and CosineAnnealingLR, the
+# cosine ending with the run, whatever train_cfg.max_epochs or the dataset size)
 param_scheduler = [
     # warm-up "from 0": LinearLR needs a positive start factor
     dict(
-        type='LinearLR',
+        type='WarmupLR',
         start_factor=1e-6,
         by_epoch=True,
         begin=0,
         end=5,
         convert_to_iter_based=True),
+    # no `end`/`T_max`: the cosine ends with the run (epoch 360)
     dict(
-        type='CosineAnnealingLR',
-        T_max=355,
+        type='CosineAfterWarmupLR',
         eta_min=0.,
         by_epoch=True,
         begin=5,
-        end=360,
         convert_to_iter_based=True),
 ]
 
