@@ -156,14 +156,18 @@ def test_config_trains_two_iterations(rel, tmp_path, fast_runner):
     num_classes = cfg.model.head.num_classes
     cfg.train_dataloader = dict(
         batch_size=4, num_workers=0,
-        # two iterations per epoch, so fractional-epoch warm-ups are > 0
-        dataset=dict(type='_RecipeTinyFakeDataset', num=8,
+        # three iterations: a warm-up of the shortest length (2) and a cosine
+        dataset=dict(type='_RecipeTinyFakeDataset', num=12,
                      num_classes=num_classes),
         sampler=dict(type='DefaultSampler', shuffle=False))
-    if cfg.train_cfg.get('by_epoch', True):
+    by_epoch = cfg.train_cfg.get('by_epoch', True)
+    if by_epoch:
         cfg.train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=10)
     else:
-        cfg.train_cfg = dict(by_epoch=False, max_iters=2, val_interval=10)
+        cfg.train_cfg = dict(by_epoch=False, max_iters=3, val_interval=10)
+    # the cosine must begin before the run ends (else one clear error)
+    cfg.param_scheduler[0].end = cfg.param_scheduler[1].begin = (
+        0.5 if by_epoch else 2)
     for key in ('val', 'test'):
         cfg[f'{key}_dataloader'] = None
         cfg[f'{key}_cfg'] = None
@@ -179,7 +183,7 @@ def test_config_trains_two_iterations(rel, tmp_path, fast_runner):
     model = runner.model
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     runner.train()
-    assert runner.iter == 2
+    assert runner.iter == 3
     after = model.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert 'head.fc.weight' in changed and 'backbone.stem.conv1.weight' in \
