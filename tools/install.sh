@@ -9,16 +9,20 @@
 #  3. installs this package editable with the extras in NFNET_MM_EXTRAS (mmcv-lite is
 #     skipped where a full mmcv is installed);
 #  4. makes Fashion-MNIST available: Debian's dataset-fashion-mnist package where apt can
-#     be used (root or password-less sudo); otherwise FashionMNISTIdx downloads it on
-#     first use.
+#     be used (root or password-less sudo); otherwise FashionMNISTIdx needs
+#     download=True and a writable data_root.
+#
+# MMDetection/MMSegmentation (the `downstream` extra) are not installed by default: with
+# mmcv-lite only their configs load and our backbone builds, their models need the full
+# mmcv (tools/build_mmcv.sh; docs/downstream.md). Opt in with
+# NFNET_MM_EXTRAS=mmcv-lite,tests,export,downstream.
 #
 # Environment: PYTHON (interpreter, default `python`, else `python3`),
 # NFNET_MM_EXTRAS (overrides the extras list below).
 set -euo pipefail
 
-# The extras to install, in one place (add e.g. mmdet, mmseg, mmdeploy here once
-# setup.py defines them).
-DEFAULT_EXTRAS="mmcv-lite,tests,export,downstream"
+# The extras to install, in one place (setup.py defines them; `downstream` is opt-in).
+DEFAULT_EXTRAS="mmcv-lite,tests,export"
 # MMDeploy pins protobuf<=3.20.2 (onnx needs newer); its onnxruntime route never imports
 # protobuf, so it is installed without its dependencies, beside the `export` extra.
 MMDEPLOY_PIN="mmdeploy==1.3.1"
@@ -113,8 +117,8 @@ else
     if have_fashion_mnist; then
         log "Fashion-MNIST installed in $FASHION_MNIST_DIR"
     else
-        log "NOTE: Fashion-MNIST is not in $FASHION_MNIST_DIR; FashionMNISTIdx will" \
-            "download it on first use (set data_root to a writable folder)"
+        log "NOTE: Fashion-MNIST is not in $FASHION_MNIST_DIR; to let FashionMNISTIdx" \
+            "download it, pass download=True and a writable data_root"
     fi
 fi
 log "done"

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 pytest.importorskip(
-    'mmdet', reason='MMDetection 3.3.0 is not installed '
-    '(pip install mmdet==3.3.0)')
+    'mmdet', reason='MMDetection 3.3.0 is not installed (the `downstream` '
+    'extra: pip install -e ".[downstream]")')
 pytest.importorskip(
-    'mmseg', reason='MMSegmentation 1.2.2 is not installed '
-    '(pip install mmsegmentation==1.2.2 ftfy)')
+    'mmseg', reason='MMSegmentation 1.2.2 is not installed (the `downstream` '
+    'extra: pip install -e ".[downstream]")')
 pytest.importorskip(
     'mmdet.models', reason='mmdet.models cannot be imported here (needs mmcv '
     'ops)', exc_type=ImportError)

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 pytest.importorskip(
-    'mmdet', reason='MMDetection 3.3.0 is not installed '
-    '(pip install mmdet==3.3.0)')
+    'mmdet', reason='MMDetection 3.3.0 is not installed (the `downstream` '
+    'extra: pip install -e ".[downstream]")')
 pytest.importorskip(
     'mmdet.models', reason='mmdet.models cannot be imported here (needs mmcv '
     'ops)', exc_type=ImportError)

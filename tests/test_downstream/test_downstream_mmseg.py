@@ -3,8 +3,8 @@ import pytest
 import torch
 
 pytest.importorskip(
-    'mmseg', reason='MMSegmentation 1.2.2 is not installed '
-    '(pip install mmsegmentation==1.2.2 ftfy)')
+    'mmseg', reason='MMSegmentation 1.2.2 is not installed (the `downstream` '
+    'extra: pip install -e ".[downstream]")')
 pytest.importorskip(
     'mmseg.models', reason='mmseg.models cannot be imported here (needs mmcv '
     'ops and ftfy)', exc_type=ImportError)

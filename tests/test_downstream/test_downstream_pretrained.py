@@ -1,5 +1,7 @@
 """Our classification checkpoints initialise a detector's NFNet backbone.
 
+The detector tests skip without MMDetection; the ``StrictPretrained`` ones always run.
+
 ``StrictPretrained`` (nfnet_mm/models/utils/strict_pretrained.py) loads the
 ``backbone.`` part of an ImageClassifier checkpoint and reports every missing,
 unexpected or misshaped key; MMEngine's ``Pretrained`` only logs them.
@@ -9,20 +11,12 @@ import logging
 import pytest
 import torch
 
-pytest.importorskip(
-    'mmdet', reason='MMDetection 3.3.0 is not installed '
-    '(pip install mmdet==3.3.0)')
-pytest.importorskip(
-    'mmdet.models', reason='mmdet.models cannot be imported here (needs mmcv '
-    'ops)', exc_type=ImportError)
+from _downstream_helpers import TINY_ARCH, load_config
+from mmengine.logging import MMLogger
+from mmengine.registry import DefaultScope
+from mmengine.runner import save_checkpoint
 
-from _downstream_helpers import TINY_ARCH, load_config  # noqa: E402
-from mmengine.logging import MMLogger  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
-from mmengine.runner import save_checkpoint  # noqa: E402
-
-from nfnet_mm.models.utils import (PretrainedKeysError,  # noqa: E402
-                                   StrictPretrained)
+from nfnet_mm.models.utils import PretrainedKeysError, StrictPretrained
 
 FASTER_RCNN = 'faster-rcnn_nfnet-f0_fpn_1x_coco.py'
 
@@ -63,7 +57,16 @@ def _backbone_keys(state: dict) -> dict:
     }
 
 
+def _need_mmdet():
+    """Only the detector tests need MMDetection (the `downstream` extra)."""
+    pytest.importorskip('mmdet', reason='MMDetection 3.3.0 is not installed (the '
+                        '`downstream` extra: pip install -e ".[downstream]")')
+    pytest.importorskip('mmdet.models', exc_type=ImportError,
+                        reason='mmdet.models cannot be imported here (needs mmcv ops)')
+
+
 def _detector(arch, checkpoint: str):
+    _need_mmdet()
     from mmdet.registry import MODELS
     cfg = load_config(FASTER_RCNN)
     cfg.model.backbone.arch = arch
@@ -123,8 +126,12 @@ def test_unexpected_and_misshaped_keys_are_reported(tmp_path, tiny_state):
     state['backbone.stem.conv1.gain'] = torch.zeros(3)
     path = _save(state, tmp_path / 'c.pth')
     backbone = _tiny_backbone()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
     with pytest.raises(PretrainedKeysError) as info:
         StrictPretrained(path, prefix='backbone')(backbone)
+    # refused before loading anything
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, before[key]), key
     message = str(info.value)
     assert '1 unexpected in the checkpoint: stages.9.0.conv1.weight' in message
     assert 'stem.conv1.gain (checkpoint (3,), module (8,))' in message
@@ -178,6 +185,7 @@ def test_mmengine_pretrained_does_not_fail_on_missing_keys(
 
 def test_strict_pretrained_resolves_from_every_scope():
     """Registered in MMEngine's root: plain name works under any scope."""
+    _need_mmdet()
     from mmdet.registry import WEIGHT_INITIALIZERS as DET
     from mmengine.registry import WEIGHT_INITIALIZERS as ROOT
     from mmpretrain.registry import WEIGHT_INITIALIZERS as PRETRAIN
