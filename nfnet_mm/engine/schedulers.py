@@ -37,7 +37,7 @@ class WarmupLR(LinearLR):
     @classmethod
     def build_iter_from_epoch(cls, *args, begin=0, end=INF, by_epoch=True,
                               epoch_length=None, **kwargs):
-        return cls(*args, begin=_iters(begin, epoch_length, 2),
+        return cls(*args, begin=_iters(begin, epoch_length),
                    end=_iters(end, epoch_length, 2), by_epoch=False, **kwargs)
 
 
