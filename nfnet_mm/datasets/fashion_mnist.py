@@ -2,9 +2,9 @@
 
 Debian's ``dataset-fashion-mnist`` package installs the four compressed idx files of
 Fashion-MNIST into ``/usr/share/datasets/fashion-mnist``. MMPretrain's ``FashionMNIST``
-only reads the *uncompressed* files and downloads them when absent; :class:`FashionMNISTIdx`
-reads the ``.gz`` (or uncompressed) files where they are, with MMPretrain's idx reader,
-and downloads only when asked (``download=True``).
+only reads the *uncompressed* files and downloads them when absent;
+:class:`FashionMNISTIdx` reads the ``.gz`` (or uncompressed) files where they are, with
+MMPretrain's idx reader, and downloads only when asked (``download=True``).
 
 Images are grey ``H x W`` uint8 arrays; :class:`GrayToRGB` (a pipeline transform) repeats
 them to three channels for models with ``in_channels=3``.
@@ -130,10 +130,11 @@ class FashionMNISTIdx(FashionMNIST):
             try:
                 return super().load_data_list()
             except (OSError, RuntimeError, AssertionError) as err:  # URLError: OSError
+                root = osp.normpath(self.data_prefix['root'])
                 raise RuntimeError(
-                    f'Downloading Fashion-MNIST from {self.url_prefix} into '
-                    f"{osp.normpath(self.data_prefix['root'])!r} failed ({type(err).__name__}: "
-                    f'{err}). Install the files with {_APT} instead.') from None
+                    f'Downloading Fashion-MNIST from {self.url_prefix} into {root!r} '
+                    f'failed ({type(err).__name__}: {err}). Install the files with '
+                    f'{_APT} instead.') from None
         images, labels = _read_idx(paths[0]), _read_idx(paths[1])
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(

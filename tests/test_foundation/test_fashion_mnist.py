@@ -109,8 +109,8 @@ def _unreadable_root(tmp_path, monkeypatch):
     os.chmod(tmp_path, 0)
     if os.geteuid() == 0:  # root reads anything: answer as the OS does for a user
         real = os.access
-        monkeypatch.setattr(
-            os, 'access', lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
+        monkeypatch.setattr(os, 'access', lambda p, mode: str(p) != str(tmp_path)
+                            and real(p, mode))
     return str(tmp_path), 'cannot be read'
 
 
@@ -118,7 +118,7 @@ def _unreadable_root(tmp_path, monkeypatch):
                                   _unreadable_root])
 def test_bad_data_root_is_one_error_naming_folder_files_and_fix(tmp_path, monkeypatch,
                                                                make):
-    """Missing, non-folder, incomplete or unreadable data_root: no download, nothing made."""
+    """Missing, non-folder, incomplete, unreadable data_root: no download, nothing made."""
     from mmpretrain.datasets import FashionMNIST
 
     def no_download(self):
@@ -131,7 +131,8 @@ def test_bad_data_root_is_one_error_naming_folder_files_and_fix(tmp_path, monkey
     before = _tree(tmp_path)
     try:
         with pytest.raises(FileNotFoundError) as info:
-            DATASETS.build(dict(type='FashionMNISTIdx', data_root=root))  # download default
+            # download left at its default
+            DATASETS.build(dict(type='FashionMNISTIdx', data_root=root))
     finally:
         os.chmod(tmp_path, 0o755)
     message = str(info.value)
