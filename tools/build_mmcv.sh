@@ -13,7 +13,7 @@
 # (mmcv and mmcv-lite provide the same `mmcv` package). A --system-site-packages venv sees
 # the outer mmcv-lite but imports its own mmcv first, and leaves the outer one untouched.
 #
-# mmcv 2.1.0's setup.py passes -std=c++17, and torch >= 2.10's headers need C++20: the
+# mmcv 2.1.0's setup.py passes -std=c++17, and torch 2.14's headers need C++20: the
 # copy of setup.py built here is patched to -std=c++20 (nothing else is changed).
 # Without CUDA (or with FORCE_CUDA=0) only the CPU ops are built.
 #
@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
         --src) SRC=${2:?--src needs a tarball}; shift 2 ;;
         --replace-lite) REPLACE_LITE=1; shift ;;
         --keep-build) KEEP_BUILD=1; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
