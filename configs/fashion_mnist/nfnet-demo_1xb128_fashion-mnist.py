@@ -41,14 +41,7 @@ model = dict(
         dropout_rate=0.1,
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1,
                   mode='original'),
-        topk=(1, )),
-    # half-MixUp / half-CutMix on 10% of the batches ("light")
-    train_cfg=dict(
-        augments=[
-            dict(type='HalfMixupHalfCutMix', mixup_alpha=0.2,
-                 cutmix_alpha=1.0)
-        ],
-        probs=[0.1]))
+        topk=(1, )))
 
 # ----------------------------------------------------------------- data
 dataset_type = 'FashionMNISTIdx'
@@ -64,16 +57,17 @@ train_pipeline = [
     dict(type='GrayToRGB'),
     dict(type='RandomCrop', crop_size=28, padding=2),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    # light RandAugment: on 20% of the images, one op at magnitude 5
-    # (the F0 magnitude); pixel constants scaled from 224 px to 28 px
+]
+# light RandAugment on the mixed images: on 20% of the images, one op at
+# magnitude 5 (the F0 magnitude); pixel constants scaled from 224 px to 28 px
+train_augment = [
     dict(
         type='RandomApply',
         transforms=[
             dict(type='NFRandAugment', num_layers=1, magnitude=5,
                  translate_const=12.5, cutout_const=5, pad_val=0)
         ],
-        prob=0.2),
-    dict(type='PackInputs'),
+        prob=0.2)
 ]
 test_pipeline = [
     dict(type='GrayToRGB'),
@@ -84,9 +78,16 @@ train_dataloader = dict(
     batch_size=128,
     num_workers=1,
     persistent_workers=True,
+    # half-MixUp / half-CutMix on 10% of the batches ("light"), then the
+    # RandAugment above (augment_before_mix=True gives the old order)
     dataset=dict(
-        type=dataset_type, data_root=data_root, split='train',
-        pipeline=train_pipeline),
+        type='MixupCutMixDataset',
+        dataset=dict(
+            type=dataset_type, data_root=data_root, split='train',
+            pipeline=train_pipeline),
+        augment=train_augment,
+        augment_before_mix=False,
+        mix_prob=0.1),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
 val_dataloader = dict(
