@@ -57,13 +57,15 @@ class _Timed:
 
 
 def write_jpegs(root, num, size=(375, 500)):
-    """``num`` smooth random RGB JPEGs (ImageNet's typical 500 x 375)."""
+    """``num`` random RGB JPEGs of ImageNet's typical 500 x 375: smooth
+    shapes plus pixel noise, so that they compress like photographs."""
     rng = np.random.RandomState(0)
     for i in range(num):
         small = rng.randint(0, 256, (size[0] // 25, size[1] // 25, 3))
         img = mmcv.imresize(small.astype(np.uint8), size[::-1],
                             interpolation='bicubic')
-        mmcv.imwrite(img, f'{root}/class{i % 2}/{i}.jpg')
+        img = np.clip(img + rng.normal(0, 20, img.shape), 0, 255)
+        mmcv.imwrite(img.astype(np.uint8), f'{root}/class{i % 2}/{i}.jpg')
 
 
 def measure(cfg, root, flow, batch_size, batches):
