@@ -334,8 +334,10 @@ def test_eval_preprocessing_is_the_references(variant, tmp_path):
 
 def _realised_groups(cfg):
     model = MODELS.build(_tiny_model_cfg(cfg))
-    wrapper = build_optim_wrapper(model,
-                                  _cpu_optim_wrapper(cfg.optim_wrapper))
+    # as the Runner does: our wrappers live in MMPretrain's scope
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        wrapper = build_optim_wrapper(
+            model, _cpu_optim_wrapper(cfg.optim_wrapper))
     names = {id(p): n for n, p in model.named_parameters()}
     decay = {}
     for group in wrapper.optimizer.param_groups:
