@@ -21,26 +21,17 @@ small_arch = dict(
 
 model = dict(
     backbone=dict(arch=small_arch, drop_path_rate=0.1),
-    head=dict(in_channels=768, dropout_rate=0.2),
-    # mix every batch, as in the paper
-    train_cfg=dict(
-        _delete_=True,
-        augments=[
-            dict(type='HalfMixupHalfCutMix', mixup_alpha=0.2,
-                 cutmix_alpha=1.0)
-        ]))
+    head=dict(in_channels=768, dropout_rate=0.2))
 
-train_pipeline = [
-    dict(type='GrayToRGB'),
-    dict(type='RandomCrop', crop_size=28, padding=2),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='NFRandAugment', num_layers=2, magnitude=5,
-         translate_const=12.5, cutout_const=5, pad_val=0),
-    dict(type='PackInputs'),
-]
+# mix every batch, as in the paper, then RandAugment 2 x 5 on the mixed images
 train_dataloader = dict(
     batch_size=256, num_workers=8,
-    dataset=dict(pipeline=train_pipeline))
+    dataset=dict(
+        mix_prob=1.,
+        augment=[
+            dict(type='NFRandAugment', num_layers=2, magnitude=5,
+                 translate_const=12.5, cutout_const=5, pad_val=0)
+        ]))
 val_dataloader = dict(num_workers=4)
 test_dataloader = val_dataloader
 

@@ -19,9 +19,8 @@ model = dict(
             # placeholder: an ImageNet-1k NFNet-F0 checkpoint (see README)
             checkpoint='checkpoints/nfnet-f0_in1k.pth',
             prefix='backbone.')),
-    head=dict(num_classes=10, dropout_rate=0.25),
-    # no batch mixing when fine-tuning
-    train_cfg=None)
+    # no MixUp / CutMix / RandAugment when fine-tuning (Appendix A.5)
+    head=dict(num_classes=10, dropout_rate=0.25))
 
 dataset_type = 'CIFAR10'
 data_root = 'data/cifar10'

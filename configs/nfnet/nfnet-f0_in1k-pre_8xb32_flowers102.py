@@ -19,9 +19,8 @@ model = dict(
             # placeholder: an ImageNet-1k NFNet-F0 checkpoint (see README)
             checkpoint='checkpoints/nfnet-f0_in1k.pth',
             prefix='backbone.')),
-    head=dict(num_classes=102, dropout_rate=0.25),
-    # no batch mixing when fine-tuning
-    train_cfg=None)
+    # no MixUp / CutMix / RandAugment when fine-tuning (Appendix A.5)
+    head=dict(num_classes=102, dropout_rate=0.25))
 
 dataset_type = 'Flowers102'
 data_root = 'data/flowers102'
@@ -41,8 +40,9 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    # NFNet-F0's test protocol: short edge 256 + 32, centre crop 256
-    dict(type='ResizeEdge', scale=288, edge='short', backend='pillow',
+    # NFNet-F0's test protocol (DeepMind's resize_crop_32): squash to
+    # 288 x 288, centre crop 256
+    dict(type='Resize', scale=(288, 288), keep_ratio=False, backend='pillow',
          interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=256),
     dict(type='PackInputs'),

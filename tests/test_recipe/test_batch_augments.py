@@ -1,145 +1,245 @@
-"""HalfMixupHalfCutMix: MixUp on the first half, CutMix on the second."""
+"""MixupCutMixDataset: DeepMind's half-MixUp / half-CutMix in the loader.
+
+The reference (deepmind-research/nfnets, dataset.py with experiment_nfnets.py's
+``augment_before_mix=False``) mixes quarter 1 with 2 by MixUp and 3 with 4 by
+CutMix in a batch twice the size, then applies RandAugment to each mixed image.
+"""
+import os.path as osp
+
+import mmcv
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 import nfnet_mm  # noqa: F401
-from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
-from mmpretrain.registry import BATCH_AUGMENTS
-from mmpretrain.structures import DataSample
-from nfnet_mm.models.utils.batch_augments import HalfMixupHalfCutMix
+from mmpretrain.registry import DATASETS, TRANSFORMS
+from nfnet_mm.datasets import MixupCutMixDataset
 
-N, C, H, W, K = 8, 3, 16, 16, 5
-
-
-def _batch(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    # continuous random images: no two rows share a pixel value
-    x = torch.rand(N, C, H, W, generator=g)
-    labels = torch.arange(N) % K
-    y = F.one_hot(labels, K).float()
-    return x, y
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+F0 = osp.join(REPO, 'configs/nfnet/nfnet-f0_8xb128_in1k.py')
+A, B = 50, 200  # grey levels of the two classes (RandAugment fills 128)
 
 
-def _explain_mixup_row(out_row, x):
-    """(j, k, lam) with out_row == lam * x[j] + (1 - lam) * x[k], or None."""
-    for j in range(len(x)):
-        for k in range(len(x)):
-            if j == k:
-                continue
-            d = (x[j] - x[k]).flatten()
-            lam = torch.dot(out_row.flatten() - x[k].flatten(), d) / d.dot(d)
-            if torch.allclose(lam * x[j] + (1 - lam) * x[k], out_row,
-                              atol=1e-5):
-                return j, k, float(lam)
-    return None
+class _Constant:
+    """``n`` constant images: image ``i`` has grey level ``levels[i]``."""
+
+    def __init__(self, levels, labels, size=(12, 16)):
+        self.levels, self.labels, self.size = levels, labels, size
+        self.metainfo = dict(classes=[str(c) for c in sorted(set(labels))])
+        self.reads = []
+
+    def __len__(self):
+        return len(self.levels)
+
+    def __getitem__(self, i):
+        self.reads.append(i)
+        img = np.full(self.size + (3, ), self.levels[i], dtype=np.uint8)
+        return dict(img=img, gt_label=self.labels[i])
 
 
-def _cutmix_partner(out_row, x, i):
-    """(k, own_mask) if each pixel of out_row is x[i]'s or x[k]'s, k != i."""
-    own = (out_row == x[i]).all(0)
-    for k in range(len(x)):
-        if k == i:
-            continue
-        other = (out_row == x[k]).all(0)
-        if (own | other).all():
-            return k, own
-    return None
+@TRANSFORMS.register_module()
+class _SeenBy:
+    """Records the results dicts it sees."""
+    seen = []
+
+    def __call__(self, results):
+        _SeenBy.seen.append(dict(results))
+        return results
 
 
-def test_registered_and_bad_alpha():
-    aug = BATCH_AUGMENTS.build(dict(type='HalfMixupHalfCutMix'))
-    assert isinstance(aug, HalfMixupHalfCutMix)
-    assert (aug.mixup_alpha, aug.cutmix_alpha) == (0.2, 1.0)
-    with pytest.raises(ValueError, match='mixup_alpha'):
-        HalfMixupHalfCutMix(mixup_alpha=0)
-    with pytest.raises(ValueError, match='cutmix_alpha'):
-        HalfMixupHalfCutMix(cutmix_alpha=-1.)
-    with pytest.raises(ValueError, match='N, C, H, W'):
-        aug(torch.rand(4, 3, 8), torch.rand(4, 2))
+def _f0_flow(tmp_path, monkeypatch, augment_before_mix):
+    """The configured F0 training dataset on two classes of grey PNGs.
+
+    Class 0 is grey level A, class 1 grey level B, both 60 x 80; RandAugment
+    is the configured NFRandAugment(4 x 5) but always draws Rotate (+-15 deg).
+    """
+    for label, level in enumerate((A, B)):
+        for k in range(8):
+            mmcv.imwrite(np.full((60, 80, 3), level, np.uint8),
+                         str(tmp_path / f'c{label}' / f'{k}.png'))
+    cfg = Config.fromfile(F0).train_dataloader.dataset
+    assert cfg.type == 'MixupCutMixDataset' and cfg.partners == 'distinct'
+    assert not cfg.augment_before_mix
+    cfg.dataset = dict(type='CustomDataset', data_root=str(tmp_path),
+                       pipeline=cfg.dataset.pipeline)
+    cfg.augment_before_mix = augment_before_mix
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        ds = DATASETS.build(cfg)
+    ds.full_init()
+    ra = ds.augment.transforms[0]
+    assert type(ra).__name__ == 'NFRandAugment' and ra.magnitude == 5
+    rotate = [p['type'] for p in ra.policies].index('Rotate')
+    monkeypatch.setattr(ra, 'random_policy_indices', lambda: [rotate] * 4)
+    return ds
 
 
-def test_first_half_mixup_second_half_cutmix():
-    torch.manual_seed(0)
+def _cutmix_two_classes(batch):
+    """CutMix rows of two classes with a mid-sized box.
+
+    Returns (first, second, mix_box): masks of the pixels showing the first
+    image (the box's) and the second image (grey A is class 0, B class 1).
+    """
+    rows = []
+    for out in batch:
+        s = out['data_samples']
+        img = out['inputs'][0].numpy()
+        if s.mix_mode == 'cutmix' and s.gt_score.min() > 0 and \
+                0.15 < s.mix_ratio < 0.6:
+            a, b = img < 90, img > 160
+            first, second = (a, b) if s.gt_label.item() == 0 else (b, a)
+            rows.append((first, second, s.mix_box))
+    return rows
+
+
+def _agrees_with_box(first, second, box):
+    """The first image only inside the axis-aligned box, the second outside."""
+    y1, y2, x1, x2 = box
+    inside = np.zeros(first.shape, bool)
+    inside[y1:y2, x1:x2] = True
+    return not (first & ~inside).any() and not (second & inside).any()
+
+
+def _is_rectangle(region):
+    ys, xs = np.nonzero(region)
+    box = region[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    return box.mean() > 0.98
+
+
+@pytest.mark.parametrize('before', [False, True])
+def test_f0_flow_randaugment_acts_on_the_mixed_images(tmp_path, monkeypatch,
+                                                      before):
+    ds = _f0_flow(tmp_path, monkeypatch, augment_before_mix=before)
     np.random.seed(0)
-    aug = HalfMixupHalfCutMix(mixup_alpha=1.0, cutmix_alpha=1.0)
-    x, y = _batch()
-    out, score = aug(x.clone(), y.clone())
-    assert out.shape == x.shape and score.shape == y.shape
-    half = N // 2
-    for i in range(half):
-        # MixUp row: a convex combination of its own image and a partner
-        # from the first half, with the same ratio for the soft label
-        got = _explain_mixup_row(out[i], x[:half])
-        assert got is not None, f'row {i} is not a MixUp of first-half rows'
-        j, k, lam = got
-        if lam < 0.5:  # the explanation is symmetric in (j, k)
-            j, k, lam = k, j, 1 - lam
-        assert 0. <= lam <= 1.
-        assert i in (j, k)
-        # not a CutMix row: pixels are blends, not copies
-        if 0.01 < lam < 0.99:
-            assert _cutmix_partner(out[i], x, i) is None
-        own = lam if j == i else 1 - lam
-        other = k if j == i else j
-        exp = own * y[i] + (1 - own) * y[other]
-        assert torch.allclose(score[i], exp, atol=1e-4)
-    for i in range(half, N):
-        # CutMix row: every pixel comes from its own image or a partner in
-        # the second half; label weights = pixel fractions
-        got = _cutmix_partner(out[i], x[half:], i - half)
-        assert got is not None, f'row {i} is not a CutMix of second-half rows'
-        k, own_mask = got
-        lam = own_mask.float().mean()
-        exp = lam * y[i] + (1 - lam) * y[k + half]
-        assert torch.allclose(score[i], exp, atol=1e-6)
-        # the pasted region is one axis-aligned box
-        ys, xs = torch.nonzero(~own_mask, as_tuple=True)
-        if len(ys):
-            box = torch.zeros_like(own_mask)
-            box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
-            assert torch.equal(box, ~own_mask)
-    # soft labels sum to 1
-    assert torch.allclose(score.sum(1), torch.ones(N))
+    rows = []
+    for _ in range(2):
+        batch = ds.__getitems__(list(range(16)))
+        # exactly half MixUp (first) and half CutMix (second)
+        assert [o['data_samples'].mix_mode for o in batch] == \
+            ['mixup'] * 8 + ['cutmix'] * 8
+        for out in batch:
+            s = out['data_samples']
+            assert tuple(out['inputs'].shape) == (3, 192, 192)
+            score = s.gt_score.numpy()
+            assert score.sum() == pytest.approx(1.)
+            # the label weight: the MixUp ratio, or the box's area fraction
+            if s.mix_mode == 'cutmix':
+                y1, y2, x1, x2 = s.mix_box
+                assert s.mix_ratio == (y2 - y1) * (x2 - x1) / 192**2
+            assert score[s.gt_label.item()] >= s.mix_ratio - 1e-6
+        rows += _cutmix_two_classes(batch)
+    assert len(rows) >= 3
+    for first, second, box in rows:
+        if before:
+            # mixed after the rotation: the box's edges stay axis-aligned
+            assert _agrees_with_box(first, second, box)
+        else:
+            # rotated after mixing: the box's edges moved and turned
+            assert not _agrees_with_box(first, second, box)
+            assert not _is_rectangle(first)
 
 
-def test_partners_are_a_derangement_within_halves():
-    for n in range(2, 9):
-        for _ in range(20):
-            p = HalfMixupHalfCutMix.partners(n)
-            assert sorted(p.tolist()) == list(range(n))
-            assert (p != torch.arange(n)).all()
+def _reference_cutmix_mask(h, w):
+    """DeepMind's cutmix_padding, written plainly (same draws, same order)."""
+    r_x = np.random.randint(0, w)
+    r_y = np.random.randint(0, h)
+    proportion = np.random.rand()
+    ratio = np.sqrt(1 - proportion)
+    r_w, r_h = int(ratio * w), int(ratio * h)
+    x1, y1 = min(max(r_x - r_w // 2, 0), w), min(max(r_y - r_h // 2, 0), h)
+    x2, y2 = min(max(r_x + r_w // 2, 0), w), min(max(r_y + r_h // 2, 0), h)
+    mask = np.zeros((h, w, 1))
+    mask[y1:y2, x1:x2] = 1.
+    return mask
 
 
-def test_mixup_ratio_distribution_follows_alpha():
-    np.random.seed(1)
-    torch.manual_seed(1)
-    aug = HalfMixupHalfCutMix(mixup_alpha=0.2)
-    x = torch.rand(400, 1, 2, 2)
-    y = F.one_hot(torch.arange(400) % 4, 4).float()
-    _, _, lam = aug.mixup(x, y)
-    # Beta(0.2, 0.2) is U-shaped: most ratios near 0 or 1; mean 0.5
-    assert ((lam < 0.1) | (lam > 0.9)).float().mean() > 0.5
-    assert abs(lam.mean().item() - 0.5) < 0.08
-    _, _, lam_c = HalfMixupHalfCutMix().cutmix(
-        torch.rand(400, 1, 32, 32), y)
-    # uniform area (Beta(1, 1)): kept fraction spread over [0, 1]
-    assert 0.35 < lam_c.mean().item() < 0.75
-    assert (lam_c < 0.3).any() and (lam_c > 0.9).any()
+def test_mix_matches_the_reference_formulas():
+    ds = MixupCutMixDataset(_Constant([0], [0]), num_classes=3)
+    rng = np.random.RandomState(1)
+    for seed in range(20):
+        a = dict(img=rng.randint(0, 256, (9, 13, 3)).astype(np.uint8),
+                 gt_label=0)
+        b = dict(img=rng.randint(0, 256, (9, 13, 3)).astype(np.uint8),
+                 gt_label=2)
+        np.random.seed(seed)
+        cut = ds._mix(a, b, cutmix=True)
+        np.random.seed(seed)
+        mask = _reference_cutmix_mask(9, 13)
+        expected = mask * a['img'] + (1 - mask) * b['img']
+        np.testing.assert_array_equal(cut['img'], expected.astype(np.uint8))
+        ratio = mask.mean()
+        np.testing.assert_allclose(cut['gt_score'], [ratio, 0, 1 - ratio],
+                                   atol=1e-6)
+
+        np.random.seed(seed)
+        mix = ds._mix(a, b, cutmix=False)
+        np.random.seed(seed)
+        r = np.random.beta(0.2, 0.2)
+        expected = np.clip(r * a['img'] + (1 - r) * b['img'].astype(float),
+                           0, 255).astype(np.uint8)
+        assert np.abs(mix['img'].astype(int) - expected).max() <= 1
+        np.testing.assert_allclose(mix['gt_score'], [r, 0, 1 - r], atol=1e-6)
 
 
-def test_applied_to_every_batch_through_preprocessor():
-    pre = ClsDataPreprocessor(
-        num_classes=K,
-        batch_augments=dict(augments=[dict(type='HalfMixupHalfCutMix')]))
-    for seed in range(5):
-        x, _ = _batch(seed)
-        samples = [DataSample().set_gt_label(i % K) for i in range(N)]
-        out = pre(dict(inputs=list((x * 255).to(torch.uint8)),
-                       data_samples=samples), training=True)
-        scores = torch.stack([s.gt_score for s in out['data_samples']])
-        # every batch is mixed: no row of the second half keeps a one-hot
-        # label unless its box was empty, and all rows sum to 1
-        assert torch.allclose(scores.sum(1), torch.ones(N), atol=1e-5)
-        assert (scores.max(1).values < 1).sum() >= N // 2 - 1
+def test_mixup_ratios_follow_beta_02():
+    scipy_stats = pytest.importorskip('scipy.stats')
+    ds = MixupCutMixDataset(_Constant([0], [0]), num_classes=2)
+    img = dict(img=np.zeros((2, 2, 3), np.uint8), gt_label=0)
+    np.random.seed(0)
+    ratios = [ds._mix(img, img, cutmix=False)['mix_info']['mix_ratio']
+              for _ in range(2000)]
+    assert scipy_stats.kstest(ratios, 'beta', args=(0.2, 0.2)).pvalue > 1e-3
+
+
+@pytest.mark.parametrize('partners', ['distinct', 'batch'])
+def test_partners(partners):
+    n = 40
+    data = _Constant(list(range(n)), list(range(n)))
+    ds = MixupCutMixDataset(data, partners=partners)
+    np.random.seed(0)
+    batch = ds.__getitems__(list(range(8)))
+    # 'distinct' reads a second image per row; 'batch' reuses the batch
+    assert len(data.reads) == (16 if partners == 'distinct' else 8)
+    seconds = []
+    for i, out in enumerate(batch):
+        score = out['data_samples'].gt_score.numpy()
+        assert out['data_samples'].gt_label.item() == i
+        others = [k for k in np.flatnonzero(score) if k != i]
+        assert len(others) == 1, 'never mixed with itself'
+        seconds.append(others[0])
+    if partners == 'batch':
+        assert sorted(seconds) == list(range(8))  # a derangement of the batch
+    else:
+        assert set(seconds) == set(data.reads[8:])
+
+
+@pytest.mark.parametrize('before', [False, True])
+def test_order_and_mix_prob(before):
+    data = _Constant([A, B, A, B], [0, 1, 0, 1])
+    ds = MixupCutMixDataset(
+        data, augment=[dict(type='_SeenBy')], augment_before_mix=before)
+    _SeenBy.seen.clear()
+    ds.__getitems__([0, 1, 2, 3])
+    # after the mix the augment sees the soft labels; before, the sources
+    assert len(_SeenBy.seen) == (8 if before else 4)
+    assert all(('gt_score' in r) != before for r in _SeenBy.seen)
+
+    ds.mix_prob = 0.
+    out = ds.__getitems__([0, 1])
+    assert 'gt_score' not in out[0]['data_samples']
+    assert out[1]['data_samples'].gt_label.item() == 1
+
+
+def test_bad_arguments():
+    data = _Constant([A, B], [0, 1])
+    with pytest.raises(ValueError, match='partners'):
+        MixupCutMixDataset(data, partners='pairs')
+    with pytest.raises(ValueError, match='mix_prob'):
+        MixupCutMixDataset(data, mix_prob=1.5)
+    data.metainfo = {}
+    with pytest.raises(ValueError, match='num_classes'):
+        MixupCutMixDataset(data)
+    ds = MixupCutMixDataset(data, num_classes=2)
+    with pytest.raises(ValueError, match='fixed-size crop'):
+        ds._mix(dict(img=np.zeros((4, 4, 3), np.uint8), gt_label=0),
+                dict(img=np.zeros((4, 5, 3), np.uint8), gt_label=1), True)

@@ -65,10 +65,12 @@ def _load(rel):
 class _RecipeTinyFakeDataset(BaseDataset):
     """Random 32 px RGB images (already at network size)."""
 
-    def __init__(self, num=4, num_classes=10, size=32, **kwargs):
+    def __init__(self, num=4, num_classes=10, size=32,
+                 pipeline=(dict(type='PackInputs'), ), **kwargs):
         self.num, self.num_classes, self.size = num, num_classes, size
         super().__init__(
-            pipeline=[dict(type='PackInputs')], serialize_data=False,
+            pipeline=pipeline, serialize_data=False,
+            metainfo=dict(classes=[str(c) for c in range(num_classes)]),
             **kwargs)
 
     def load_data_list(self):
@@ -114,8 +116,16 @@ def _sample_for(pipeline, tmp_path):
                 gt_label=1)
 
 
+def _pipeline(dataset):
+    """The transforms a sample goes through (mixing wrapper: minus the mix)."""
+    if dataset.type == 'MixupCutMixDataset':
+        return (dataset.dataset.pipeline + list(dataset.get('augment', [])) +
+                [dataset.get('pack', dict(type='PackInputs'))])
+    return dataset.pipeline
+
+
 def _run_pipeline(cfg, loader, tmp_path):
-    pipeline = cfg[loader].dataset.pipeline
+    pipeline = _pipeline(cfg[loader].dataset)
     # the Runner builds pipelines in the config's default scope
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         transforms = Compose([TRANSFORMS.build(t) for t in pipeline])
@@ -154,11 +164,14 @@ def test_config_trains_two_iterations(rel, tmp_path, fast_runner):
     cfg.optim_wrapper = _cpu_optim_wrapper(cfg.optim_wrapper)
     cfg.pop('model_wrapper_cfg', None)  # DDP wrappers: not distributed here
     num_classes = cfg.model.head.num_classes
+    # three iterations: a warm-up of the shortest length (2) and a cosine
+    fake = dict(type='_RecipeTinyFakeDataset', num=12, num_classes=num_classes)
+    dataset = cfg.train_dataloader.dataset
+    if dataset.type == 'MixupCutMixDataset':  # keep the configured mixing
+        dataset.dataset = dict(fake, pipeline=[])
+        fake = dataset
     cfg.train_dataloader = dict(
-        batch_size=4, num_workers=0,
-        # three iterations: a warm-up of the shortest length (2) and a cosine
-        dataset=dict(type='_RecipeTinyFakeDataset', num=12,
-                     num_classes=num_classes),
+        batch_size=4, num_workers=0, dataset=fake,
         sampler=dict(type='DefaultSampler', shuffle=False))
     by_epoch = cfg.train_cfg.get('by_epoch', True)
     if by_epoch:
@@ -218,21 +231,30 @@ def test_imagenet_configs_carry_paper_values(rel, tmp_path):
     v = _variant(rel)
     train_px, test_px, magnitude, dropout = PAPER[v]
 
-    # data: inception crop, flip, RandAugment 4 x M, bicubic test resize
-    train = cfg.train_dataloader.dataset.pipeline
+    # data: inception crop, flip, half MixUp / half CutMix of distinct
+    # images, then RandAugment 4 x M on the mixed images
+    mix = cfg.train_dataloader.dataset
+    assert mix.type == 'MixupCutMixDataset' and mix.mixup_alpha == 0.2
+    assert mix.partners == 'distinct' and not mix.augment_before_mix
+    assert mix.get('mix_prob', 1.) == 1.
+    train = mix.dataset.pipeline
     crop = _by_type(train, 'RandomResizedCrop')
     assert crop['scale'] == train_px
     assert tuple(crop['crop_ratio_range']) == (0.08, 1.0)
     assert tuple(crop['aspect_ratio_range']) == pytest.approx((3 / 4, 4 / 3))
     assert crop['interpolation'] == 'bicubic'
     assert _by_type(train, 'RandomFlip')['prob'] == 0.5
-    ra = _by_type(train, 'NFRandAugment')
-    assert ra['num_layers'] == 4 and ra['magnitude'] == magnitude
+    assert train[-1]['type'] == 'RandomFlip'  # nothing after the crop+flip
+    (ra, ) = mix.augment
+    assert ra == dict(type='NFRandAugment', num_layers=4, magnitude=magnitude)
+    # evaluation: DeepMind's resize_crop_32, a square bicubic resize
     test = cfg.test_dataloader.dataset.pipeline
-    resize = _by_type(test, 'ResizeEdge')
-    assert resize['scale'] == test_px + 32 and resize['edge'] == 'short'
-    assert resize['interpolation'] == 'bicubic'
-    assert _by_type(test, 'CenterCrop')['crop_size'] == test_px
+    assert [t['type'] for t in test] == [
+        'LoadImageFromFile', 'Resize', 'CenterCrop', 'PackInputs']
+    assert test[1] == dict(type='Resize', scale=(test_px + 32, test_px + 32),
+                           keep_ratio=False, backend='pillow',
+                           interpolation='bicubic')
+    assert test[2]['crop_size'] == test_px
     assert cfg.test_dataloader.dataset.data_root == 'data/imagenet'
     # realised sizes
     assert _run_pipeline(cfg, 'train_dataloader', tmp_path).shape[-1] == \
@@ -247,9 +269,7 @@ def test_imagenet_configs_carry_paper_values(rel, tmp_path):
     assert m.head.in_channels == 3072 and m.head.num_classes == 1000
     assert m.head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1,
                                mode='original')
-    assert m.train_cfg.augments == [
-        dict(type='HalfMixupHalfCutMix', mixup_alpha=0.2, cutmix_alpha=1.0)
-    ]
+    assert 'train_cfg' not in m  # no batch augments on the model side
 
     # optimizer: lr = 0.1 x total batch / 256, Nesterov 0.9, wd 2e-5
     gpus, per_gpu = map(int, re.search(r'_(\d+)xb(\d+)_', rel).groups())
@@ -290,10 +310,39 @@ def test_imagenet_configs_carry_paper_values(rel, tmp_path):
     assert ema[0]['evaluate_on_ema']
 
 
+def _reference_resize_crop_32(img, test_px):
+    """DeepMind's resize_crop_32 written plainly (PIL's bicubic for TF's)."""
+    from PIL import Image
+    size = test_px + 32  # crop_pct > 1 is read as padding pixels
+    square = np.asarray(
+        Image.fromarray(img).resize((size, size), Image.BICUBIC))
+    offset = ((size - test_px) + 1) // 2
+    return square[offset:offset + test_px, offset:offset + test_px]
+
+
+@pytest.mark.parametrize('variant', sorted(PAPER))
+def test_eval_preprocessing_is_the_references(variant, tmp_path):
+    cfg = _load(f'nfnet/nfnet-{variant}_8xb128_in1k.py')
+    test_px = PAPER[variant][1]
+    rng = np.random.RandomState(0)
+    # a non-square image: the aspect ratio is not kept
+    img = rng.randint(0, 256, (300, 500, 3), dtype=np.uint8)
+    path = str(tmp_path / 'wide.png')
+    mmcv.imwrite(img, path)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        pipeline = Compose([TRANSFORMS.build(t)
+                            for t in cfg.test_dataloader.dataset.pipeline])
+    ours = pipeline(dict(img_path=path))['inputs'].permute(1, 2, 0).numpy()
+    expected = _reference_resize_crop_32(mmcv.imread(path), test_px)
+    np.testing.assert_array_equal(ours, expected)
+
+
 def _realised_groups(cfg):
     model = MODELS.build(_tiny_model_cfg(cfg))
-    wrapper = build_optim_wrapper(model,
-                                  _cpu_optim_wrapper(cfg.optim_wrapper))
+    # as the Runner does: our wrappers live in MMPretrain's scope
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        wrapper = build_optim_wrapper(
+            model, _cpu_optim_wrapper(cfg.optim_wrapper))
     names = {id(p): n for n, p in model.named_parameters()}
     decay = {}
     for group in wrapper.optimizer.param_groups:

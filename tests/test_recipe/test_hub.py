@@ -73,7 +73,7 @@ def test_f0_name_builds_the_paper_model_and_loads_local_weights(tmp_path):
     torch.testing.assert_close(model.head.fc.bias, head['head.fc.bias'])
     # the F0 test protocol comes with the name
     test_pipeline = model._config.test_dataloader.dataset.pipeline
-    assert [t['type'] for t in test_pipeline][1:3] == ['ResizeEdge',
+    assert [t['type'] for t in test_pipeline][1:3] == ['Resize',
                                                        'CenterCrop']
     assert test_pipeline[2]['crop_size'] == 256
     inferencer = ImageClassificationInferencer(model)

@@ -1,5 +1,5 @@
-# ImageNet for NFNet-F0: train at 192 px with RandAugment 4 x 5,
-# test at 256 px (bicubic resize to 256 + 32, centre crop 256).
+# ImageNet for NFNet-F0: train at 192 px with RandAugment 4 x 5 on the mixed
+# images, test at 256 px (bicubic squash resize to (256 + 32)^2, centre crop 256).
 dataset_type = 'ImageNet'
 data_root = 'data/imagenet'
 train_px = 192
@@ -23,17 +23,18 @@ train_pipeline = [
         backend='pillow',
         interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    # DeepMind's RandAugment, per image, before the batch mixing
-    dict(type='NFRandAugment', num_layers=4, magnitude=5),
-    dict(type='PackInputs'),
 ]
+# DeepMind's RandAugment, on each mixed image (the reference's
+# augment_before_mix=False)
+train_augment = [dict(type='NFRandAugment', num_layers=4, magnitude=5)]
 
 test_pipeline = [
     dict(type='LoadImageFromFile'),
+    # DeepMind's resize_crop_32: the whole image squashed to a square
     dict(
-        type='ResizeEdge',
-        scale=test_px + 32,
-        edge='short',
+        type='Resize',
+        scale=(test_px + 32, test_px + 32),
+        keep_ratio=False,
         backend='pillow',
         interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=test_px),
@@ -44,11 +45,19 @@ train_dataloader = dict(
     batch_size=128,
     num_workers=8,
     persistent_workers=True,
+    # MixUp on half of each batch and CutMix on the other half, each mixed
+    # image from two distinct images, then RandAugment and PackInputs
     dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        split='train',
-        pipeline=train_pipeline),
+        type='MixupCutMixDataset',
+        dataset=dict(
+            type=dataset_type,
+            data_root=data_root,
+            split='train',
+            pipeline=train_pipeline),
+        augment=train_augment,
+        mixup_alpha=0.2,
+        partners='distinct',
+        augment_before_mix=False),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
 

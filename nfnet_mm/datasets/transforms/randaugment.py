@@ -31,10 +31,10 @@ Cutout         square of side 2 int(40 m) pixels, fill 128  same side
 Notes on deviations: the reference's ``contrast`` blends towards
 ``num_pixels / 256`` (a known bug of the TF code) while MMCV blends towards
 the mean grey level; MMCV places the cutout square uniformly inside the image
-while the reference clips a square centred anywhere. In the NFNet recipe of
-this project RandAugment runs per image in the data pipeline, before the
-half-MixUp / half-CutMix batch augment (the reference's default
-``augment_before_mix=True``).
+while the reference clips a square centred anywhere. In the NFNet recipe
+RandAugment runs on each *mixed* image, after MixUp / CutMix (the NFNet
+experiment's ``augment_before_mix=False``): the configs give it to
+:class:`~nfnet_mm.datasets.MixupCutMixDataset` as ``augment``.
 """
 import math
 from typing import Optional

@@ -13,9 +13,5 @@ model = dict(
         # the (soft) mixed targets, as the reference does
         loss=dict(
             type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        topk=(1, 5)),
-    # MMPretrain moves train_cfg['augments'] into the data preprocessor's
-    # batch_augments; with a single augment it runs on every batch.
-    train_cfg=dict(augments=[
-        dict(type='HalfMixupHalfCutMix', mixup_alpha=0.2, cutmix_alpha=1.0)
-    ]))
+        topk=(1, 5)))
+# MixUp / CutMix run in the data loader (MixupCutMixDataset, datasets/ base)

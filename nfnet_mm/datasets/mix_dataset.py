@@ -1,0 +1,193 @@
+"""Half-MixUp / half-CutMix in the data loader, RandAugment on the mixed images.
+
+The NFNet reference (``deepmind-research/nfnets``, ``dataset.py`` with
+``experiment_nfnets.py``'s ``augment_before_mix=False``) builds each training
+batch of ``B`` images as follows:
+
+1. ``2 B`` examples are cropped (inception crop), flipped and resized.
+2. Quarter 1 is mixed with quarter 2 by MixUp (ratio ``r ~ Beta(0.2, 0.2)``)
+   and quarter 3 with quarter 4 by CutMix (a box of uniform area fraction
+   ``u``, side ratio ``sqrt(1 - u)``, centre uniform over the image, clipped
+   at the borders; the first image fills the box and ``r`` is the box's
+   area fraction). Label: ``r y_1 + (1 - r) y_2``.
+3. Each of the ``B`` mixed images is clipped, cast to uint8 and gets
+   RandAugment; label smoothing 0.1 is then applied to the mixed labels.
+
+:class:`MixupCutMixDataset` does the same inside the loader workers. PyTorch
+hands a whole batch of indices to ``__getitems__``, so rows ``[0, B // 2)``
+of every batch are MixUp and rows ``[B // 2, B)`` CutMix, exactly. The mixed
+uint8 image then goes through ``augment`` (``NFRandAugment``) and ``pack``
+(``PackInputs``); the soft label is packed as ``gt_score``, which
+MMPretrain's heads and ``LabelSmoothLoss(mode='original')`` consume (the
+smoothing is linear, so smoothing the mixed label equals the reference).
+Each packed sample keeps ``mix_mode``, ``mix_ratio`` and (CutMix)
+``mix_box = (y1, y2, x1, x2)`` in its metainfo.
+
+Options (the reference is the default):
+
+- ``partners='distinct'``: each image's partner is another example of the
+  dataset drawn uniformly at random (the reference takes it from its shuffled
+  stream), so a step reads ``2 B`` images. ``partners='batch'`` pairs the
+  images of the batch among themselves (a random derangement): ``B`` reads,
+  cheaper, each image used twice.
+- ``augment_before_mix=True`` is the old order (RandAugment on each image,
+  then the mix), for ablations.
+- ``mix_prob < 1`` mixes only that fraction of the batches (the demo's light
+  recipe); the other batches are augmented and packed unmixed.
+
+Deviations: the reference mixes TF's unclamped float bicubic output, here the
+uint8 output of the inner pipeline is mixed (then truncated to uint8 as the
+reference's cast does); partners are drawn with replacement rather than
+from a shuffle buffer.
+"""
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+from mmengine.dataset import Compose
+from mmpretrain.registry import DATASETS, TRANSFORMS
+
+__all__ = ['MixupCutMixDataset']
+
+
+@DATASETS.register_module()
+class MixupCutMixDataset:
+    """Mix pairs of images in the loader workers, then augment and pack them.
+
+    Args:
+        dataset (dict | Dataset): The source dataset; its pipeline must stop
+            before RandAugment and packing (it yields ``img`` as a uint8 HxWxC
+            array of a fixed size and ``gt_label``).
+        augment (Sequence[dict]): Transforms for each mixed image (or for each
+            source image if ``augment_before_mix``), e.g. ``NFRandAugment``.
+            Defaults to none.
+        pack (dict): The packing transform. Defaults to ``PackInputs``.
+        mixup_alpha (float): Beta parameter of the MixUp ratio.
+            Defaults to 0.2.
+        partners (str): ``'distinct'`` (the reference) or ``'batch'``.
+        augment_before_mix (bool): Run ``augment`` before mixing (the old
+            order). Defaults to False (the reference's NFNet setting).
+        mix_prob (float): Fraction of the batches that are mixed.
+            Defaults to 1.
+        num_classes (int, optional): Length of ``gt_score``. Defaults to the
+            number of ``classes`` in the dataset's metainfo.
+    """
+
+    def __init__(self,
+                 dataset: Union[dict, object],
+                 augment: Sequence[dict] = (),
+                 pack: dict = dict(type='PackInputs'),
+                 mixup_alpha: float = 0.2,
+                 partners: str = 'distinct',
+                 augment_before_mix: bool = False,
+                 mix_prob: float = 1.,
+                 num_classes: Optional[int] = None) -> None:
+        if partners not in ('distinct', 'batch'):
+            raise ValueError("MixupCutMixDataset: partners must be 'distinct' "
+                             f"or 'batch', got {partners!r}.")
+        if not mixup_alpha > 0 or not 0 <= mix_prob <= 1:
+            raise ValueError('MixupCutMixDataset: need mixup_alpha > 0 and '
+                             f'0 <= mix_prob <= 1, got {mixup_alpha!r} and '
+                             f'{mix_prob!r}.')
+        self.dataset = DATASETS.build(dataset) if isinstance(
+            dataset, dict) else dataset
+        if num_classes is None:
+            num_classes = len(self.dataset.metainfo.get('classes', ()))
+        if num_classes < 2:
+            raise ValueError('MixupCutMixDataset: the dataset has no '
+                             "metainfo 'classes'; pass num_classes.")
+        self.num_classes = num_classes
+        self.augment = Compose([TRANSFORMS.build(t) for t in augment])
+        self.pack = TRANSFORMS.build(pack)
+        self.mixup_alpha = float(mixup_alpha)
+        self.partners = partners
+        self.augment_before_mix = augment_before_mix
+        self.mix_prob = mix_prob
+
+    @property
+    def metainfo(self) -> dict:
+        """The source dataset's metainfo."""
+        return self.dataset.metainfo
+
+    def full_init(self) -> None:
+        """Fully initialise the source dataset."""
+        if hasattr(self.dataset, 'full_init'):
+            self.dataset.full_init()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict:
+        return self.__getitems__([idx])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> List[dict]:
+        """One batch: the first half MixUp, the second half CutMix."""
+        n = len(indices)
+        images = [self.dataset[i] for i in indices]
+        mix = np.random.rand() < self.mix_prob and (
+            self.partners == 'distinct' or n > 1)
+        if self.augment_before_mix or not mix:
+            images = [self.augment(r) for r in images]
+        if not mix:
+            return [self.pack(r) for r in images]
+        if self.partners == 'distinct':
+            others = [self._other(i) for i in indices]
+            seconds = [self.dataset[j] for j in others]
+            if self.augment_before_mix:
+                seconds = [self.augment(r) for r in seconds]
+        else:
+            order = np.random.permutation(n)
+            partner = np.empty(n, dtype=np.int64)
+            partner[order] = np.roll(order, -1)
+            seconds = [images[j] for j in partner]
+        out = []
+        for k, (first, second) in enumerate(zip(images, seconds)):
+            mixed = self._mix(first, second, cutmix=k >= n // 2)
+            if not self.augment_before_mix:
+                mixed = self.augment(mixed)
+            packed = self.pack(mixed)
+            packed['data_samples'].set_metainfo(mixed['mix_info'])
+            out.append(packed)
+        return out
+
+    def _other(self, idx: int) -> int:
+        """A uniformly random index other than ``idx``."""
+        j = np.random.randint(len(self.dataset) - 1)
+        return j + (j >= idx)
+
+    def _mix(self, first: dict, second: dict, cutmix: bool) -> dict:
+        """Mix two results dicts into a new one with ``gt_score``."""
+        a, b = first['img'], second['img']
+        if a.shape != b.shape:
+            raise ValueError('MixupCutMixDataset: images to mix must have one '
+                             f'size, got {a.shape} and {b.shape}; end the '
+                             "dataset's pipeline with a fixed-size crop.")
+        h, w = a.shape[:2]
+        if cutmix:
+            # DeepMind's cutmix_padding: uniform area, uniform centre
+            cx, cy = np.random.randint(w), np.random.randint(h)
+            side = np.sqrt(1. - np.random.rand())
+            cut_w, cut_h = int(side * w), int(side * h)
+            x1, x2 = np.clip([cx - cut_w // 2, cx + cut_w // 2], 0, w)
+            y1, y2 = np.clip([cy - cut_h // 2, cy + cut_h // 2], 0, h)
+            img = b.copy()
+            img[y1:y2, x1:x2] = a[y1:y2, x1:x2]
+            ratio = (y2 - y1) * (x2 - x1) / (h * w)
+            info = dict(mix_mode='cutmix',
+                        mix_box=tuple(int(v) for v in (y1, y2, x1, x2)))
+        else:
+            ratio = np.random.beta(self.mixup_alpha, self.mixup_alpha)
+            blend = ratio * a.astype(np.float32) + (1 - ratio) * b
+            # clip, then truncate as TF's cast to uint8 does
+            img = np.clip(blend, 0, 255).astype(np.uint8)
+            info = dict(mix_mode='mixup')
+        info['mix_ratio'] = float(ratio)
+        score = np.zeros(self.num_classes, dtype=np.float32)
+        score[int(first['gt_label'])] += ratio
+        score[int(second['gt_label'])] += 1 - ratio
+        return dict(first, img=img, gt_score=score, mix_info=info)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(partners={self.partners!r}, '
+                f'augment_before_mix={self.augment_before_mix}, '
+                f'mixup_alpha={self.mixup_alpha}, mix_prob={self.mix_prob}, '
+                f'augment={self.augment})')
