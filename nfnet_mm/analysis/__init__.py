@@ -1,0 +1,1 @@
+"""Experiments that reproduce the paper's claims (not imported by ``nfnet_mm``)."""

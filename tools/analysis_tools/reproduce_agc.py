@@ -1,0 +1,41 @@
+"""Reproduce the paper's Figure 2 (AGC and batch size) at small scale on Fashion-MNIST.
+
+Trains the ``bn``, ``nf`` and ``nf_agc`` arms of
+:mod:`nfnet_mm.analysis.agc_reproduction` over batch sizes and clipping thresholds,
+writes ``results.json`` (resumable: finished runs are kept and skipped) and the PNG
+plots into ``--out``. See docs/reproduction.md.
+
+Examples::
+
+    # the full sweep of docs/reproduction.md (about 25-45 min on 2 CPU cores)
+    nice -n 5 python tools/analysis_tools/reproduce_agc.py --out docs/reproduction
+    # CI smoke run: tiny subsets, 2 batch sizes, 1 epoch (under a minute)
+    python tools/analysis_tools/reproduce_agc.py --quick --out work_dirs/agc_quick
+"""
+import argparse
+
+from nfnet_mm.analysis.agc_reproduction import FULL, QUICK, plot_results, run_sweep
+from nfnet_mm.datasets.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--out', default='docs/reproduction',
+                        help='folder of results.json and the plots')
+    parser.add_argument('--quick', action='store_true',
+                        help='tiny subsets, 2 batch sizes, 1 epoch (CI smoke run)')
+    parser.add_argument('--data-root', default=DEFAULT_FASHION_MNIST_ROOT)
+    parser.add_argument('--threads', type=int, default=2, help='torch threads')
+    parser.add_argument('--plots-only', action='store_true',
+                        help='redraw the plots from results.json without training')
+    args = parser.parse_args()
+    setup = dict(QUICK if args.quick else FULL, data_root=args.data_root,
+                 threads=args.threads)
+    if not args.plots_only:
+        run_sweep(setup, args.out)
+    for path in plot_results(args.out):
+        print('wrote', path)
+
+
+if __name__ == '__main__':
+    main()
