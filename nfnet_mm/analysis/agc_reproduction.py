@@ -45,10 +45,10 @@ from nfnet_mm.models.layers.ws_conv import ScaledWSConv2d
 __all__ = ['ARCH', 'FULL', 'QUICK', 'plan_runs', 'build_model', 'to_batchnorm',
            'run_sweep', 'plot_results']
 
-#: The network of every arm: 14 x 14 input, stages at 14, 7 and 4 px, 26k parameters.
+#: The network of every arm: 14 x 14 input, stages at 7, 4 and 4 px, 26k parameters.
 ARCH = dict(depths=[1, 1, 1], widths=[16, 32, 64], group_width=8, bottleneck_ratio=0.5,
             se_ratio=0.5, alpha=0.2, stem_widths=[16], stem_strides=[1],
-            strides=[1, 2, 2], final_expansion=1)
+            strides=[2, 2, 1], final_expansion=1)
 #: The full sweep (docs/reproduction.md) and the CI smoke sweep.
 FULL = dict(img_size=14, epochs=2, warmup_epochs=0.5, train_size=None, test_size=None,
             batch_sizes=[256, 1024, 4096], clippings=[0.01, 0.04, 0.16], lr_scales=[4])
@@ -226,6 +226,7 @@ def run_sweep(setup: dict, out_dir: str) -> dict:
             raise ValueError(f'{path} holds a sweep with another setup '
                              f"({data.get('setup')}); use another --out directory or "
                              'delete the file to start over.')
+    threads = torch.get_num_threads()
     torch.set_num_threads(setup['threads'])
     runs, sweep_start = plan_runs(setup), time.perf_counter()
     done = {r['name'] for r in data['runs']}
@@ -241,6 +242,7 @@ def run_sweep(setup: dict, out_dir: str) -> dict:
             print(f'[{i}/{len(runs)}] {run["name"]}: top-1 {result["top1"]:.2f}%, '
                   f'diverged {result["diverged"]}, {result["seconds"]:.0f} s '
                   f'(sweep {time.perf_counter() - sweep_start:.0f} s)', flush=True)
+    torch.set_num_threads(threads)
     return data
 
 
@@ -276,7 +278,7 @@ def plot_results(out_dir: str) -> List[str]:
     base = [r for r in runs if r['lr_scale'] == 1 and not r['clip_head']]
     main = {arm: sorted((r for r in base if r['arm'] == arm and r['clipping'] in (None, lam)),
                         key=lambda r: r['batch_size']) for arm in _STYLE}
-    sched = (f"{setup['epochs']} epochs at every batch size, {setup['img_size']} px, "
+    sched = (f"{setup['epochs']} epoch(s) at every batch size, {setup['img_size']} px, "
              f'lr = 0.1 B/256, Nesterov SGD, warm-up + cosine; one seed; x = diverged. ')
     paths = []
 
@@ -319,8 +321,9 @@ def plot_results(out_dir: str) -> List[str]:
 
     fig3, ax3 = _figure('Paper: at large batch and learning rate, unclipped NF networks '
                         'become unstable (loss spikes or divergence) while AGC and batch '
-                        'norm train smoothly. Solid: lr = 0.1 B/256; dashed: lr multiplied '
-                        f'by {setup["lr_scales"]}. A cross marks a non-finite loss. '
+                        'norm train smoothly. Solid: lr = 0.1 B/256; dashed: lr x '
+                        f'{", ".join(map(str, setup["lr_scales"]))}. A cross marks a '
+                        'non-finite loss. '
                         f'Batch {big}. ' + sched)
     for r in runs:
         if r['batch_size'] != big or r['clip_head'] or r['clipping'] not in (None, lam):
@@ -335,6 +338,8 @@ def plot_results(out_dir: str) -> List[str]:
             ax3.plot(len(losses), finite[-1] if finite else 1., 'x', color=color, ms=12)
     ax3.set(yscale='log', xlabel='iteration', ylabel='training loss (cross-entropy)',
             title=f'Fashion-MNIST, batch {big}: training loss')
+    ax3.yaxis.set_major_formatter('{x:g}')
+    ax3.yaxis.set_minor_formatter('{x:g}')
     ax3.legend(fontsize=8)
     paths.append(osp.join(out_dir, 'train_loss_batch_{}.png'.format(big)))
     for figure, path in zip((fig, fig2, fig3), paths):
