@@ -25,13 +25,14 @@ architecture dict:
 A run diverged if a training loss was not finite (training stops there) or its test
 top-1 is below 20% (chance is 10%).
 """
+import fcntl
 import json
 import math
 import os
 import os.path as osp
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
@@ -203,47 +204,61 @@ def train_one(run: dict, setup: dict, work_root: str) -> dict:
                 train_loss=[None if v is None else round(v, 5) for v in recorder.losses])
 
 
-def _save(path: str, data: dict) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+def _load(path: str, setup: dict) -> dict:
+    if not osp.isfile(path):
+        return dict(setup=setup, arch=ARCH, runs=[])
+    with open(path) as f:
+        data = json.load(f)
+    if data.get('setup') != setup or data.get('arch') != ARCH:
+        raise ValueError(f'{path} holds a sweep with another setup '
+                         f"({data.get('setup')}); use another --out directory or "
+                         'delete the file to start over.')
+    return data
 
 
-def run_sweep(setup: dict, out_dir: str) -> dict:
-    """Run every planned run missing from ``out_dir/results.json``; save after each.
+def _add_result(path: str, setup: dict, result: dict) -> None:
+    """Merge one run into the file (locked: shards may run at the same time)."""
+    order = [run['name'] for run in plan_runs(setup)]
+    with open(path + '.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = _load(path, setup)
+        data['runs'] = sorted([r for r in data['runs'] if r['name'] != result['name']]
+                              + [result], key=lambda r: order.index(r['name']))
+        with open(path + '.tmp', 'w') as f:
+            json.dump(data, f, indent=1)
+        os.replace(path + '.tmp', path)
+
+
+def run_sweep(setup: dict, out_dir: str, shard: Tuple[int, int] = (0, 1)) -> None:
+    """Run the planned runs missing from ``out_dir/results.json``; save after each.
+
+    ``shard=(k, n)`` takes only every ``n``-th run from the ``k``-th: ``n`` processes
+    (one thread each) share a sweep and one file.
 
     Raises:
         ValueError: If the file holds results of a different setup.
     """
     os.makedirs(out_dir, exist_ok=True)
     path = osp.join(out_dir, 'results.json')
-    data = dict(setup=setup, arch=ARCH, runs=[])
-    if osp.isfile(path):
-        with open(path) as f:
-            data = json.load(f)
-        if data.get('setup') != setup or data.get('arch') != ARCH:
-            raise ValueError(f'{path} holds a sweep with another setup '
-                             f"({data.get('setup')}); use another --out directory or "
-                             'delete the file to start over.')
+    done = {r['name'] for r in _load(path, setup)['runs']}
     threads = torch.get_num_threads()
     torch.set_num_threads(setup['threads'])
     runs, sweep_start = plan_runs(setup), time.perf_counter()
-    done = {r['name'] for r in data['runs']}
     with tempfile.TemporaryDirectory() as work_root:
         for i, run in enumerate(runs, 1):
+            tag = f'[{i}/{len(runs)}] {run["name"]}'
             if run['name'] in done:
-                print(f'[{i}/{len(runs)}] {run["name"]}: done, skipped', flush=True)
+                print(f'{tag}: done, skipped', flush=True)
                 continue
-            print(f'[{i}/{len(runs)}] {run["name"]}: lr {run["lr"]:g}', flush=True)
+            if (i - 1) % shard[1] != shard[0]:
+                continue
+            print(f'{tag}: lr {run["lr"]:g}', flush=True)
             result = train_one(run, setup, work_root)
-            data['runs'].append(result)
-            _save(path, data)
-            print(f'[{i}/{len(runs)}] {run["name"]}: top-1 {result["top1"]:.2f}%, '
-                  f'diverged {result["diverged"]}, {result["seconds"]:.0f} s '
-                  f'(sweep {time.perf_counter() - sweep_start:.0f} s)', flush=True)
+            _add_result(path, setup, result)
+            print(f'{tag}: top-1 {result["top1"]:.2f}%, diverged {result["diverged"]}, '
+                  f'{result["seconds"]:.0f} s (sweep {time.perf_counter() - sweep_start:.0f}'
+                  ' s)', flush=True)
     torch.set_num_threads(threads)
-    return data
 
 
 _STYLE = {'bn': ('tab:blue', 'BN-ResNet (batch norm, no clipping)'),

@@ -30,11 +30,17 @@ def main(argv=None) -> None:
                         'spends far less CPU time than two)')
     parser.add_argument('--plots-only', action='store_true',
                         help='redraw the plots from results.json without training')
+    parser.add_argument('--shard', default='0/1', metavar='K/N',
+                        help='run every N-th planned run from the K-th (N processes '
+                        'can share one sweep and --out)')
     args = parser.parse_args(argv)
+    shard = tuple(int(v) for v in args.shard.split('/'))
+    if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+        parser.error(f'--shard must be K/N with 0 <= K < N, got {args.shard!r}')
     setup = dict(QUICK if args.quick else FULL, data_root=args.data_root,
                  threads=args.threads)
     if not args.plots_only:
-        run_sweep(setup, args.out)
+        run_sweep(setup, args.out, shard)
     for path in plot_results(args.out):
         print('wrote', path)
 
