@@ -261,6 +261,7 @@ def run_sweep(setup: dict, out_dir: str, shard: Tuple[int, int] = (0, 1)) -> Non
     torch.set_num_threads(threads)
 
 
+_LOSS_CAP = 30.
 _STYLE = {'bn': ('tab:blue', 'BN-ResNet (batch norm, no clipping)'),
           'nf': ('tab:red', 'NF (scaled WS, no clipping)'),
           'nf_agc': ('tab:green', 'NF + AGC')}
@@ -337,24 +338,23 @@ def plot_results(out_dir: str) -> List[str]:
     fig3, ax3 = _figure('Paper: at large batch and learning rate, unclipped NF networks '
                         'become unstable (loss spikes or divergence) while AGC and batch '
                         'norm train smoothly. Solid: lr = 0.1 B/256; dashed: lr x '
-                        f'{", ".join(map(str, setup["lr_scales"]))}. A cross marks a '
-                        'non-finite loss. '
-                        f'Batch {big}. ' + sched)
+                        f'{", ".join(map(str, setup["lr_scales"]))}. Losses above '
+                        f'{_LOSS_CAP:g} are drawn at {_LOSS_CAP:g}; a cross marks a '
+                        f'non-finite loss (training stopped). Batch {big}. ' + sched)
     for r in runs:
         if r['batch_size'] != big or r['clip_head'] or r['clipping'] not in (None, lam):
             continue
         color, label = _STYLE[r['arm']]
-        losses = [math.nan if v is None else v for v in r['train_loss']]
-        ls = '-' if r['lr_scale'] == 1 else '--'
-        ax3.plot(range(1, len(losses) + 1), losses, ls, color=color,
-                 label=f"{label}, lr {r['lr']:g}")
+        losses = [_LOSS_CAP if v is None else min(v, _LOSS_CAP) for v in r['train_loss']]
+        ax3.plot(range(1, len(losses) + 1), losses, '-' if r['lr_scale'] == 1 else '--',
+                 color=color, label=f"{label}, lr {r['lr']:g}")
         if r['train_loss'] and r['train_loss'][-1] is None:
-            finite = [v for v in r['train_loss'] if v is not None]
-            ax3.plot(len(losses), finite[-1] if finite else 1., 'x', color=color, ms=12)
+            ax3.plot(len(losses), _LOSS_CAP, 'x', color=color, ms=12)
     ax3.set(yscale='log', xlabel='iteration', ylabel='training loss (cross-entropy)',
             title=f'Fashion-MNIST, batch {big}: training loss')
-    ax3.yaxis.set_major_formatter('{x:g}')
-    ax3.yaxis.set_minor_formatter('{x:g}')
+    ax3.set_yticks([0.2, 0.5, 1, 2, 5, 10, _LOSS_CAP], ['0.2', '0.5', '1', '2', '5', '10',
+                                                         f'{_LOSS_CAP:g}+'])
+    ax3.yaxis.set_minor_formatter('')
     ax3.legend(fontsize=8)
     paths.append(osp.join(out_dir, 'train_loss_batch_{}.png'.format(big)))
     for figure, path in zip((fig, fig2, fig3), paths):

@@ -34,8 +34,8 @@ def main(argv=None) -> None:
                         help='run every N-th planned run from the K-th (N processes '
                         'can share one sweep and --out)')
     args = parser.parse_args(argv)
-    shard = tuple(int(v) for v in args.shard.split('/'))
-    if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+    shard = tuple(int(v) for v in args.shard.split('/') if v.isdigit())
+    if len(shard) != 2 or not 0 <= shard[0] < shard[1] or args.shard.count('/') != 1:
         parser.error(f'--shard must be K/N with 0 <= K < N, got {args.shard!r}')
     setup = dict(QUICK if args.quick else FULL, data_root=args.data_root,
                  threads=args.threads)
