@@ -219,7 +219,8 @@ def _load(path: str, setup: dict) -> dict:
 def _add_result(path: str, setup: dict, result: dict) -> None:
     """Merge one run into the file (locked: shards may run at the same time)."""
     order = [run['name'] for run in plan_runs(setup)]
-    with open(path + '.lock', 'w') as lock:
+    lock = os.open(osp.dirname(path), os.O_RDONLY)  # the folder: no lock file
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = _load(path, setup)
         data['runs'] = sorted([r for r in data['runs'] if r['name'] != result['name']]
@@ -227,6 +228,8 @@ def _add_result(path: str, setup: dict, result: dict) -> None:
         with open(path + '.tmp', 'w') as f:
             json.dump(data, f, indent=1)
         os.replace(path + '.tmp', path)
+    finally:
+        os.close(lock)
 
 
 def run_sweep(setup: dict, out_dir: str, shard: Tuple[int, int] = (0, 1)) -> None:
@@ -239,7 +242,7 @@ def run_sweep(setup: dict, out_dir: str, shard: Tuple[int, int] = (0, 1)) -> Non
         ValueError: If the file holds results of a different setup.
     """
     os.makedirs(out_dir, exist_ok=True)
-    path = osp.join(out_dir, 'results.json')
+    path = osp.join(osp.abspath(out_dir), 'results.json')
     done = {r['name'] for r in _load(path, setup)['runs']}
     threads = torch.get_num_threads()
     torch.set_num_threads(setup['threads'])
