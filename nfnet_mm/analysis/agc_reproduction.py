@@ -63,8 +63,9 @@ def plan_runs(setup: dict) -> List[dict]:
 
     The three arms (nf_agc at the first lambda) at the largest batch and the middle
     ones; the lambda sweep and the final-layer ablation at the largest batch; the
-    three arms there with the learning rate multiplied by each ``lr_scales`` entry;
-    the three arms at the smallest batch (the slowest runs on a CPU).
+    three arms at the smallest batch (the slowest runs on a CPU); last, the three
+    arms at the largest batch with the learning rate multiplied by each ``lr_scales``
+    entry (the push for when the unclipped NF model does not fail at lr x 1).
     """
     sizes, lam = setup['batch_sizes'], setup['clippings'][0]
     big = sizes[-1]
@@ -77,7 +78,7 @@ def plan_runs(setup: dict) -> List[dict]:
     runs = arms(big) + [run for b in sizes[-2:0:-1] for run in arms(b)]
     runs += [dict(arm='nf_agc', batch_size=big, clipping=c) for c in setup['clippings'][1:]]
     runs.append(dict(arm='nf_agc', batch_size=big, clipping=lam, clip_head=True))
-    runs += [run for s in setup['lr_scales'] for run in arms(big, lr_scale=s)] + arms(sizes[0])
+    runs += arms(sizes[0]) + [run for s in setup['lr_scales'] for run in arms(big, lr_scale=s)]
     for run in runs:
         run.setdefault('clip_head', False)
         run.setdefault('lr_scale', 1)
