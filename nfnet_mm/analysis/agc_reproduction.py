@@ -113,7 +113,7 @@ def to_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_model(arm: str, setup: dict) -> nn.Module:
+def build_model(arm: str) -> nn.Module:
     """The classifier of one arm (``bn``, ``nf`` or ``nf_agc``)."""
     model = MODELS.build(dict(
         type='ImageClassifier',
@@ -167,7 +167,7 @@ def train_one(run: dict, setup: dict, work_root: str) -> dict:
            if run['arm'] == 'nf_agc' else None)
     recorder = _LossRecorder(run['name'])
     runner = Runner(
-        model=build_model(run['arm'], setup),
+        model=build_model(run['arm']),
         work_dir=osp.join(work_root, run['name']),
         experiment_name=f"{run['name']}_{time.time_ns()}",
         train_dataloader=_dataloader(setup, 'train', run['batch_size']),

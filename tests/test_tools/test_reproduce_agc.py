@@ -50,7 +50,7 @@ def test_full_plan_covers_the_issue():
 
 
 def test_bn_arm_differs_only_in_normaliser():
-    nf, bn = build_model('nf', QUICK), build_model('bn', QUICK)
+    nf, bn = build_model('nf'), build_model('bn')
     ws = [n for n, m in nf.named_modules() if isinstance(m, ScaledWSConv2d)]
     assert ws and not any(isinstance(m, ScaledWSConv2d) for m in bn.modules())
     bns = [n for n, m in bn.named_modules() if isinstance(m, nn.BatchNorm2d)]
