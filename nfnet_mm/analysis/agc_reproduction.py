@@ -313,6 +313,7 @@ def plot_results(out_dir: str) -> List[str]:
     ax.set(xscale='log', xlabel='batch size', ylabel='test top-1 (%)',
            title='Fashion-MNIST: top-1 against batch size')
     ax.set_xticks(setup['batch_sizes'], [str(b) for b in setup['batch_sizes']])
+    ax.xaxis.set_minor_formatter('')
     ax.legend()
     paths.append(osp.join(out_dir, 'top1_vs_batch_size.png'))
 
@@ -336,6 +337,8 @@ def plot_results(out_dir: str) -> List[str]:
                 ax2.axhline(r['top1'], ls='--', color=_STYLE[arm][0], label=_STYLE[arm][1])
     ax2.set(xscale='log', xlabel='clipping threshold lambda', ylabel='test top-1 (%)',
             title=f'Fashion-MNIST, batch {big}: top-1 against lambda')
+    ax2.set_xticks(setup['clippings'], [f'{c:g}' for c in setup['clippings']])
+    ax2.xaxis.set_minor_formatter('')
     ax2.legend(fontsize=8)
     paths.append(osp.join(out_dir, 'top1_vs_clipping.png'))
 

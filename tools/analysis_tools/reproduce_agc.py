@@ -7,7 +7,7 @@ plots into ``--out``. See docs/reproduction.md.
 
 Examples::
 
-    # the full sweep of docs/reproduction.md (about 25-45 min on 2 CPU cores)
+    # the full sweep of docs/reproduction.md (54 min on the shared 2-core CPU machine)
     nice -n 5 python tools/analysis_tools/reproduce_agc.py --out docs/reproduction
     # CI smoke run: tiny subsets, 2 batch sizes, 1 epoch (under a minute)
     python tools/analysis_tools/reproduce_agc.py --quick --out work_dirs/agc_quick
