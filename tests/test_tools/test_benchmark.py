@@ -39,9 +39,6 @@ def test_paired_ratio_recovers_a_known_ratio_under_load_drift():
     # one repetition hit by a hiccup (one runner 10x slower) moves nothing
     theirs[7] *= 10
     assert harness.paired_ratio(theirs, ours) == pytest.approx(1.3, rel=0.02)
-    # the ratio of the medians is what the load drift spoils
-    assert abs(statistics.median(theirs) / statistics.median(ours) -
-               1.3) > abs(harness.paired_ratio(theirs, ours) - 1.3)
     with pytest.raises(ValueError, match='41 and 3'):
         harness.paired_ratio(theirs, ours[:3])
 
@@ -60,7 +57,7 @@ def test_time_interleaved_rotates_skips_warmup_and_isolates_errors():
     b, c = runner('b'), runner('c', fail_at=2)
     harness.time_interleaved([a, b, c], warmup=1, steps=3,
                              device=torch.device('cpu'))
-    assert calls == ['a', 'b', 'c', 'b', 'c', 'a', 'b', 'a', 'a', 'b']
+    assert calls == ['a', 'b', 'c', 'b', 'c', 'a', 'a', 'b', 'a', 'b']
     assert c.error == 'RuntimeError: c broke' and c.times == []
     assert len(a.times) == len(b.times) == len(a.cpu_times) == 3
     assert max(a.times) < 200  # the setup's sleep is not timed
@@ -71,15 +68,17 @@ def test_time_interleaved_rotates_skips_warmup_and_isolates_errors():
     assert s['img_per_s'] == pytest.approx(2e3 / s['ms_per_step'])
 
 
+@pytest.mark.slow
 def test_paper_flops_match_the_counted_flops_of_our_f0():
+    # the MFU's FLOPs: the paper's GMACs scaled to the image size
     from torch.utils.flop_counter import FlopCounterMode
     model = harness.build_ours('f0').eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(torch.randn(1, 3, 64, 64), mode='tensor')
-    expected = harness.paper_flops('f0', 64, train=False)
-    assert counter.get_total_flops() == pytest.approx(expected, rel=0.03)
-    assert harness.paper_flops('f0', 64, train=True) == 3 * expected
+        model(torch.randn(1, 3, 128, 128), mode='tensor')
+    expected = harness.paper_flops('f0', 128, train=False)
+    assert counter.get_total_flops() == pytest.approx(expected, rel=0.01)
+    assert harness.paper_flops('f0', 128, train=True) == 3 * expected
     assert harness.paper_flops(None, 64, train=False) is None
 
 
