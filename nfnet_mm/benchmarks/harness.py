@@ -76,11 +76,6 @@ def tensor_bytes(*groups) -> int:
     return total
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def time_interleaved(runners: Sequence[Runner], warmup: int, steps: int,
                      device: torch.device) -> None:
     """Time every runner ``warmup + steps`` times, taking turns.
@@ -88,43 +83,37 @@ def time_interleaved(runners: Sequence[Runner], warmup: int, steps: int,
     Repetition ``i`` runs the runners in the order rotated by ``i``. Wall and
     process CPU times (ms) of the last ``steps`` repetitions go to
     ``runner.times``/``cpu_times``. A runner that raises gets ``error`` set
-    and drops out; the others go on. On CUDA, one more step per runner gives
-    ``peak_mb``: its step's peak above what was allocated before it, plus
+    and drops out; the others go on. On CUDA, the last repetition also gives
+    ``peak_mb``: the step's peak above what was allocated before it, plus
     ``state_bytes()`` (the models share the device, so the raw peak would
     count the others).
     """
-    active = [r for r in runners if r.error is None]
+    cuda = device.type == 'cuda'
     for i in range(warmup + steps):
-        shift = i % max(len(active), 1)
-        for r in active[shift:] + active[:shift]:
+        shift = i % max(len(runners), 1)
+        for r in list(runners[shift:]) + list(runners[:shift]):
             if r.error is not None:
                 continue
             try:
                 if r.setup is not None:
                     r.setup()
-                _sync(device)
+                if cuda:
+                    torch.cuda.synchronize(device)
+                    torch.cuda.reset_peak_memory_stats(device)
+                    before = torch.cuda.memory_allocated(device)
                 wall, cpu = time.perf_counter(), time.process_time()
                 r.step()
-                _sync(device)
+                if cuda:
+                    torch.cuda.synchronize(device)
             except Exception as err:  # reported, the others go on
                 r.error = f'{type(err).__name__}: {err}'.splitlines()[0]
                 continue
             if i >= warmup:
                 r.times.append((time.perf_counter() - wall) * 1e3)
                 r.cpu_times.append((time.process_time() - cpu) * 1e3)
-    if device.type != 'cuda':
-        return
-    for r in active:
-        if r.error is None:
-            if r.setup is not None:
-                r.setup()
-            _sync(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-            r.step()
-            _sync(device)
-            peak = torch.cuda.max_memory_allocated(device) - before
-            r.peak_mb = (peak + r.state_bytes()) / 2**20
+            if cuda:
+                peak = torch.cuda.max_memory_allocated(device) - before
+                r.peak_mb = (peak + r.state_bytes()) / 2**20
 
 
 def paired_ratio(num: Sequence[float], den: Sequence[float]) -> float:

@@ -247,15 +247,20 @@ def test_gpu_report_reports_each_step_even_when_one_fails(tmp_path):
     out = tmp_path / 'out'
     proc = _gpu_report(str(out), '--quick', env=dict(
         BENCH=f'{sys.executable} {fake}', GPU_REPORT_MAX_STEP_S='2',
-        GPU_REPORT_STEPS='eager-b4,eager-b4-contiguous'))
+        FASHION_MNIST_ROOT=str(tmp_path / 'nowhere'),
+        GPU_REPORT_STEPS='eager-b4,eager-b4-contiguous,fashion-mnist'))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((out / 'report.json').read_text())
     assert [(s['name'], s['status'], s['budget_s']) for s in report['steps']] \
         == [('eager-b4', 'timed out', 2),
-            ('eager-b4-contiguous', 'failed (exit 3)', 2)]
+            ('eager-b4-contiguous', 'failed (exit 3)', 2),
+            ('fashion-mnist', 'failed (exit 3)', 2)]
     assert report['targets'] == []
-    assert '| eager-b4-contiguous | 2 |' in (out / 'report.md').read_text()
-    assert '== eager-b4: exit 124' in (out / 'steps.log').read_text()
+    text = (out / 'report.md').read_text()
+    assert '| eager-b4-contiguous | 2 |' in text
+    assert 'Fashion-MNIST recipe (GPU config): top-1 None' in text
+    log = (out / 'steps.log').read_text()
+    assert '== eager-b4: exit 124' in log and 'FASHION_MNIST_ROOT' in log
 
 
 @pytest.mark.slow

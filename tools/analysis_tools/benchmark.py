@@ -28,7 +28,7 @@ from nfnet_mm.benchmarks.report import speed_markdown
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('arch', nargs='?',
-                   help=f'{", ".join(VARIANTS)} or an arch dict as JSON')
+                   help=f'{", ".join(VARIANTS)}, tiny or an arch dict (JSON)')
     p.add_argument('--batch', type=int, help='defaults to 32 (2: --quick)')
     p.add_argument('--img-size', type=int,
                    help="defaults to the variant's train size")
@@ -65,12 +65,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--md', help='markdown output')
     args = p.parse_args(argv)
     if args.quick:
-        args.arch = args.arch or json.dumps(TINY_ARCH)
+        args.arch = args.arch or 'tiny'
         args.batch, args.img_size = args.batch or 2, args.img_size or 32
         args.steps, args.device = args.steps or 3, args.device or 'cpu'
         args.warmup = 2 if args.warmup is None else args.warmup
     if args.arch is None:
         p.error('give a variant or an arch dict, or --quick')
+    if args.arch == 'tiny':
+        args.arch = json.dumps(TINY_ARCH)
     if args.arch.strip().startswith('{'):
         try:
             args.arch = json.loads(args.arch)
@@ -82,7 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.arch = args.arch.lower()
     else:
         p.error(f'unknown variant {args.arch!r}; valid: '
-                f'{", ".join(VARIANTS)} or an arch dict as JSON')
+                f'{", ".join(VARIANTS)}, tiny or an arch dict as JSON')
     args.img_size = args.img_size or VARIANTS.get(args.arch, [None])[0]
     args.batch, args.steps = args.batch or 32, args.steps or 20
     args.warmup = 5 if args.warmup is None else args.warmup
