@@ -246,7 +246,7 @@ def test_gpu_report_reports_each_step_even_when_one_fails(tmp_path):
                     "time.sleep(600)\n")
     out = tmp_path / 'out'
     proc = _gpu_report(str(out), '--quick', env=dict(
-        BENCH=f'{sys.executable} {fake}', GPU_REPORT_MAX_STEP_S='2',
+        BENCH=f'{sys.executable} {fake}', GPU_REPORT_STEP_S='2',
         FASHION_MNIST_ROOT=str(tmp_path / 'nowhere'),
         GPU_REPORT_STEPS='eager-b4,eager-b4-contiguous,fashion-mnist'))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -267,7 +267,8 @@ def test_gpu_report_reports_each_step_even_when_one_fails(tmp_path):
 def test_gpu_report_quick_run_checks_the_targets(tmp_path):
     out = tmp_path / 'out'
     proc = _gpu_report(str(out), '--quick',
-                       env=dict(GPU_REPORT_STEPS='eager-b2'))
+                       env=dict(GPU_REPORT_STEPS='eager-b2',
+                                GPU_REPORT_STEP_S='600'))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((out / 'report.json').read_text())
     assert [s['status'] for s in report['steps']] == ['ok']
