@@ -26,16 +26,16 @@ DTYPES = {'fp32': None, 'bf16': torch.bfloat16}
 
 def build_optim_wrapper(model: nn.Module, lr: float, agc: bool = True,
                         amp_dtype: Optional[str] = None,
-                        type: str = 'AGCOptimWrapper', **kwargs):
-    """Our optimizer wrapper of ``type`` (its Amp variant with ``amp_dtype``),
+                        kind: str = 'AGCOptimWrapper', **kwargs):
+    """Our optimizer wrapper ``kind`` (its Amp variant with ``amp_dtype``),
     bound to ``model`` through its public ``optim_context``."""
     from mmpretrain.registry import OPTIM_WRAPPERS
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9,
                                 nesterov=True)
-    cfg = dict(type=type, optimizer=optimizer, agc=AGC if agc else None,
+    cfg = dict(type=kind, optimizer=optimizer, agc=AGC if agc else None,
                **kwargs)
     if amp_dtype:
-        cfg.update(type='Amp' + type, dtype=amp_dtype)
+        cfg.update(type='Amp' + kind, dtype=amp_dtype)
     wrapper = OPTIM_WRAPPERS.build(cfg)
     with wrapper.optim_context(model):  # binds the parameter names
         pass
@@ -73,7 +73,7 @@ def sam_runners(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         model, lr, agc, cuda_amp)}
     for fraction in fractions:
         wrappers[f'{prefix}SAM{fraction:g}'] = build_optim_wrapper(
-            model, lr, agc, cuda_amp, type='SAMOptimWrapper', rho=rho,
+            model, lr, agc, cuda_amp, kind='SAMOptimWrapper', rho=rho,
             ascent_fraction=fraction)
 
     def runner(name, wrapper):
