@@ -96,13 +96,13 @@ def gpu_report(work_dir: str) -> Dict:
             steps.append(step)
     targets = []
     for label, key, prefix, bound, at_most in TARGETS:
-        for step in steps:
-            ratios = step.get('result', {}).get('ratios', {})
-            if step['name'].startswith(prefix) and key in ratios:
-                value = ratios[key]
-                met = value <= bound if at_most else value >= bound
-                targets.append(dict(target=label, step=step['name'],
-                                    value=value, met=met))
+        rows = [dict(target=label, step=step['name'], value=value,
+                     met=value <= bound if at_most else value >= bound)
+                for step in steps if step['name'].startswith(prefix)
+                for value in [step.get('result', {}).get('ratios', {}).get(key)]
+                if value is not None]
+        targets += rows or [dict(target=label, step='-', value=None,
+                                 met=None)]
     return dict(steps=steps, targets=targets)
 
 
@@ -116,8 +116,9 @@ def report_markdown(report: Dict) -> str:
                  f"{env['versions']['torch']}, CUDA "
                  f"{env['versions'].get('cuda')}.\n\n")
     text += markdown_table(('target', 'step', 'measured', 'met'), [
-        (t['target'], t['step'], round(t['value'], 3),
-         'yes' if t['met'] else '**no**') for t in report['targets']])
+        (t['target'], t['step'], t['value'] and round(t['value'], 3),
+         {True: 'yes', False: '**no**', None: 'not measured'}[t['met']])
+        for t in report['targets']])
     text += '\n' + markdown_table(
         ('step', 'budget s', 'took s', 'status'),
         [(s['name'], s['budget_s'], s['seconds'], s['status'])
