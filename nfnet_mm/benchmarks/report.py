@@ -96,11 +96,12 @@ def gpu_report(work_dir: str) -> Dict:
             steps.append(step)
     targets = []
     for label, key, prefix, bound, at_most in TARGETS:
-        rows = [dict(target=label, step=step['name'], value=value,
+        found = [(step['name'], step['result']['ratios'][key])
+                 for step in steps if step['name'].startswith(prefix)
+                 and key in step.get('result', {}).get('ratios', {})]
+        rows = [dict(target=label, step=name, value=value,
                      met=value <= bound if at_most else value >= bound)
-                for step in steps if step['name'].startswith(prefix)
-                for value in [step.get('result', {}).get('ratios', {}).get(key)]
-                if value is not None]
+                for name, value in found]
         targets += rows or [dict(target=label, step='-', value=None,
                                  met=None)]
     return dict(steps=steps, targets=targets)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from nfnet_mm.benchmarks import harness, measures
+from nfnet_mm.converters.timm import convert_timm_state_dict
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 GPU_REPORT = osp.join(ROOT, 'tools', 'analysis_tools', 'gpu_report.sh')
@@ -85,7 +86,6 @@ def test_paper_flops_match_the_counted_flops_of_our_f0():
 def test_timm_counterpart_is_the_same_network():
     # timm's weights, converted by our converter, load strictly into our
     # model and give the same logits: both sides time the same network.
-    conv = _tool('tools/model_converters/timm_to_mmpretrain.py')
     torch.manual_seed(0)
     theirs = harness.build_timm(harness.TINY_ARCH, num_classes=10).eval()
     ours = harness.build_ours(
@@ -96,7 +96,7 @@ def test_timm_counterpart_is_the_same_network():
             if name.endswith('skipinit_gain'):
                 p.fill_(0.5)
     ours.load_state_dict(
-        conv.convert_timm_state_dict(theirs.state_dict()), strict=True)
+        convert_timm_state_dict(theirs.state_dict()), strict=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         # WS eps differs (timm: var + 1e-5, ours: max(var * fan_in, 1e-4))
@@ -199,9 +199,9 @@ def test_ws_folding_drops_the_standardisation_ops():
 def test_onnx_benchmark_times_both_graphs(tmp_path):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('onnx')
+    config = 'configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py'
     res = _tool('tools/deploy/benchmark_onnx.py').benchmark(
-        osp.join(ROOT, 'configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py'),
-        'none', runs=2)
+        osp.join(ROOT, config), 'none', runs=2)
     r = res['results']
     assert set(r) == {'folded', 'unfolded', 'folded (ORT opt off)',
                       'unfolded (ORT opt off)'}
@@ -288,7 +288,6 @@ def test_gpu_report_quick_run_checks_the_targets(tmp_path):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_speed_on_cuda_reports_memory_and_mfu():
     res = measures.speed('f0', batch=2, img_size=64, device='cuda',
                          dtype='bf16', channels_last=True, sam_fraction=0.5,

@@ -1,7 +1,7 @@
 """onnxruntime latency of an nfnet_mm classifier, WS folded vs not folded.
 
 Exports the config's model with and without ``backbone.switch_to_deploy()``
-(``tools/deploy/export_onnx.py``, checked against PyTorch) and times
+(``nfnet_mm.deploy.export_and_check``: checked against PyTorch) and times
 ``InferenceSession.run`` on CPU with the benchmark harness (interleaved,
 median after 2 warm-up runs), each graph with onnxruntime's graph
 optimisations on (they constant-fold an unfolded graph's standardisation at
@@ -13,7 +13,6 @@ Usage::
         [--shape H W] [--batch B] [--runs N] [--threads T] [--json FILE]
 """
 import argparse
-import importlib.util
 import os.path as osp
 import sys
 import tempfile
@@ -25,23 +24,14 @@ import torch
 from nfnet_mm.benchmarks.harness import (Runner, machine_info, markdown_table,
                                          paired_ratio, summary,
                                          time_interleaved, write_json)
-
-
-def _export_tool():
-    # by path: this folder's mmdeploy.py must not shadow the mmdeploy package
-    spec = importlib.util.spec_from_file_location(
-        'nfnet_export_onnx', osp.join(osp.dirname(__file__), 'export_onnx.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from nfnet_mm.deploy import export_and_check, ort_session
 
 
 def benchmark(config, checkpoint, shape=None, batch=1, runs=10, threads=1,
-              opset=17, workdir=None) -> dict:
+              opset=17) -> dict:
     """Export the folded and unfolded graphs and time them; a result dict
     with per-graph results and the paired speed-ups ``unfolded / folded``."""
     import onnxruntime
-    export_onnx = _export_tool()
     tmp = tempfile.TemporaryDirectory()
     report = dict(env=machine_info(torch.device('cpu')), settings=dict(
         config=config, checkpoint=checkpoint, batch=batch, runs=runs,
@@ -50,16 +40,16 @@ def benchmark(config, checkpoint, shape=None, batch=1, runs=10, threads=1,
     runners = []
     for fold in (True, False):
         name = 'folded' if fold else 'unfolded'
-        path = osp.join(workdir or tmp.name, f'{name}.onnx')
-        rep = export_onnx.run(config, checkpoint, path, fold=fold,
-                              opset=opset, shape=shape,
-                              dynamic_batch=batch > 1, threads=threads)
+        path = osp.join(tmp.name, f'{name}.onnx')
+        rep = export_and_check(config, checkpoint, path, fold=fold,
+                               opset=opset, shape=shape,
+                               dynamic_batch=batch > 1, threads=threads)
         inputs = np.random.default_rng(0).standard_normal(
             [batch] + rep['input_shape'][1:]).astype(np.float32)
         for opt in (True, False):
             key = name + ('' if opt else ' (ORT opt off)')
             start = time.perf_counter()
-            sess = export_onnx.ort_session(path, threads, opt)
+            sess = ort_session(path, threads, opt)
             report['results'][key] = dict(
                 max_abs_diff=rep['max_abs_diff'], num_nodes=rep['num_nodes'],
                 ops=rep['ops'], ort_graph_optimizations=opt,
@@ -72,7 +62,8 @@ def benchmark(config, checkpoint, shape=None, batch=1, runs=10, threads=1,
         report['results'][r.name].update(summary(r, batch))
     for suffix in ('', ' (ORT opt off)'):
         report[f'speedup_folded{suffix}'] = paired_ratio(
-            by_name['unfolded' + suffix].times, by_name['folded' + suffix].times)
+            by_name['unfolded' + suffix].times,
+            by_name['folded' + suffix].times)
     tmp.cleanup()
     return report
 
