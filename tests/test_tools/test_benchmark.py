@@ -96,7 +96,8 @@ def test_timm_counterpart_is_the_same_network():
             if name.endswith('skipinit_gain'):
                 p.fill_(0.5)
     ours.load_state_dict(
-        convert_timm_state_dict(theirs.state_dict()), strict=True)
+        convert_timm_state_dict(theirs.state_dict(), harness.TINY_ARCH),
+        strict=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         # WS eps differs (timm: var + 1e-5, ours: max(var * fan_in, 1e-4))
