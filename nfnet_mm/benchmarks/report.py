@@ -53,9 +53,8 @@ def speed_markdown(result: Dict) -> str:
                              ''))
                 continue
             mfu = None if r['mfu'] is None else f"{100 * r['mfu']:.1f}%"
-            rows.append((section, name, round(r['ms_per_step'], 2),
-                         round(r['img_per_s'], 1), r['peak_mem_mb'] and
-                         round(r['peak_mem_mb']), mfu))
+            rows.append((section, name, r['ms_per_step'], r['img_per_s'],
+                         r['peak_mem_mb'] and round(r['peak_mem_mb']), mfu))
     text += markdown_table(
         ('mode', 'runner', 'ms/step', 'img/s', 'peak MiB', 'MFU'), rows)
     if result['ratios']:
