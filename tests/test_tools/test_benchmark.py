@@ -1,207 +1,303 @@
-"""Tests of tools/analysis_tools/benchmark.py (the ours-vs-timm benchmark).
-
-The CI smoke run (``--quick``) is executed through ``main()`` so that the
-script cannot rot: its JSON must carry every field docs/benchmarks.md uses.
-"""
+"""The benchmark harness (nfnet_mm.benchmarks), its command lines and
+tools/analysis_tools/gpu_report.sh."""
 import importlib.util
 import json
+import os
 import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
-import torch.nn as nn
+
+from nfnet_mm.benchmarks import harness, measures
+from nfnet_mm.converters.timm import convert_timm_state_dict
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-SCRIPT = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark.py')
+GPU_REPORT = osp.join(ROOT, 'tools', 'analysis_tools', 'gpu_report.sh')
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location('nfnet_benchmark', SCRIPT)
+def _tool(path):
+    spec = importlib.util.spec_from_file_location(
+        osp.basename(path)[:-3], osp.join(ROOT, path))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-bench = _load()
+# ------------------------------------------------------------------ harness
+def test_paired_ratio_recovers_a_known_ratio_under_load_drift():
+    gen = torch.Generator().manual_seed(0)
+    # the machine's load multiplies both runners' times by 0.5x-4x, changing
+    # between repetitions; each time also has 3% noise of its own
+    load = 0.5 + 3.5 * torch.rand(41, generator=gen)
+    noise = 1 + 0.03 * torch.randn(2, 41, generator=gen)
+    ours = (10. * load * noise[0]).tolist()
+    theirs = (13. * load * noise[1]).tolist()
+    assert harness.paired_ratio(theirs, ours) == pytest.approx(1.3, rel=0.02)
+    # one repetition hit by a hiccup (one runner 10x slower) moves nothing
+    theirs[7] *= 10
+    assert harness.paired_ratio(theirs, ours) == pytest.approx(1.3, rel=0.02)
+    with pytest.raises(ValueError, match='41 and 3'):
+        harness.paired_ratio(theirs, ours[:3])
 
 
-def _agc_available():
-    from nfnet_mm.engine.optimizers import agc
-    return hasattr(agc, 'AGCOptimWrapper')
+def test_time_interleaved_rotates_skips_warmup_and_isolates_errors():
+    calls = []
+
+    def runner(name, fail_at=None, setup=None):
+        def step():
+            calls.append(name)
+            if calls.count(name) == fail_at:
+                raise RuntimeError(f'{name} broke\nsecond line')
+        return harness.Runner(name, step, setup=setup)
+
+    a = runner('a', setup=lambda: time.sleep(0.2))  # untimed
+    b, c = runner('b'), runner('c', fail_at=2)
+    harness.time_interleaved([a, b, c], warmup=1, steps=3,
+                             device=torch.device('cpu'))
+    assert calls == ['a', 'b', 'c', 'b', 'c', 'a', 'a', 'b', 'a', 'b']
+    assert c.error == 'RuntimeError: c broke' and c.times == []
+    assert len(a.times) == len(b.times) == len(a.cpu_times) == 3
+    assert max(a.times) < 200  # the setup's sleep is not timed
+    assert a.peak_mb is None  # CPU
+    assert harness.summary(c, 2) == {'error': 'RuntimeError: c broke'}
+    s = harness.summary(b, 2)
+    assert s['ms_per_step'] == statistics.median(b.times)
+    assert s['img_per_s'] == pytest.approx(2e3 / s['ms_per_step'])
 
 
-@pytest.mark.skipif(not _agc_available(),
-                    reason='AGCOptimWrapper not implemented yet')
-def test_quick_run_json_and_markdown(tmp_path):
-    out, md = tmp_path / 'quick.json', tmp_path / 'quick.md'
-    ret = bench.main(['--quick', '--out', str(out), '--md', str(md)])
-    res = json.loads(out.read_text())
-    assert res['settings']['batch'] == 2 and res['settings']['img_size'] == 32
-    assert res['settings']['device'] == 'cpu'
-    for mod in ('torch', 'timm', 'mmengine', 'mmpretrain'):
-        assert res['env']['versions'][mod] not in ('', 'n/a')
-    assert res['env']['device_name']
-    # the tiny arch is the same network in timm: identical parameter counts
-    assert res['params']['ours'] == res['params']['timm'] > 0
-    expected_train = {'ours', 'ours (no AGC)', 'timm', 'timm (no AGC)'}
-    assert set(res['train']) == expected_train
-    assert set(res['infer']) == {'ours', 'ours (deploy)', 'timm'}
-    for section in ('train', 'infer'):
-        for name, r in res[section].items():
-            assert 'error' not in r, (section, name, r)
-            assert len(r['ms_all']) == 3  # --quick: 3 timed steps
-            assert r['ms_per_step'] == pytest.approx(
-                sorted(r['ms_all'])[1])  # median of 3
-            assert r['img_per_s'] == pytest.approx(2 / r['ms_per_step'] * 1e3)
-            assert r['peak_mem_mb'] is None  # n/a on CPU
-            assert r['mfu'] is None  # no peak FLOP/s for a CPU
-            assert r['flops_per_step'] > 0
-    # training counts forward + backward: more than inference
-    assert res['train']['ours']['flops_per_step'] > \
-        res['infer']['ours']['flops_per_step']
-    # same network, same FLOPs (convolutions and matmuls)
-    assert res['train']['ours']['flops_per_step'] == \
-        res['train']['timm']['flops_per_step']
-    speed = res['ratios']['train: ours / timm speed']
-    assert speed == pytest.approx(res['train']['ours']['img_per_s'] /
-                                  res['train']['timm']['img_per_s'])
-    for key in ('infer: ours (deploy) / timm speed',
-                'train: ours AGC share of step',
-                'train: timm AGC share of step'):
-        assert key in res['ratios']
-    assert ret['ratios'] == res['ratios']
-    text = md.read_text()
-    assert '| mode | runner | ms/step | img/s | peak MiB | MFU |' in text
-    assert res['env']['device_name'] in text
-    assert 'torch ' + res['env']['versions']['torch'] in text
-
-
-def test_bad_arguments_are_named(capsys):
-    with pytest.raises(SystemExit):
-        bench.parse_args(['f9'])
-    err = capsys.readouterr().err
-    assert "'f9'" in err and 'f0' in err and 'f6' in err
-    with pytest.raises(SystemExit):
-        bench.parse_args(['f0', '--padding', 'reflect'])
-    err = capsys.readouterr().err
-    assert 'reflect' in err and 'symmetric' in err
-    with pytest.raises(SystemExit):
-        bench.parse_args(['{"depths": [1, 1, 1, 1]}'])  # needs --img-size
-    assert '--img-size' in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        bench.parse_args(['f0', '--dtype', 'fp16', '--device', 'cpu'])
-    assert 'fp16' in capsys.readouterr().err
-
-
-def test_defaults_follow_the_variant():
-    args = bench.parse_args(['F1', '--device', 'cpu'])
-    assert args.variant == 'f1' and args.img_size == 224  # F1 train px
-    args = bench.parse_args(['--quick'])
-    assert (args.batch, args.img_size, args.steps, args.warmup,
-            args.dtype) == (2, 32, 3, 2, 'fp32')
+@pytest.mark.slow
+def test_paper_flops_match_the_counted_flops_of_our_f0():
+    # the MFU's FLOPs: the paper's GMACs scaled to the image size
+    from torch.utils.flop_counter import FlopCounterMode
+    model = harness.build_ours('f0').eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.randn(1, 3, 128, 128), mode='tensor')
+    expected = harness.paper_flops('f0', 128, train=False)
+    assert counter.get_total_flops() == pytest.approx(expected, rel=0.01)
+    assert harness.paper_flops('f0', 128, train=True) == 3 * expected
+    assert harness.paper_flops(None, 64, train=False) is None
 
 
 def test_timm_counterpart_is_the_same_network():
     # timm's weights, converted by our converter, load strictly into our
     # model and give the same logits: both sides time the same network.
-    spec = importlib.util.spec_from_file_location(
-        'timm_to_mmpretrain',
-        osp.join(ROOT, 'tools', 'model_converters', 'timm_to_mmpretrain.py'))
-    conv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conv)
     torch.manual_seed(0)
-    theirs = bench.build_timm(bench.QUICK_ARCH, num_classes=10).eval()
-    ours = bench.build_ours(bench.QUICK_ARCH, act='erf', num_classes=10)
-    ours.eval()
+    theirs = harness.build_timm(harness.TINY_ARCH, num_classes=10).eval()
+    ours = harness.build_ours(
+        'tiny', num_classes=10,
+        act_cfg=dict(type='GELU', approximate='none')).eval()
     with torch.no_grad():  # non-zero skip gains, so every block matters
         for name, p in theirs.named_parameters():
             if name.endswith('skipinit_gain'):
                 p.fill_(0.5)
     ours.load_state_dict(
-        conv.convert_timm_state_dict(theirs.state_dict()), strict=True)
+        convert_timm_state_dict(theirs.state_dict(), harness.TINY_ARCH),
+        strict=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        ref = theirs(x)
-        out = bench._ours_forward(ours)(x)
-    # WS eps differs (timm: var + 1e-5, ours: max(var * fan_in, 1e-4))
-    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
-    bad = dict(bench.QUICK_ARCH, stem_widths=[8, 16, 16, 32])
+        # WS eps differs (timm: var + 1e-5, ours: max(var * fan_in, 1e-4))
+        torch.testing.assert_close(ours(x, mode='tensor'), theirs(x),
+                                   rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match='stem_widths'):
-        bench.timm_cfg_from_arch(bad)
+        harness.timm_cfg_from_arch(dict(harness.TINY_ARCH,
+                                        stem_widths=[8, 16, 16, 32]))
 
 
-def test_flop_count_of_a_linear_layer():
-    # forward 2*B*I*O, backward: weight grad 2*B*I*O (the input needs no
-    # grad), as written out by hand.
-    layer = nn.Linear(8, 4)
-    x, y = torch.randn(3, 8), torch.tensor([0, 1, 2])
-    flops = bench.count_train_flops(layer, layer, x, y, train=True)
-    assert flops == 2 * (2 * 3 * 8 * 4)
-    assert bench.count_train_flops(layer, layer, x, y, train=False) == \
-        2 * 3 * 8 * 4
-    assert layer.weight.grad is None  # counting leaves no gradients behind
+# ---------------------------------------------------------- command lines
+def test_benchmark_arguments_are_checked(capsys):
+    bench = _tool('tools/analysis_tools/benchmark.py')
+    for argv, words in ((['f9'], ["'f9'", 'f0', 'f6']),
+                        (['f0', '--padding', 'reflect'], ['reflect']),
+                        (['{"depths": [1]}'], ['--img-size']),
+                        (['f0', '--sam', '1.5'], ['--sam', '1.5'])):
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv)
+        err = capsys.readouterr().err
+        assert all(w in err for w in words), (argv, err)
+    args = bench.parse_args(['F1', '--device', 'cpu', '--sam'])
+    assert (args.arch, args.img_size, args.sam_fraction) == ('f1', 224, 0.2)
 
 
-def test_interleaving_alternates_and_skips_warmup():
-    calls = []
-
-    def make(name):
-        return bench.Runner(name, lambda: calls.append(name), nn.Linear(1, 1))
-
-    a, b = make('a'), make('b')
-    bench._time_interleaved([a, b], bench.Timer(torch.device('cpu')),
-                            warmup=1, steps=3, device=torch.device('cpu'))
-    assert calls == ['a', 'b', 'b', 'a', 'a', 'b', 'b', 'a']
-    assert len(a.times) == len(b.times) == 3
-
-
-def test_device_peaks():
-    assert bench.device_peak_tflops(torch.device('cpu'), 'bf16') is None
-    names = [n for n, _ in bench.PEAK_TFLOPS]
-    # the more specific H100 names must match before the plain 'H100'
-    assert names.index('H100 PCIe') < names.index('H100')
-    assert names.index('H100 NVL') < names.index('H100')
-
-
-def test_ws_variants_compute_eq1():
-    # the what-if runners must time the same function as ScaledWSConv2d
-    from nfnet_mm.models.layers.ws_conv import ScaledWSConv2d
-    torch.manual_seed(0)
-    conv = ScaledWSConv2d(8, 6, 3, groups=2)
-    with torch.no_grad():
-        conv.gain.uniform_(0.5, 2.)
-        conv.weight[0].fill_(0.3)  # a constant filter: the eps guard acts
-    w = conv.weight
-    mean = w.mean(dim=(1, 2, 3), keepdim=True)
-    var = ((w - mean)**2).mean(dim=(1, 2, 3), keepdim=True)
-    fan_in = w[0].numel()
-    ref = conv.gain.view(-1, 1, 1, 1) * (w - mean) / torch.sqrt(
-        torch.clamp(var * fan_in, min=conv.eps))
-    torch.testing.assert_close(conv.get_weight(), ref)
-    torch.testing.assert_close(bench.WS_VARIANTS['centred'](conv), ref)
-    # timm's formulation differs only through the eps
-    torch.testing.assert_close(
-        bench.WS_VARIANTS['batch_norm'](conv)[1:], ref[1:], rtol=1e-4,
-        atol=1e-5)
-    model = nn.Sequential(conv)
-    bench._swap_ws(model, lambda c: torch.zeros_like(c.weight))
-    x = torch.randn(1, 8, 5, 5)
-    assert torch.equal(conv(x), conv.bias.view(1, -1, 1, 1).expand(1, 6, 5, 5))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-@pytest.mark.skipif(not _agc_available(),
-                    reason='AGCOptimWrapper not implemented yet')
-def test_quick_run_cuda_bf16(tmp_path):
-    out = tmp_path / 'quick_cuda.json'
-    bench.main(['--quick', '--device', 'cuda', '--dtype', 'bf16', '--sam',
-                '--batch', '5', '--out', str(out)])
+@pytest.mark.slow
+def test_quick_speed_run_writes_the_documented_json(tmp_path):
+    bench = _tool('tools/analysis_tools/benchmark.py')
+    out, md = tmp_path / 'quick.json', tmp_path / 'quick.md'
+    bench.main(['--quick', '--sam', '--out', str(out), '--md', str(md)])
     res = json.loads(out.read_text())
+    assert res['settings']['batch'] == 2 and res['settings']['device'] == 'cpu'
+    assert res['env']['device_name'] and res['env']['threads'] >= 1
+    assert all(res['env']['versions'][m] != 'n/a'
+               for m in ('torch', 'timm', 'mmengine', 'mmpretrain'))
+    # the tiny arch is the same network in timm
+    assert res['params']['ours'] == res['params']['timm'] > 0
+    assert set(res['train']) == {'ours', 'ours (no AGC)', 'timm',
+                                 'timm (no AGC)', 'ours train_step',
+                                 'ours SAM0.2'}
+    assert set(res['infer']) == {'ours', 'ours (deploy)', 'timm'}
+    for section in ('train', 'infer'):
+        for name, r in res[section].items():
+            assert 'error' not in r, (section, name, r)
+            assert len(r['ms_all']) == 3 and min(r['ms_all']) > 0
+            assert r['peak_mem_mb'] is None and r['mfu'] is None  # CPU
+    assert set(res['ratios']) == {
+        'train: ours / timm speed (paired)',
+        'train: ours (no AGC) / timm (no AGC) speed (paired)',
+        'train: ours AGC share of step', 'train: timm AGC share of step',
+        'train: ours SAM0.2 / ours train_step step time',
+        'infer: ours / timm speed (paired)',
+        'infer: ours (deploy) / timm speed (paired)'}
+    assert all(v > 0 for k, v in res['ratios'].items() if 'share' not in k)
+    text = md.read_text()
+    assert '| mode | runner | ms/step | img/s | peak MiB | MFU |' in text
+    assert res['env']['device_name'] in text and '--quick --sam' in text
+
+
+@pytest.mark.slow
+def test_agc_kernel_clips_as_timm_and_spares_the_classifier(tmp_path):
+    res = _tool('tools/analysis_tools/benchmark_agc.py').main(
+        ['--quick', '--out', str(tmp_path / 'agc.json')])
+    assert res == json.loads((tmp_path / 'agc.json').read_text())
+    assert res['num_clipped_tensors'] == res['num_tensors'] - 1
+    assert res['max_rel_diff_vs_timm'] < 1e-5
+    # head.fc.weight keeps its gradient; the clipped tensors change
+    assert 1 <= res['tensors_left_unchanged'] < res['num_clipped_tensors']
+    assert set(res['agc_ms']) == {'ours', 'timm', 'loop'}
+    assert all(len(r['ms_all']) == 2 for r in res['runners'].values())
+
+
+@pytest.mark.slow
+def test_sam_cost_runs_the_sam_steps(tmp_path):
+    res = _tool('tools/analysis_tools/benchmark_sam.py').main(
+        ['--quick', '--fractions', '0.2', '1', '--out',
+         str(tmp_path / 'sam.json')])
+    assert list(res['results']) == ['train_step', 'SAM0.2', 'SAM1']
+    for r in res['results'].values():
+        assert 'error' not in r and len(r['ms_all']) == 2
+        assert r['x_plain'] > 0 and r['x_plain_cpu'] > 0
+    with pytest.raises(SystemExit):
+        _tool('tools/analysis_tools/benchmark_sam.py').main(
+            ['--fractions', '1.5'])
+
+
+@pytest.mark.slow
+def test_ws_folding_drops_the_standardisation_ops():
+    res = _tool('tools/analysis_tools/benchmark_deploy.py').main(
+        ['--arch', 'tiny', '--img-size', '32', '--batch', '1', '--steps', '1',
+         '--warmup', '0'])
+    ops = res['aten_ops_per_forward']
+    # per WS conv the standardisation (mean, norm, clamp, rsqrt, ...) is gone
+    assert ops['folded'] < ops['unfolded'] - 4 * 17
+    assert res['max_abs_logit_diff'] <= 1e-5 < res['max_abs_logit']
+    assert res['speedup_folded'] > 0
+
+
+@pytest.mark.slow
+def test_onnx_benchmark_times_both_graphs(tmp_path):
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnx')
+    config = 'configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py'
+    res = _tool('tools/deploy/benchmark_onnx.py').benchmark(
+        osp.join(ROOT, config), 'none', runs=2)
+    r = res['results']
+    assert set(r) == {'folded', 'unfolded', 'folded (ORT opt off)',
+                      'unfolded (ORT opt off)'}
+    assert r['folded']['num_nodes'] < r['unfolded']['num_nodes']
+    assert all(v['max_abs_diff'] <= 1e-4 and len(v['ms_all']) == 2
+               for v in r.values())
+    assert res['speedup_folded'] > 0 and res['env']['versions']['onnxruntime']
+
+
+# ------------------------------------------------------------ gpu_report.sh
+def _gpu_report(*args, env=None, timeout=900):
+    return subprocess.run(
+        ['bash', GPU_REPORT, *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, 'PYTHONPATH': ROOT, **(env or {})})
+
+
+def test_gpu_report_dry_run_lists_steps_within_budget(tmp_path):
+    proc = _gpu_report('--dry-run', str(tmp_path / 'out'))
+    assert proc.returncode == 0, proc.stderr
+    steps = [line.split()[:3] for line in proc.stdout.splitlines()
+             if line.split()[2:3] == ['s']]
+    names = [name for name, _, _ in steps]
+    budgets = {name: int(budget) for name, budget, _ in steps}
+    assert names[0] == 'cuda-tests' and names[-1] == 'fashion-mnist'
+    assert {'eager-b128', 'eager-b256', 'compile-b128',
+            'compile-b256'} <= set(names)
+    # everything but the Fashion-MNIST recipe fits in 8 minutes
+    assert sum(budgets.values()) - budgets['fashion-mnist'] <= 8 * 60
+    assert f'total budget: {sum(budgets.values())} s' in proc.stdout
+    assert 'pytest -m cuda' in proc.stdout and '--dtype bf16' in proc.stdout
+    assert not (tmp_path / 'out').exists()  # nothing ran
+    bad = _gpu_report('--fast')
+    assert bad.returncode == 2 and '--fast' in bad.stderr
+
+
+@pytest.mark.slow
+def test_gpu_report_reports_each_step_even_when_one_fails(tmp_path):
+    # a stand-in benchmark that hangs at batch 4 and crashes without inference
+    fake = tmp_path / 'bench.py'
+    fake.write_text("import sys, time\n"
+                    "if '--no-inference' in sys.argv: sys.exit(3)\n"
+                    "time.sleep(600)\n")
+    out = tmp_path / 'out'
+    proc = _gpu_report(str(out), '--quick', env=dict(
+        BENCH=f'{sys.executable} {fake}', GPU_REPORT_STEP_S='2',
+        FASHION_MNIST_ROOT=str(tmp_path / 'nowhere'),
+        GPU_REPORT_STEPS='eager-b4,eager-b4-contiguous,fashion-mnist'))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((out / 'report.json').read_text())
+    assert [(s['name'], s['status'], s['budget_s']) for s in report['steps']] \
+        == [('eager-b4', 'timed out', 2),
+            ('eager-b4-contiguous', 'failed (exit 3)', 2),
+            ('fashion-mnist', 'failed (exit 3)', 2)]
+    assert {t['met'] for t in report['targets']} == {None}  # not measured
+    text = (out / 'report.md').read_text()
+    assert '| eager-b4-contiguous | 2 |' in text
+    assert 'Fashion-MNIST recipe (GPU config): top-1 None' in text
+    log = (out / 'steps.log').read_text()
+    assert '== eager-b4: exit 124' in log and 'FASHION_MNIST_ROOT' in log
+
+
+@pytest.mark.slow
+def test_gpu_report_quick_run_checks_the_targets(tmp_path):
+    out = tmp_path / 'out'
+    proc = _gpu_report(str(out), '--quick',
+                       env=dict(GPU_REPORT_STEPS='eager-b2',
+                                GPU_REPORT_STEP_S='600'))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((out / 'report.json').read_text())
+    assert [s['status'] for s in report['steps']] == ['ok']
+    assert report['steps'][0]['result']['settings']['sam_fraction'] == 0.2
+    targets = {t['target']: t for t in report['targets']
+               if t['met'] is not None}
+    assert set(targets) == {
+        'AGC share of our training step <= 2%',
+        'SAM(0.2) step / plain step <= 1.3x',
+        'folded inference, ours (deploy) / timm >= 1.1x',
+        'F0 bf16 training, ours / timm, both eager (info: >= 1.0x)'}
+    sam = targets['SAM(0.2) step / plain step <= 1.3x']
+    assert sam['met'] == (sam['value'] <= 1.3)
+    text = (out / 'report.md').read_text()
+    assert '| target | step | measured | met |' in text
+    assert '### eager-b2' in text
+
+
+@pytest.mark.cuda
+def test_speed_on_cuda_reports_memory_and_mfu():
+    res = measures.speed('f0', batch=2, img_size=64, device='cuda',
+                         dtype='bf16', channels_last=True, sam_fraction=0.5,
+                         steps=2, warmup=1)
     for section in ('train', 'infer'):
         for name, r in res[section].items():
             assert 'error' not in r, (section, name, r)
             assert r['peak_mem_mb'] > 0
     assert 'train: ours / timm peak mem' in res['ratios']
-    assert 'train: ours+SAM0.2 / ours (train_step) step time' in res['ratios']
-    if res['settings']['peak_tflops'] is not None:
+    assert 'train: ours SAM0.5 / ours train_step step time' in res['ratios']
+    if res['settings']['peak_tflops']:
         assert 0 < res['train']['ours']['mfu'] < 1

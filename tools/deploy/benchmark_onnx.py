@@ -1,12 +1,11 @@
 """onnxruntime latency of an nfnet_mm classifier, WS folded vs not folded.
 
-Exports the config's model twice with ``tools/deploy/export_onnx.py`` (with
-``backbone.switch_to_deploy()`` and without), checks both against PyTorch and
-times ``InferenceSession.run`` on CPU, interleaving the graphs, each with
-onnxruntime's graph optimisations on (the default; they constant-fold the
-standardisation of an unfolded graph at load time) and off (the graph as
-exported). Also reports the session creation time. Prints and optionally
-writes a JSON report.
+Exports the config's model with and without ``backbone.switch_to_deploy()``
+(``nfnet_mm.deploy.export_and_check``: checked against PyTorch) and times
+``InferenceSession.run`` on CPU with the benchmark harness (interleaved,
+median after 2 warm-up runs), each graph with onnxruntime's graph
+optimisations on (they constant-fold an unfolded graph's standardisation at
+load time) and off (the graph as exported), plus the session creation time.
 
 Usage::
 
@@ -14,104 +13,62 @@ Usage::
         [--shape H W] [--batch B] [--runs N] [--threads T] [--json FILE]
 """
 import argparse
-import json
 import os.path as osp
-import platform
-import statistics
 import sys
 import tempfile
 import time
-from typing import Optional, Sequence
 
 import numpy as np
+import torch
+
+from nfnet_mm.benchmarks.harness import (Runner, machine_info, markdown_table,
+                                         paired_ratio, summary,
+                                         time_interleaved, write_json)
+from nfnet_mm.deploy import export_and_check, ort_session
 
 
-def _load_export_tool():
-    # by path: this folder also holds mmdeploy.py, which must not shadow the
-    # mmdeploy package on sys.path
-    import importlib.util
-    name = 'nfnet_export_onnx'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, osp.join(osp.dirname(osp.abspath(__file__)),
-                           'export_onnx.py'))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-export_onnx = _load_export_tool()
-
-__all__ = ['benchmark', 'main']
-
-
-def benchmark(config: str,
-              checkpoint: Optional[str],
-              shape: Optional[Sequence[int]] = None,
-              batch: int = 1,
-              runs: int = 10,
-              threads: Optional[int] = 1,
-              opset: int = 17,
-              workdir: Optional[str] = None) -> dict:
-    """Export folded and unfolded graphs and time them with onnxruntime.
-
-    Returns:
-        dict: Per variant (``folded``, ``unfolded``, and both with
-        ``_ort_opt_off``): median/min ms per run, session creation ms, node
-        count, op histogram, max abs difference to PyTorch; plus the
-        speed-ups ``unfolded_median / folded_median``.
-    """
+def benchmark(config, checkpoint, shape=None, batch=1, runs=10, threads=1,
+              opset=17) -> dict:
+    """Export the folded and unfolded graphs and time them; a result dict
+    with per-graph results and the paired speed-ups ``unfolded / folded``."""
     import onnxruntime
-    import torch
-    tmp = tempfile.TemporaryDirectory() if workdir is None else None
-    workdir = workdir or tmp.name
-    report = dict(config=config, checkpoint=checkpoint, batch=batch,
-                  runs=runs, threads=threads, opset=opset,
-                  onnxruntime=onnxruntime.__version__,
-                  torch=torch.__version__, cpu=platform.processor() or
-                  platform.machine())
-    sessions = {}
-    for name, fold in (('folded', True), ('unfolded', False)):
-        out = osp.join(workdir, f'{name}.onnx')
-        rep = export_onnx.run(config, checkpoint, out, fold=fold,
-                              opset=opset, shape=shape,
-                              dynamic_batch=batch > 1, threads=threads)
-        report[name] = dict(max_abs_diff=rep['max_abs_diff'],
-                            num_nodes=rep['num_nodes'], ops=rep['ops'])
-        report['input_shape'] = [batch] + rep['input_shape'][1:]
+    tmp = tempfile.TemporaryDirectory()
+    report = dict(env=machine_info(torch.device('cpu')), settings=dict(
+        config=config, checkpoint=checkpoint, batch=batch, runs=runs,
+        threads=threads, opset=opset), results={})
+    report['env']['versions']['onnxruntime'] = onnxruntime.__version__
+    runners = []
+    for fold in (True, False):
+        name = 'folded' if fold else 'unfolded'
+        path = osp.join(tmp.name, f'{name}.onnx')
+        rep = export_and_check(config, checkpoint, path, fold=fold,
+                               opset=opset, shape=shape,
+                               dynamic_batch=batch > 1, threads=threads)
+        inputs = np.random.default_rng(0).standard_normal(
+            [batch] + rep['input_shape'][1:]).astype(np.float32)
         for opt in (True, False):
-            key = f'{name}' + ('' if opt else '_ort_opt_off')
+            key = name + ('' if opt else ' (ORT opt off)')
             start = time.perf_counter()
-            sessions[key] = export_onnx.ort_session(out, threads, opt)
-            create_ms = (time.perf_counter() - start) * 1e3
-            report.setdefault(key, dict(report[name]))
-            report[key]['session_create_ms'] = create_ms
-            report[key]['ort_graph_optimizations'] = opt
-    inputs = np.random.default_rng(0).standard_normal(
-        report['input_shape']).astype(np.float32)
-    times = {name: [] for name in sessions}
-    for name, sess in sessions.items():  # warm-up
-        for _ in range(2):
-            sess.run(None, {'input': inputs})
-    for _ in range(runs):  # interleaved
-        for name, sess in sessions.items():
-            start = time.perf_counter()
-            sess.run(None, {'input': inputs})
-            times[name].append((time.perf_counter() - start) * 1e3)
-    for name, ts in times.items():
-        report[name].update(median_ms=statistics.median(ts), min_ms=min(ts))
-    report['speedup_folded'] = (report['unfolded']['median_ms'] /
-                                report['folded']['median_ms'])
-    report['speedup_folded_ort_opt_off'] = (
-        report['unfolded_ort_opt_off']['median_ms'] /
-        report['folded_ort_opt_off']['median_ms'])
-    if tmp is not None:
-        tmp.cleanup()
+            sess = ort_session(path, threads, opt)
+            report['results'][key] = dict(
+                max_abs_diff=rep['max_abs_diff'], num_nodes=rep['num_nodes'],
+                ops=rep['ops'], ort_graph_optimizations=opt,
+                session_create_ms=(time.perf_counter() - start) * 1e3)
+            runners.append(Runner(key, lambda s=sess, x=inputs: s.run(
+                None, {s.get_inputs()[0].name: x})))
+    time_interleaved(runners, 2, runs, torch.device('cpu'))
+    by_name = {r.name: r for r in runners}
+    for r in runners:
+        report['results'][r.name].update(summary(r, batch))
+    for suffix in ('', ' (ORT opt off)'):
+        report[f'speedup_folded{suffix}'] = paired_ratio(
+            by_name['unfolded' + suffix].times,
+            by_name['folded' + suffix].times)
+    tmp.cleanup()
     return report
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
     parser.add_argument('checkpoint', help="checkpoint ('none': random)")
@@ -125,11 +82,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     report = benchmark(args.config, args.checkpoint, args.shape, args.batch,
                        args.runs, args.threads, args.opset)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, 'w') as f:
-            f.write(text + '\n')
+    print(markdown_table(
+        ('graph', 'nodes', 'median ms', 'session creation ms'),
+        [(k, r['num_nodes'], r.get('ms_per_step', r.get('error')),
+          r['session_create_ms']) for k, r in report['results'].items()]))
+    print(f"speed-up of folding (paired): {report['speedup_folded']:.2f}x, "
+          f"{report['speedup_folded (ORT opt off)']:.2f}x with ORT opt off")
+    write_json(args.json, report)
     return 0
 
 
