@@ -5,15 +5,15 @@ from nfnet_mm.models.backbones.nfnet import NFNet
 
 __all__ = ['TINY', 'TINY2', 'classifier_cfg', 'randomize_']
 
-from shared_archs import TINY_ARCH  # noqa: E402
+from shared_archs import TINY_DIFF  # noqa: E402
 
-TINY = TINY_ARCH
+TINY = TINY_DIFF  # what differs from F0 (the backbone fills in the rest)
 TINY2 = dict(TINY, depths=[2, 2, 2, 1])
 
 
 def classifier_cfg(arch='f0', num_classes=1000, **backbone):
-    in_ch = NFNet.arch_settings[arch]['widths'][-1] * 2 if isinstance(
-        arch, str) else arch['widths'][-1] * arch['final_expansion']
+    full = NFNet.parse_arch(arch)
+    in_ch = full['widths'][-1] * full['final_expansion']
     return dict(
         type='ImageClassifier',
         backbone=dict(type='NFNet', arch=arch, **backbone),

@@ -74,15 +74,23 @@ def test_signal_propagation_constants():
             if b == 0:
                 expected_var = 1.
             expected_var = expected_var + alpha**2
-    # the factors after the activations: gamma * beta on the block input,
-    # gamma inside; the convs themselves are plain WS convs
+    # gamma (and a block's beta) act as the input_scale of the following
+    # conv, in one place: gamma * beta in front of conv1 and the shortcut
+    # conv, gamma in front of every other conv but the first stem conv and
+    # final_conv (which follow no activation)
     gamma = 1.7015043497085571
     for stage in m.stages:
         for block in stage:
-            assert block.in_gain == pytest.approx(gamma * block.beta)
-            assert block.act_gain == pytest.approx(gamma)
-            assert all(c.input_scale == 1. for c in block.modules()
-                       if hasattr(c, 'input_scale'))
+            assert block.conv1.input_scale == pytest.approx(
+                gamma * block.beta)
+            if block.shortcut is not None:
+                assert block.shortcut.conv.input_scale == pytest.approx(
+                    gamma * block.beta)
+            for conv in (block.conv2, block.conv2b, block.conv3):
+                assert conv.input_scale == pytest.approx(gamma)
+    assert [c.input_scale for c in m.stem if hasattr(c, 'input_scale')] == [
+        1., gamma, gamma, gamma]
+    assert m.final_conv.input_scale == 1.
     betas = [blk.beta for s in m.stages for blk in s]
     # written out: stage 1 block 1 sees 1, block 2 sees 1 + a^2, stage 2's
     # transition block sees 1 + 2 a^2 (one more growth after the reset)
@@ -123,13 +131,26 @@ def test_out_indices_f0_channels():
     assert [64 // o.shape[-1] for o in outs] == [4, 8, 16, 32]
 
 
+def test_arch_dict_states_only_what_differs():
+    # F1 is F0 with twice the depths
+    assert NFNet.parse_arch(dict(depths=[2, 4, 12, 6])) == NFNet.parse_arch(
+        'f1')
+    full = NFNet(TINY).arch
+    assert full['group_width'] == 16 and full['widths'] == [32, 64, 96, 128]
+    # the rest is F0's
+    assert full['alpha'] == 0.2 and full['stem_strides'] == [2, 1, 1, 2]
+    assert full['final_expansion'] == 2 and full['se_ratio'] == 0.5
+
+
 def test_errors():
     with pytest.raises(ValueError, match=r"'f9'.*'f0'.*'f4\+'.*'f7'"):
         NFNet('f9')
-    bad = dict(TINY)
-    del bad['alpha'], bad['se_ratio']
-    with pytest.raises(ValueError, match=r"\['se_ratio', 'alpha'\]"):
-        NFNet(bad)
+    with pytest.raises(ValueError, match=r"\['dephts'\].*'depths'"):
+        NFNet(dict(TINY, dephts=[1, 1]))
+    with pytest.raises(ValueError, match=r"'depths' and 'widths'.*\[1, 1\]"):
+        NFNet(dict(TINY, depths=[1, 1]))
+    with pytest.raises(ValueError, match=r"'stem_widths' and 'stem_strides'"):
+        NFNet(dict(TINY, stem_widths=[8, 16]))
     with pytest.raises(ValueError, match=r'4.*-4 \.\.\. 3'):
         NFNet(TINY, out_indices=(1, 4))
     with pytest.raises(ValueError, match='-5'):
@@ -147,8 +168,7 @@ def test_other_activation_and_symmetric_padding():
     torch.manual_seed(0)
     a = randomize_(NFNet(TINY, act_cfg=dict(type='ReLU'))).eval()
     assert a.gamma == pytest.approx(1.7139588594436646)
-    assert a.final_act.gamma == pytest.approx(1.7139588594436646)
-    assert a.stem.act_gain == pytest.approx(1.7139588594436646)
+    assert a.stem.conv2.input_scale == pytest.approx(1.7139588594436646)
     torch.manual_seed(0)
     b = randomize_(NFNet(TINY, act_cfg=dict(type='ReLU'),
                          padding='symmetric')).eval()

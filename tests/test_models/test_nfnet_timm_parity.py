@@ -32,17 +32,8 @@ TIMM_TINY_CFG = replace(
     _dm_nfnet_cfg((1, 2, 1, 1), channels=(32, 64, 96, 128)),
     stem_chs=32,
     group_size=16)
-OUR_TINY = dict(
-    depths=[1, 2, 1, 1],
-    widths=[32, 64, 96, 128],
-    group_width=16,
-    bottleneck_ratio=0.5,
-    se_ratio=0.5,
-    alpha=0.2,
-    stem_widths=[4, 8, 16, 32],
-    stem_strides=[2, 1, 1, 2],
-    strides=[1, 2, 2, 2],
-    final_expansion=2)
+OUR_TINY = dict(depths=[1, 2, 1, 1], widths=[32, 64, 96, 128], group_width=16,
+                stem_widths=[4, 8, 16, 32])
 
 
 def prepare_timm(model, seed=0, fill_weights=False):

@@ -9,8 +9,10 @@ import torch.nn.functional as F
 import nfnet_mm  # noqa: F401
 from mmpretrain.registry import MODELS
 from nfnet_mm.models.layers import ScaledWSConv2d, same_pads
-from nfnet_mm.models.layers.activation import (ACTIVATION_GAMMAS, GammaAct,
+from nfnet_mm.models.layers.activation import (ACTIVATION_GAMMAS,
+                                               build_plain_act,
                                                get_activation_gamma)
+from nfnet_mm.models.layers.ws_conv import standardize_weight
 
 
 def tf_same_pads(size, k, s, d=1):
@@ -152,12 +154,11 @@ def test_input_scale_is_exact_and_folds():
     torch.testing.assert_close(conv(x), ref, atol=1e-5, rtol=1e-5)
 
 
-def test_gamma_act():
+def test_activation_gamma():
+    act = build_plain_act(dict(type='GELU', approximate='tanh', gamma=3.))
     x = torch.randn(1000)
-    act = GammaAct(dict(type='GELU', approximate='tanh'))
-    torch.testing.assert_close(
-        act(x), F.gelu(x, approximate='tanh') * 1.7015043497085571)
-    assert isinstance(GammaAct(dict(type='GELU', approximate='none')).act,
+    torch.testing.assert_close(act(x), F.gelu(x, approximate='tanh'))
+    assert isinstance(build_plain_act(dict(type='GELU', approximate='none')),
                       torch.nn.GELU)
     assert get_activation_gamma(dict(type='ReLU')) == ACTIVATION_GAMMAS[
         'ReLU']
@@ -172,8 +173,72 @@ def test_gamma_preserves_unit_variance(act_type):
     second moment around its mean; check it by sampling."""
     torch.manual_seed(0)
     z = torch.randn(2_000_000, dtype=torch.float64)
-    y = GammaAct(dict(type=act_type))(z)
+    cfg = dict(type=act_type)
+    y = build_plain_act(cfg)(z) * get_activation_gamma(cfg)
     assert abs(y.var().item() - 1.) < 0.01
+
+
+def autograd_ws(w, gain, eps, input_scale=1.):
+    """Eq. (1) as plain autograd ops, DeepMind's guard written out:
+    gain * (W - mean) * rsqrt(max(var * fan_in, eps))."""
+    fan_in = w[0].numel()
+    var, mean = torch.var_mean(w, dim=(1, 2, 3), keepdim=True,
+                               unbiased=False)
+    scale = torch.rsqrt(torch.clamp(var * fan_in, min=eps))
+    return gain.view(-1, 1, 1, 1) * (w - mean) * scale * input_scale
+
+
+def ws_inputs(dtype=torch.float64):
+    """Rows with normal variance, one constant (zero variance) and one tiny
+    (var * fan_in < eps: the guard is active there) row."""
+    torch.manual_seed(0)
+    w = torch.randn(5, 3, 3, 3, dtype=dtype)
+    w[1] = 0.3
+    w[3] = 0.3 + 1e-4 * torch.randn(3, 3, 3, dtype=dtype)
+    gain = torch.rand(5, dtype=dtype) + 0.5
+    return w.requires_grad_(), gain.requires_grad_()
+
+
+@pytest.mark.parametrize('input_scale', [1., 1.7])
+def test_ws_gradcheck_float64(input_scale):
+    w, gain = ws_inputs()
+    fan_in = w[0].numel()
+    var = w.detach().var(dim=(1, 2, 3), unbiased=False) * fan_in
+    assert (var < 1e-4).tolist() == [False, True, False, True, False]
+    assert torch.autograd.gradcheck(
+        lambda w, g: standardize_weight(w, g, 1e-4, input_scale), (w, gain))
+    # and it equals the plain autograd form, values and gradients
+    out = standardize_weight(w, gain, 1e-4, input_scale)
+    ref = autograd_ws(w, gain, 1e-4, input_scale)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (w, gain), grad)
+    theirs = torch.autograd.grad(ref, (w, gain), grad)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    # in the guarded rows the scale is the constant rsqrt(eps): the
+    # gradient is the centred, scaled incoming gradient
+    g1 = grad[1] - grad[1].mean()
+    torch.testing.assert_close(
+        ours[0][1], gain[1].detach() * 100. * input_scale * g1)
+
+
+def test_ws_under_bf16_autocast():
+    """fp32 weights under bf16 autocast: the standardisation stays fp32
+    (only the conv runs in bf16)."""
+    w, gain = ws_inputs(torch.float32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = standardize_weight(w, gain, 1e-4, 1.7)
+        out.sum().backward()
+    assert out.dtype == torch.float32 and w.grad.dtype == torch.float32
+    torch.testing.assert_close(out, autograd_ws(w, gain, 1e-4, 1.7))
+    conv = ScaledWSConv2d(3, 4, 3)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = conv(x)
+        y.float().sum().backward()
+    assert y.dtype == torch.bfloat16
+    assert conv.weight.grad.dtype == torch.float32
 
 
 def test_build_through_mmcv_build_conv_layer():

@@ -4,6 +4,7 @@
 <https://arxiv.org/abs/2102.06171>`_ (Brock, De, Smith, Simonyan, ICML 2021).
 """
 import copy
+from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -12,14 +13,15 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from mmpretrain.registry import MODELS
 
-from ..layers.activation import GammaAct, get_activation_gamma
+from ..layers.activation import build_plain_act, get_activation_gamma
 from ..layers.ws_conv import ScaledWSConv2d
 
-__all__ = ['NFNet', 'NFBlock', 'NFStem', 'SqueezeExcite', 'NFShortcut',
-           'StochasticDepth', 'NFNET_DROPOUT_RATES']
+__all__ = ['NFNet', 'NFBlock', 'SqueezeExcite', 'StochasticDepth']
 
-_F_WIDTHS = [256, 512, 1536, 1536]
-_F_COMMON = dict(
+# NFNet-F0; every other variant (and a custom arch dict) states what differs
+_F0 = dict(
+    depths=[1, 2, 6, 3],
+    widths=[256, 512, 1536, 1536],
     group_width=128,
     bottleneck_ratio=0.5,
     se_ratio=0.5,
@@ -30,19 +32,6 @@ _F_COMMON = dict(
     final_expansion=2)
 
 
-def _f_arch(n: int, widths: Sequence[int] = _F_WIDTHS) -> dict:
-    return dict(depths=[1 * n, 2 * n, 6 * n, 3 * n], widths=list(widths),
-                **copy.deepcopy(_F_COMMON))
-
-
-# Dropout rate of the classifier per variant (the paper's values; F7 as in
-# the reference code), for configs.
-NFNET_DROPOUT_RATES: Dict[str, float] = {
-    'f0': 0.2, 'f1': 0.3, 'f2': 0.4, 'f3': 0.4, 'f4': 0.5, 'f5': 0.5,
-    'f6': 0.5, 'f7': 0.5, 'f4+': 0.5,
-}
-
-
 class StochasticDepth(nn.Module):
     """DeepMind's stochastic depth: drop a sample's residual, no rescale.
 
@@ -50,7 +39,8 @@ class StochasticDepth(nn.Module):
     ``1 - drop_rate`` and zeroed otherwise. Unlike timm's ``DropPath`` the
     kept residual is **not** divided by the keep probability (DeepMind's
     ``StochDepth(scale_by_keep_rate=False)``), so in training the expected
-    residual is ``(1 - drop_rate)`` times the evaluation one.
+    residual is ``(1 - drop_rate)`` times the evaluation one. It works on any
+    batch-first tensor (:class:`NFBlock` drops the residual's gate).
 
     Args:
         drop_rate (float): Probability of dropping. Defaults to 0.
@@ -75,10 +65,12 @@ class StochasticDepth(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-Excite with the NF gate ``2 * sigmoid`` (plain linear FCs).
+    """Squeeze-Excite gate of NFNets: ``2 * sigmoid(fc2(relu(fc1(mean))))``.
 
-    ``out = x * 2 * sigmoid(fc2(relu(fc1(mean_hw(x)))))``; the factor 2
-    keeps the signal variance (the sigmoid gate is 0.5 on average at init).
+    Returns the gate ``[N, C, 1, 1]``, not the gated input: the block
+    multiplies it into the residual together with its other per-channel
+    factors. The factor 2 keeps the signal variance (the sigmoid gate is 0.5
+    on average at init).
 
     Args:
         channels (int): Input/output channels.
@@ -91,46 +83,27 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Linear(hidden_channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean(dim=(2, 3))
-        s = self.fc2(torch.relu(self.fc1(s)))
-        return x * (2. * torch.sigmoid(s))[:, :, None, None]
-
-
-class NFShortcut(nn.Module):
-    """Transition shortcut: 2x2 avg-pool (stride 2, if strided) + 1x1 conv.
-
-    The pool is ``ceil_mode=True, count_include_pad=False``, i.e. the same as
-    a 2x2/2 "SAME" average pool that averages only real pixels.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 padding: str, eps: float) -> None:
-        super().__init__()
-        if stride > 1:
-            self.pool = nn.AvgPool2d(
-                stride, stride, ceil_mode=True, count_include_pad=False)
-        else:
-            self.pool = nn.Identity()
-        self.conv = ScaledWSConv2d(
-            in_channels, out_channels, 1, padding=padding, eps=eps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.pool(x))
+        s = self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3)))))
+        return (2. * torch.sigmoid(s))[:, :, None, None]
 
 
 class NFBlock(nn.Module):
     """Normalizer-free pre-activation bottleneck block (NFNet-F).
 
-    ``out = x + alpha * skip_gain * f(act(x) * beta)`` with ``f`` = 1x1 conv,
-    act, 3x3 grouped conv (strided in a transition block), act, 3x3 grouped
-    conv, act, 1x1 conv, Squeeze-Excite (x2 gate); every ``act`` is
-    ``gamma * activation``. In a transition block the shortcut takes the
-    scaled activated input ``act(x) * beta``.
+    ``out = x + alpha * skip_gain * SE(f(gamma * act(x) * beta))`` with ``f``
+    = 1x1 conv, 3x3 grouped conv (strided in a transition block), 3x3
+    grouped conv, 1x1 conv, each conv after the first preceded by
+    ``gamma * act``. A transition block's shortcut is
+    ``conv1x1(avgpool2x2(gamma * act(x) * beta))`` (the pool only if
+    strided; ``ceil_mode=True, count_include_pad=False`` is a 2x2/2 "SAME"
+    average pool over real pixels).
 
-    Every conv is a plain :class:`ScaledWSConv2d` (DeepMind's WSConv2D);
-    :meth:`switch_to_deploy` folds the constant factors in front of each conv
-    (``gamma``, and ``gamma * beta`` for ``conv1`` and the shortcut conv)
-    into the conv weights (exact: a conv is linear in its input).
+    The constant factors in front of a conv (``gamma``, ``gamma * beta``) are
+    the conv's ``input_scale`` (exact: a conv is linear in its input and an
+    average pool commutes with a constant), so only plain activations run.
+    The SE gate, stochastic depth and ``alpha * skip_gain`` are per-sample
+    and per-channel factors: they are multiplied together first and applied
+    to the residual in one multiply-add.
 
     Args:
         in_channels (int): Input channels.
@@ -143,8 +116,7 @@ class NFBlock(nn.Module):
         se_ratio (float): SE hidden width / ``out_channels``.
         act (nn.Module): The plain activation (shared, parameter-free).
         gamma (float): The activation's gain.
-        padding (str): Padding mode of the convs.
-        eps (float): Weight standardisation epsilon.
+        conv_cfg (dict): ``padding`` and ``eps`` of the convs.
         drop_path_rate (float): Stochastic depth rate. Defaults to 0.
         transition (bool): Whether it is the first block of a stage (a
             shortcut conv is built if the shape changes). Defaults to False.
@@ -161,8 +133,7 @@ class NFBlock(nn.Module):
                  se_ratio: float,
                  act: nn.Module,
                  gamma: float,
-                 padding: str,
-                 eps: float,
+                 conv_cfg: dict,
                  drop_path_rate: float = 0.,
                  transition: bool = False) -> None:
         super().__init__()
@@ -178,108 +149,41 @@ class NFBlock(nn.Module):
         self.alpha = alpha
         self.beta = beta
         self.act = act
-        conv = dict(padding=padding, eps=eps)
-        self.conv1 = ScaledWSConv2d(in_channels, mid, 1, **conv)
+        self.conv1 = ScaledWSConv2d(
+            in_channels, mid, 1, input_scale=gamma * beta, **conv_cfg)
+        conv_cfg = dict(conv_cfg, input_scale=gamma)
         self.conv2 = ScaledWSConv2d(
-            mid, mid, 3, stride=stride, groups=groups, **conv)
-        self.conv2b = ScaledWSConv2d(mid, mid, 3, groups=groups, **conv)
-        self.conv3 = ScaledWSConv2d(mid, out_channels, 1, **conv)
+            mid, mid, 3, stride=stride, groups=groups, **conv_cfg)
+        self.conv2b = ScaledWSConv2d(mid, mid, 3, groups=groups, **conv_cfg)
+        self.conv3 = ScaledWSConv2d(mid, out_channels, 1, **conv_cfg)
         self.se = SqueezeExcite(out_channels,
                                 max(1, int(out_channels * se_ratio)))
         self.drop_path = StochasticDepth(drop_path_rate)
         self.skip_gain = nn.Parameter(torch.zeros(()))
-        if transition and (stride > 1 or in_channels != out_channels):
-            self.shortcut = NFShortcut(in_channels, out_channels, stride,
-                                       padding, eps)
-        elif stride > 1 or in_channels != out_channels:
-            raise ValueError('Only a transition block may change the shape.')
-        else:
-            self.shortcut = None
-        self.gamma = gamma
-        # the factors applied after the activation: gamma * beta on the block
-        # input (it feeds conv1 and the shortcut), gamma inside; both become
-        # 1 when switch_to_deploy() folds them into the following convs
-        self.in_gain = gamma * beta
-        self.act_gain = gamma
-
-    @staticmethod
-    def _scaled(out: torch.Tensor, gain: float) -> torch.Tensor:
-        return out * gain if gain != 1. else out
+        self.shortcut = None
+        if stride > 1 or in_channels != out_channels:
+            if not transition:
+                raise ValueError('Only a transition block may change the '
+                                 'shape.')
+            pool = (nn.AvgPool2d(stride, ceil_mode=True,
+                                 count_include_pad=False)
+                    if stride > 1 else nn.Identity())
+            self.shortcut = nn.Sequential(
+                OrderedDict(
+                    pool=pool,
+                    conv=ScaledWSConv2d(
+                        in_channels, out_channels, 1,
+                        **dict(conv_cfg, input_scale=gamma * beta))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._scaled(self.act(x), self.in_gain)  # act(x) * beta
+        out = self.act(x)
         shortcut = x if self.shortcut is None else self.shortcut(out)
         out = self.conv1(out)
-        out = self.conv2(self._scaled(self.act(out), self.act_gain))
-        out = self.conv2b(self._scaled(self.act(out), self.act_gain))
-        out = self.conv3(self._scaled(self.act(out), self.act_gain))
-        out = self.se(out)
-        out = self.drop_path(out)
-        return out * (self.skip_gain * self.alpha) + shortcut
-
-    def switch_to_deploy(self) -> None:
-        """Fold WS and the gains gamma and beta into the conv weights."""
-        if self.in_gain == 1. and self.act_gain == 1. and self.conv1.deploy:
-            return
-        # avg-pool is linear: the shortcut's input factor commutes with it
-        self.conv1.input_scale = self.in_gain
-        if self.shortcut is not None:
-            self.shortcut.conv.input_scale = self.in_gain
-        for conv in (self.conv2, self.conv2b, self.conv3):
-            conv.input_scale = self.act_gain
-        for module in self.modules():
-            if isinstance(module, ScaledWSConv2d):
-                module.switch_to_deploy()
-        self.in_gain = self.act_gain = 1.
-
-
-class NFStem(nn.Module):
-    """Four 3x3 WS convs with activations in between (none after the last).
-
-    Each activation is multiplied by its gain gamma (``act_gain``; folded
-    into the following conv by :meth:`switch_to_deploy`).
-
-    Args:
-        in_channels (int): Input channels.
-        widths (Sequence[int]): Output channels of the convs.
-        strides (Sequence[int]): Strides of the convs.
-        act (nn.Module): The plain activation.
-        gamma (float): The activation's gain.
-        padding (str): Padding mode.
-        eps (float): Weight standardisation epsilon.
-    """
-
-    def __init__(self, in_channels: int, widths: Sequence[int],
-                 strides: Sequence[int], act: nn.Module, gamma: float,
-                 padding: str, eps: float) -> None:
-        super().__init__()
-        self.act = act
-        self.num_convs = len(widths)
-        for i, (width, stride) in enumerate(zip(widths, strides)):
-            conv = ScaledWSConv2d(
-                in_channels, width, 3, stride=stride, padding=padding,
-                eps=eps)
-            self.add_module(f'conv{i + 1}', conv)
-            in_channels = width
-        self.act_gain = gamma
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i in range(1, self.num_convs + 1):
-            if i > 1:
-                x = self.act(x)
-                if self.act_gain != 1.:
-                    x = x * self.act_gain
-            x = getattr(self, f'conv{i}')(x)
-        return x
-
-    def switch_to_deploy(self) -> None:
-        """Fold WS (and the gain of the preceding activation)."""
-        for i in range(1, self.num_convs + 1):
-            conv = getattr(self, f'conv{i}')
-            if i > 1 and not conv.deploy:
-                conv.input_scale = self.act_gain
-            conv.switch_to_deploy()
-        self.act_gain = 1.
+        out = self.conv2(self.act(out))
+        out = self.conv2b(self.act(out))
+        out = self.conv3(self.act(out))
+        scale = self.drop_path(self.se(out)) * (self.skip_gain * self.alpha)
+        return torch.addcmul(shortcut, out, scale)
 
 
 @MODELS.register_module()
@@ -289,20 +193,21 @@ class NFNet(BaseModule):
     A PyTorch/MMPretrain implementation of `High-Performance Large-Scale
     Image Recognition Without Normalization
     <https://arxiv.org/abs/2102.06171>`_. Every conv is a
-    :class:`ScaledWSConv2d`; each activation is multiplied by its gain gamma
-    (folded into the following conv by :meth:`switch_to_deploy`).
+    :class:`ScaledWSConv2d`; the gain gamma of the activation in front of a
+    conv is the conv's ``input_scale`` (as is a block's beta).
 
     Output index ``i`` (0-2) is the residual stream after stage ``i + 1``;
-    index 3 is ``act(final_conv(stage4))`` with ``final_expansion`` x the last
-    width channels. Strides are 4, 8, 16, 32. Stages after the last requested
-    index are not run, and ``final_conv`` runs only if index 3 is requested.
+    index 3 is ``gamma * act(final_conv(stage4))`` with ``final_expansion`` x
+    the last width channels. Strides are 4, 8, 16, 32. Stages after the last
+    requested index are not run, and ``final_conv`` runs only if index 3 is
+    requested.
 
     Args:
-        arch (str | dict): ``'f0'`` ... ``'f7'``, ``'f4+'`` or a dict with
-            keys ``depths``, ``widths``, ``group_width``,
-            ``bottleneck_ratio``, ``se_ratio``, ``alpha``, ``stem_widths``,
-            ``stem_strides``, ``strides``, ``final_expansion``.
-            Defaults to ``'f0'``.
+        arch (str | dict): ``'f0'`` ... ``'f7'``, ``'f4+'`` or a dict of the
+            keys that differ from F0's (``depths``, ``widths``,
+            ``group_width``, ``bottleneck_ratio``, ``se_ratio``, ``alpha``,
+            ``stem_widths``, ``stem_strides``, ``strides``,
+            ``final_expansion``). Defaults to ``'f0'``.
         in_channels (int): Input channels. Defaults to 3.
         out_indices (int | Sequence[int]): Output indices; negatives count
             from the end. Defaults to ``(3, )``.
@@ -326,13 +231,11 @@ class NFNet(BaseModule):
     """
 
     arch_settings: Dict[str, dict] = {
-        **{f'f{n - 1}': _f_arch(n)
-           for n in range(1, 9)},
-        'f4+': _f_arch(5, widths=[384, 768, 2048, 2048]),
+        **{f'f{n}': dict(_F0, depths=[d * (n + 1) for d in _F0['depths']])
+           for n in range(8)},
+        'f4+': dict(_F0, depths=[5, 10, 30, 15],
+                    widths=[384, 768, 2048, 2048]),
     }
-    arch_keys = ('depths', 'widths', 'group_width', 'bottleneck_ratio',
-                 'se_ratio', 'alpha', 'stem_widths', 'stem_strides',
-                 'strides', 'final_expansion')
 
     def __init__(self,
                  arch: Union[str, dict] = 'f0',
@@ -346,17 +249,8 @@ class NFNet(BaseModule):
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.arch = self._parse_arch(arch)
-        arch = self.arch
+        self.arch = arch = self.parse_arch(arch)
         num_stages = len(arch['depths'])
-        for key in ('widths', 'strides'):
-            if len(arch[key]) != num_stages:
-                raise ValueError(
-                    f'arch[{key!r}] has {len(arch[key])} entries but '
-                    f'depths has {num_stages}.')
-        if len(arch['stem_widths']) != len(arch['stem_strides']):
-            raise ValueError('arch stem_widths and stem_strides differ in '
-                             'length.')
         if padding not in ('same', 'symmetric'):
             raise ValueError(f"Invalid padding {padding!r}; valid: 'same', "
                              "'symmetric'.")
@@ -367,32 +261,34 @@ class NFNet(BaseModule):
                              f'got {frozen_stages}.')
         self.frozen_stages = frozen_stages
         self.with_cp = with_cp
-        self.padding = padding
         self.deploy = False
-        self.act_cfg = copy.deepcopy(act_cfg)
         self.gamma = get_activation_gamma(act_cfg)
+        self.act = build_plain_act(act_cfg)  # parameter-free, shared
+        conv_cfg = dict(padding=padding, eps=ws_eps)
         alpha = arch['alpha']
 
-        # The plain activation is shared (parameter-free); the stem and the
-        # blocks multiply by gamma themselves (act_gain / in_gain) so that
-        # switch_to_deploy() can fold it into the following convs. The final
-        # activation feeds no conv and keeps its gain.
-        act = GammaAct(act_cfg, gamma=1.)
-        self.stem = NFStem(in_channels, arch['stem_widths'],
-                           arch['stem_strides'], act, self.gamma, padding,
-                           ws_eps)
+        stem = OrderedDict()
+        for i, (width, stride) in enumerate(
+                zip(arch['stem_widths'], arch['stem_strides'])):
+            if i > 0:
+                stem[f'act{i}'] = self.act
+            stem[f'conv{i + 1}'] = ScaledWSConv2d(
+                in_channels, width, 3, stride=stride,
+                input_scale=self.gamma if i > 0 else 1., **conv_cfg)
+            in_channels = width
+        self.stem = nn.Sequential(stem)
+
         num_blocks = sum(arch['depths'])
         block_idx = 0
         expected_std = 1.
-        in_ch = arch['stem_widths'][-1]
         self.stages = nn.ModuleList()
-        for s, (depth, width, stride) in enumerate(
-                zip(arch['depths'], arch['widths'], arch['strides'])):
+        for depth, width, stride in zip(arch['depths'], arch['widths'],
+                                        arch['strides']):
             blocks = []
             for b in range(depth):
                 blocks.append(
                     NFBlock(
-                        in_ch,
+                        in_channels,
                         width,
                         stride=stride if b == 0 else 1,
                         alpha=alpha,
@@ -400,10 +296,9 @@ class NFNet(BaseModule):
                         group_width=arch['group_width'],
                         bottleneck_ratio=arch['bottleneck_ratio'],
                         se_ratio=arch['se_ratio'],
-                        act=act,
+                        act=self.act,
                         gamma=self.gamma,
-                        padding=padding,
-                        eps=ws_eps,
+                        conv_cfg=conv_cfg,
                         drop_path_rate=drop_path_rate * block_idx /
                         num_blocks,
                         transition=b == 0))
@@ -412,17 +307,18 @@ class NFNet(BaseModule):
                     expected_std = 1.
                 expected_std = (expected_std**2 + alpha**2)**0.5
                 block_idx += 1
-                in_ch = width
+                in_channels = width
             self.stages.append(nn.Sequential(*blocks))
-        self.num_features = int(arch['final_expansion'] * in_ch)
-        self.final_conv = ScaledWSConv2d(
-            in_ch, self.num_features, 1, padding=padding, eps=ws_eps)
-        self.final_act = GammaAct(act_cfg, gamma=self.gamma)
+        self.num_features = int(arch['final_expansion'] * in_channels)
+        self.final_conv = ScaledWSConv2d(in_channels, self.num_features, 1,
+                                         **conv_cfg)
         self.out_channels = list(arch['widths'][:-1]) + [self.num_features]
         self._freeze_stages()
 
     @classmethod
-    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+    def parse_arch(cls, arch: Union[str, dict]) -> dict:
+        """The full arch dict of a variant name or of a dict of the keys
+        that differ from F0's."""
         if isinstance(arch, str):
             if arch.lower() not in cls.arch_settings:
                 raise ValueError(
@@ -431,11 +327,17 @@ class NFNet(BaseModule):
             return copy.deepcopy(cls.arch_settings[arch.lower()])
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
-        missing = [k for k in cls.arch_keys if k not in arch]
-        if missing:
-            raise ValueError(f'The arch dict misses keys {missing}; it needs '
-                             f'all of {list(cls.arch_keys)}.')
-        return copy.deepcopy(dict(arch))
+        unknown = sorted(set(arch) - set(_F0))
+        if unknown:
+            raise ValueError(f'Unknown arch keys {unknown}; valid: '
+                             f'{list(_F0)}.')
+        arch = copy.deepcopy({**_F0, **arch})
+        for a, b in (('depths', 'widths'), ('depths', 'strides'),
+                     ('stem_widths', 'stem_strides')):
+            if len(arch[a]) != len(arch[b]):
+                raise ValueError(f'arch {a!r} and {b!r} differ in length: '
+                                 f'{arch[a]} vs {arch[b]}.')
+        return arch
 
     @staticmethod
     def _parse_out_indices(out_indices: Union[int, Sequence[int]],
@@ -492,7 +394,8 @@ class NFNet(BaseModule):
                 break
             x = self._run_stage(stage, x)
             if i == self.num_stages - 1:
-                x = self.final_act(self.final_conv(x))
+                # the final activation feeds no conv: it keeps its gain
+                x = self.act(self.final_conv(x)) * self.gamma
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)
@@ -501,16 +404,10 @@ class NFNet(BaseModule):
         """Fold the weight standardisation into plain conv weights.
 
         Every :class:`ScaledWSConv2d` keeps ``weight`` and ``bias`` only; its
-        standardised weight is computed once, with the gain gamma of the
-        preceding activation (and a block's beta) folded in, so inside the
-        network only plain activations run (the final activation keeps its
-        gain). Outputs are unchanged (up to float rounding).
+        standardised weight, with its ``input_scale`` (gamma, beta), is
+        computed once. Outputs are unchanged (up to float rounding).
         """
-        if self.deploy:
-            return
-        self.stem.switch_to_deploy()
-        for stage in self.stages:
-            for block in stage:
-                block.switch_to_deploy()
-        self.final_conv.switch_to_deploy()
+        for module in self.modules():
+            if isinstance(module, ScaledWSConv2d):
+                module.switch_to_deploy()
         self.deploy = True

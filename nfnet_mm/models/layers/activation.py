@@ -4,17 +4,15 @@ NF-networks multiply every activation by a fixed gain ``gamma`` chosen so
 that, for a unit-Gaussian input, the scaled output has unit variance
 (Brock et al., 2021, Sec. 3 and DeepMind's ``nfnets/base.py``). Followed by a
 scaled weight-standardised convolution this keeps the signal variance
-constant through the network.
+constant through the network. NFNet applies gamma as the following conv's
+``input_scale`` (exact, and free: it scales the weight, not the activations).
 """
-import copy
-from typing import Dict, Optional
+from typing import Dict
 
-import torch
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer
 
-__all__ = ['ACTIVATION_GAMMAS', 'get_activation_gamma', 'GammaAct',
-           'build_gamma_act']
+__all__ = ['ACTIVATION_GAMMAS', 'get_activation_gamma', 'build_plain_act']
 
 # Gains for unit-Gaussian inputs, keyed by MMCV activation type names
 # (values from the paper's reference code). MMCV's ``Swish`` is SiLU.
@@ -66,53 +64,11 @@ def get_activation_gamma(act_cfg: dict) -> float:
     return ACTIVATION_GAMMAS[act_type]
 
 
-class GammaAct(nn.Module):
-    """An activation followed by a multiplication with a fixed gain.
-
-    Args:
-        act_cfg (dict): MMCV activation config. A ``gamma`` key, if present,
-            overrides the looked-up gain. Defaults to
-            ``dict(type='GELU', approximate='tanh')``.
-        gamma (float, optional): The gain; if None it is looked up from
-            ``act_cfg`` with :func:`get_activation_gamma`. Defaults to None.
-    """
-
-    def __init__(self,
-                 act_cfg: Optional[dict] = None,
-                 gamma: Optional[float] = None) -> None:
-        super().__init__()
-        if act_cfg is None:
-            act_cfg = dict(type='GELU', approximate='tanh')
-        act_cfg = copy.deepcopy(act_cfg)
-        if gamma is None:
-            gamma = get_activation_gamma(act_cfg)
-        act_cfg.pop('gamma', None)
-        act_cfg.pop('inplace', None)  # inputs are reused (shortcuts)
-        if act_cfg.get('type') == 'Identity':
-            self.act = nn.Identity()
-        else:
-            self.act = build_activation_layer(act_cfg)
-        self.gamma = float(gamma)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the activation and scale by gamma."""
-        if self.gamma == 1.0:
-            return self.act(x)
-        return self.act(x) * self.gamma
-
-    def extra_repr(self) -> str:
-        return f'gamma={self.gamma}'
-
-
-def build_gamma_act(act_cfg: dict, gamma: Optional[float] = None) -> GammaAct:
-    """Build a :class:`GammaAct` (activation times its NF gain).
-
-    Args:
-        act_cfg (dict): MMCV activation config.
-        gamma (float, optional): Explicit gain; looked up if None.
-            Defaults to None.
-
-    Returns:
-        GammaAct: The scaled activation.
-    """
-    return GammaAct(act_cfg, gamma=gamma)
+def build_plain_act(act_cfg: dict) -> nn.Module:
+    """The activation of ``act_cfg`` without its gain (``gamma`` and
+    ``inplace`` are dropped: NF blocks reuse their inputs)."""
+    act_cfg = {k: v for k, v in act_cfg.items() if k not in ('gamma',
+                                                             'inplace')}
+    if act_cfg.get('type') == 'Identity':
+        return nn.Identity()
+    return build_activation_layer(act_cfg)
