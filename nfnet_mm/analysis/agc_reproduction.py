@@ -40,7 +40,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
-from nfnet_mm.models.backbones.nfnet import NFBlock, NFStem
+from nfnet_mm.models.backbones.nfnet import NFBlock
 from nfnet_mm.models.layers.ws_conv import ScaledWSConv2d
 
 __all__ = ['ARCH', 'FULL', 'QUICK', 'plan_runs', 'build_model', 'to_batchnorm',
@@ -94,9 +94,9 @@ def to_batchnorm(model: nn.Module) -> nn.Module:
     """Turn an NFNet-based classifier into its batch-normalised twin, in place.
 
     Every ``ScaledWSConv2d`` becomes ``Conv2d(bias=False) + BatchNorm2d`` with the same
-    geometry; the NF gains gamma (after activations) and beta (block inputs) and the
-    residual scale alpha become 1. Only the stem, block and final-activation constants
-    are touched; no NFNet source is changed.
+    geometry. The NF gains gamma (after activations) and beta (block inputs) are the WS
+    convs' ``input_scale``, so they go with the convs; the residual scale alpha and the
+    final activation's gamma become 1. No NFNet source is changed.
     """
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -106,10 +106,8 @@ def to_batchnorm(model: nn.Module) -> nn.Module:
                                  dilation=child.dilation, groups=child.groups, bias=False)
                 setattr(parent, name, nn.Sequential(conv, nn.BatchNorm2d(child.out_channels)))
             elif isinstance(child, NFBlock):
-                child.alpha = child.in_gain = child.act_gain = 1.
-            elif isinstance(child, NFStem):
-                child.act_gain = 1.
-    model.backbone.final_act.gamma = 1.
+                child.alpha = 1.
+    model.backbone.gamma = 1.
     return model
 
 

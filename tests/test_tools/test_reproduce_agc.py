@@ -61,11 +61,13 @@ def test_bn_arm_differs_only_in_normaliser():
         assert (b.weight.shape, b.stride, b.padding, b.groups) == (
             a.weight.shape, a.stride, a.padding, a.groups)
         assert b.bias is None
-    for block in (m for m in bn.backbone.modules() if hasattr(m, 'in_gain')):
-        assert block.alpha == block.in_gain == block.act_gain == 1.
-    assert bn.backbone.stem.act_gain == bn.backbone.final_act.gamma == 1.
+    # gamma and beta were the WS convs' input scales: gone with them; alpha is 1
+    assert any(m.input_scale != 1. for m in nf.modules() if isinstance(m, ScaledWSConv2d))
+    blocks = [m for m in bn.backbone.modules() if hasattr(m, 'skip_gain')]
+    assert blocks and all(block.alpha == 1. for block in blocks)
+    assert bn.backbone.gamma == 1.
     assert nf.backbone.stages[0][0].alpha == ARCH['alpha']
-    assert nf.backbone.final_act.gamma > 1.
+    assert nf.backbone.gamma > 1.
     # the rest is shared: SE, skip gains, head
     names = {n for n, _ in nf.named_parameters() if '.conv' not in n and 'final_conv' not in n}
     assert names <= {n for n, _ in bn.named_parameters()}
