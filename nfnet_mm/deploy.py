@@ -172,9 +172,12 @@ def export_onnx(model: nn.Module,
     """Export ``model(inputs, mode='tensor')`` with the TorchScript exporter.
 
     Note: with the standardisation left in the graph (no
-    ``switch_to_deploy()``), the exporter's constant folding (torch 2.14)
-    writes an invalid graph (a ``Mul`` whose input no node produces); pass
-    ``constant_folding=False`` for unfolded models.
+    ``switch_to_deploy()``), torch 2.14's exporter writes an invalid graph (a
+    ``Mul`` whose input no node produces: equal-valued gains and biases, as
+    after initialisation, are merged into one initializer but still named
+    apart), with or without constant folding. Pass ``constant_folding=False``
+    for unfolded models: the initializers are then also kept as graph inputs,
+    which the exporter leaves unmerged.
 
     Args:
         model (nn.Module): The classifier (already folded or not).
@@ -198,7 +201,8 @@ def export_onnx(model: nn.Module,
             output_names=['output'],
             opset_version=opset,
             dynamic_axes=dynamic_axes,
-            do_constant_folding=constant_folding)
+            do_constant_folding=constant_folding,
+            keep_initializers_as_inputs=not constant_folding)
 
 
 def op_histogram(onnx_file: str) -> Dict[str, int]:

@@ -70,6 +70,10 @@ class MixupCutMixDataset:
             Defaults to 1.
         num_classes (int, optional): Length of ``gt_score``. Defaults to the
             number of ``classes`` in the dataset's metainfo.
+        indices (int | Sequence[int], optional): A subset of the source
+            dataset, passed to its config as MMEngine's ``BaseDataset``
+            ``indices`` (so ``train_dataloader.dataset.indices=N`` works on
+            the wrapper). Defaults to None (all).
     """
 
     def __init__(self,
@@ -80,7 +84,8 @@ class MixupCutMixDataset:
                  partners: str = 'distinct',
                  augment_before_mix: bool = False,
                  mix_prob: float = 1.,
-                 num_classes: Optional[int] = None) -> None:
+                 num_classes: Optional[int] = None,
+                 indices: Optional[Union[int, Sequence[int]]] = None) -> None:
         if partners not in ('distinct', 'batch'):
             raise ValueError("MixupCutMixDataset: partners must be 'distinct' "
                              f"or 'batch', got {partners!r}.")
@@ -88,6 +93,12 @@ class MixupCutMixDataset:
             raise ValueError('MixupCutMixDataset: need mixup_alpha > 0 and '
                              f'0 <= mix_prob <= 1, got {mixup_alpha!r} and '
                              f'{mix_prob!r}.')
+        if indices is not None:
+            if not isinstance(dataset, dict):
+                raise ValueError('MixupCutMixDataset: indices need the source '
+                                 'dataset as a config dict; subset the built '
+                                 'dataset itself instead.')
+            dataset = dict(dataset, indices=indices)
         self.dataset = DATASETS.build(dataset) if isinstance(
             dataset, dict) else dataset
         if num_classes is None:

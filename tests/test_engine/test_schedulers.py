@@ -26,6 +26,8 @@ DEMO = osp.join(REPO, 'configs', 'fashion_mnist', 'nfnet-demo_1xb128_fashion-mni
 class _ScheduleFakeFashionMNIST(BaseDataset):
     """``num`` grey 28 px samples (Fashion-MNIST's train split has 60,000)."""
 
+    METAINFO = dict(classes=[str(i) for i in range(10)])
+
     def __init__(self, num=60000, **kwargs):
         self.num = num
         super().__init__(serialize_data=False, **kwargs)
@@ -38,7 +40,8 @@ class _ScheduleFakeFashionMNIST(BaseDataset):
 def _demo_runner(tmp_path, **options):
     """The demo config on fake data, with ``--cfg-options``-style overrides."""
     cfg = Config.fromfile(DEMO)
-    cfg.train_dataloader.dataset = dict(
+    # fake images through the demo's pipeline, mixed and packed by its wrapper
+    cfg.train_dataloader.dataset.dataset = dict(
         type='_ScheduleFakeFashionMNIST', pipeline=cfg.train_pipeline)
     cfg.train_dataloader.update(num_workers=0, persistent_workers=False)
     cfg.merge_from_dict(options)

@@ -155,7 +155,7 @@ def test_tta_tests_the_ema_weights_of_a_demo_run(tmp_path):
     short = ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=32',
              'train_dataloader.dataset.indices=3200',
              'val_dataloader.dataset.indices=500',
-             'optim_wrapper.optimizer.lr=0.1', 'model.train_cfg.probs=[0.0]']
+             'optim_wrapper.optimizer.lr=0.1', 'train_dataloader.dataset.mix_prob=0.0']
     subset = ['test_dataloader.dataset.indices=1000']
     train = _tool('train', DEMO, '--work-dir', work, '--cfg-options', *short)
     ckpt = osp.join(work, 'epoch_1.pth')

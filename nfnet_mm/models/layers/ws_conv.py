@@ -35,6 +35,17 @@ def same_pads(size: int, kernel_size: int, stride: int,
     return total // 2, total - total // 2
 
 
+def _ws_terms(weight, gain, eps, input_scale):
+    """The forward terms of eq. (1): centred rows, ``|c|^2``, ``r`` and ``k``."""
+    # all fp32 ops for fp32 weights, also under autocast (none of them is on
+    # autocast's lower-precision lists)
+    centred = weight.flatten(1)
+    centred = centred - centred.mean(1, keepdim=True)
+    sq = torch.linalg.vector_norm(centred, dim=1).square()
+    r = torch.rsqrt(torch.clamp(sq, min=eps))
+    return centred, sq, r, gain * r * input_scale
+
+
 class _ScaledWS(torch.autograd.Function):
     """Eq. (1) with its analytic backward in a few fused tensor ops.
 
@@ -49,13 +60,7 @@ class _ScaledWS(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, gain, eps, input_scale):
-        # all fp32 ops for fp32 weights, also under autocast (none of them
-        # is on autocast's lower-precision lists)
-        centred = weight.flatten(1)
-        centred = centred - centred.mean(1, keepdim=True)
-        sq = torch.linalg.vector_norm(centred, dim=1).square()
-        r = torch.rsqrt(torch.clamp(sq, min=eps))
-        k = gain * r * input_scale
+        centred, sq, r, k = _ws_terms(weight, gain, eps, input_scale)
         ctx.save_for_backward(centred, r, k, sq >= eps)
         ctx.input_scale = input_scale
         return (centred * k[:, None]).view_as(weight)
@@ -94,7 +99,14 @@ def standardize_weight(weight: torch.Tensor,
     Returns:
         Tensor: The standardised, scaled weight.
     """
-    return _ScaledWS.apply(weight, gain, eps, input_scale)
+    needs_grad = torch.is_grad_enabled() and (weight.requires_grad
+                                              or gain.requires_grad)
+    if needs_grad and not (torch.jit.is_tracing()
+                           or torch.onnx.is_in_onnx_export()):
+        return _ScaledWS.apply(weight, gain, eps, input_scale)
+    # inference, tracing and ONNX export: the same forward as plain tensor ops
+    centred, _, _, k = _ws_terms(weight, gain, eps, input_scale)
+    return (centred * k[:, None]).view_as(weight)
 
 
 @MODELS.register_module()
