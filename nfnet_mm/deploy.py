@@ -1,18 +1,14 @@
 """Export to ONNX and check the graph: our own exporter and MMDeploy's.
 
-- :func:`export_and_check`: build a classifier from a config, fold the
-  weight standardisation (``backbone.switch_to_deploy()``), export with the
-  TorchScript exporter, run onnxruntime on a real image (the config's test
-  pipeline) and compare with the PyTorch model before folding
-  (``tools/deploy/export_onnx.py``).
-- :func:`deploy_with_mmdeploy`: MMDeploy 1.3.1's own pipeline, in this
-  process (``tools/deploy/mmdeploy.py``).
+- :func:`export_and_check` (``tools/deploy/export_onnx.py``): fold, export
+  with the TorchScript exporter, compare onnxruntime with PyTorch.
+- :func:`deploy_with_mmdeploy` (``tools/deploy/mmdeploy.py``): MMDeploy
+  1.3.1's own pipeline, in this process.
 - :func:`torchscript_onnx_exporter`: from PyTorch 2.9 on,
-  ``torch.onnx.export`` defaults to ``dynamo=True`` (the ``torch.export``
-  exporter, which needs ``onnxscript``); MMDeploy 1.3.1 passes no ``dynamo``
-  and its rewriters only act on TorchScript tracing. Inside this context
-  ``dynamo=False`` is the default again. It acts only while an export runs,
-  in the process that exports: importing ``nfnet_mm`` changes nothing.
+  ``torch.onnx.export`` defaults to ``dynamo=True``; MMDeploy 1.3.1 passes no
+  ``dynamo`` and its rewriters only act on TorchScript tracing. The context
+  restores ``dynamo=False`` only while an export runs: importing
+  ``nfnet_mm`` changes nothing.
 """
 import contextlib
 import copy
@@ -24,7 +20,7 @@ import os.path as osp
 import statistics
 import time
 from collections import Counter
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -57,9 +53,7 @@ class _Logits(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         out = self.model(inputs, mode='tensor')
-        if isinstance(out, (tuple, list)):
-            out = out[-1]
-        return out
+        return out[-1] if isinstance(out, (tuple, list)) else out
 
 
 def build_classifier(config, checkpoint: Optional[str] = None) -> nn.Module:
@@ -69,9 +63,6 @@ def build_classifier(config, checkpoint: Optional[str] = None) -> nn.Module:
         config (str | Config): Config file or object.
         checkpoint (str, optional): Checkpoint path; None or ``'none'``
             keeps the constructors' random weights. Defaults to None.
-
-    Returns:
-        nn.Module: The model on CPU, in eval mode.
     """
     import nfnet_mm  # noqa: F401  (registers our modules)
     from mmengine.config import Config
@@ -92,7 +83,6 @@ def build_classifier(config, checkpoint: Optional[str] = None) -> nn.Module:
     if checkpoint and checkpoint.lower() != 'none':
         load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
                         logger='silent')
-    # 'none': the constructors' random initialisation is kept
     model.cfg = cfg
     return model.eval()
 
@@ -121,20 +111,7 @@ def load_image(path: Optional[str] = None) -> np.ndarray:
         f'No {FASHION_MNIST_FILE} in {FASHION_MNIST_DIRS}; pass --img PATH')
 
 
-def _test_pipeline(cfg) -> List[dict]:
-    pipeline = cfg.get('test_pipeline', None)
-    if pipeline is None:
-        pipeline = cfg.test_dataloader.dataset.pipeline
-    # the image is given as an array: drop file loading
-    return [
-        copy.deepcopy(t) for t in pipeline
-        if t['type'] not in ('LoadImageFromFile',
-                             'mmpretrain.LoadImageFromFile')
-    ]
-
-
-def preprocess(model: nn.Module,
-               img: np.ndarray,
+def preprocess(model: nn.Module, img: np.ndarray,
                shape: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Run the config's test pipeline and the data preprocessor.
 
@@ -150,7 +127,13 @@ def preprocess(model: nn.Module,
     from mmcv.transforms import Compose
     from mmpretrain.registry import TRANSFORMS  # noqa: F401
 
-    pipeline = Compose(_test_pipeline(model.cfg))
+    cfg = model.cfg
+    pipeline = cfg.get('test_pipeline', None)
+    if pipeline is None:
+        pipeline = cfg.test_dataloader.dataset.pipeline
+    # the image is given as an array: drop file loading
+    pipeline = Compose([copy.deepcopy(t) for t in pipeline if t['type'] not in
+                        ('LoadImageFromFile', 'mmpretrain.LoadImageFromFile')])
     h, w = img.shape[:2]
     data = pipeline(dict(img=img, img_shape=(h, w), ori_shape=(h, w)))
     batch = model.data_preprocessor(
@@ -163,11 +146,8 @@ def preprocess(model: nn.Module,
     return inputs
 
 
-def export_onnx(model: nn.Module,
-                inputs: torch.Tensor,
-                out: str,
-                opset: int = 17,
-                dynamic_batch: bool = False,
+def export_onnx(model: nn.Module, inputs: torch.Tensor, out: str,
+                opset: int = 17, dynamic_batch: bool = False,
                 constant_folding: bool = True) -> None:
     """Export ``model(inputs, mode='tensor')`` with the TorchScript exporter.
 
@@ -189,18 +169,13 @@ def export_onnx(model: nn.Module,
             Defaults to True.
     """
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    dynamic_axes = None
-    if dynamic_batch:
-        dynamic_axes = {'input': {0: 'batch'}, 'output': {0: 'batch'}}
+    dynamic_axes = ({'input': {0: 'batch'}, 'output': {0: 'batch'}}
+                    if dynamic_batch else None)
     with torch.no_grad():
         torch.onnx.export(
-            _Logits(model).eval(), (inputs, ),
-            out,
-            dynamo=False,
-            input_names=['input'],
-            output_names=['output'],
-            opset_version=opset,
-            dynamic_axes=dynamic_axes,
+            _Logits(model).eval(), (inputs, ), out, dynamo=False,
+            input_names=['input'], output_names=['output'],
+            opset_version=opset, dynamic_axes=dynamic_axes,
             do_constant_folding=constant_folding,
             keep_initializers_as_inputs=not constant_folding)
 
@@ -213,8 +188,7 @@ def op_histogram(onnx_file: str) -> Dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def ort_session(onnx_file: str,
-                threads: Optional[int] = None,
+def ort_session(onnx_file: str, threads: Optional[int] = None,
                 optimize: bool = True):
     """A CPU onnxruntime session.
 
@@ -253,16 +227,11 @@ def time_session(session, inputs: np.ndarray, runs: int,
                 runs=runs)
 
 
-def export_and_check(config: str,
-                     checkpoint: Optional[str],
-                     out: str,
-                     fold: bool = True,
-                     opset: int = 17,
-                     dynamic_batch: bool = False,
-                     img: Optional[str] = None,
+def export_and_check(config: str, checkpoint: Optional[str], out: str,
+                     fold: bool = True, opset: int = 17,
+                     dynamic_batch: bool = False, img: Optional[str] = None,
                      shape: Optional[Sequence[int]] = None,
-                     atol: float = DEFAULT_ATOL,
-                     benchmark: int = 0,
+                     atol: float = DEFAULT_ATOL, benchmark: int = 0,
                      threads: Optional[int] = None) -> dict:
     """Build, fold (unless ``fold=False``), export, check with onnxruntime.
 
@@ -291,24 +260,17 @@ def export_and_check(config: str,
     session = ort_session(out, threads)
     result = session.run(None, {'input': inputs.numpy()})[0]
     diff = float(np.abs(result - reference.numpy()).max())
-    report = dict(
-        onnx=out,
-        folded=fold,
-        opset=opset,
-        input_shape=list(inputs.shape),
-        max_abs_diff=diff,
-        atol=atol,
-        ops=op_histogram(out),
-        num_nodes=None)
-    report['num_nodes'] = sum(report['ops'].values())
+    ops = op_histogram(out)
+    report = dict(onnx=out, folded=fold, opset=opset,
+                  input_shape=list(inputs.shape), max_abs_diff=diff,
+                  atol=atol, ops=ops, num_nodes=sum(ops.values()))
     if dynamic_batch:
         batch = torch.cat([inputs, inputs.flip(-1)])
         with torch.no_grad():  # the exported (possibly folded) model
             ref2 = _Logits(model)(batch)
         res2 = session.run(None, {'input': batch.numpy()})[0]
         diff2 = float(np.abs(res2 - ref2.numpy()).max())
-        report['max_abs_diff_batch2'] = diff2
-        diff = max(diff, diff2)
+        report['max_abs_diff_batch2'], diff = diff2, max(diff, diff2)
     if benchmark > 0:
         report['onnxruntime'] = time_session(session, inputs.numpy(),
                                              benchmark)
@@ -344,17 +306,9 @@ def torchscript_onnx_exporter() -> Iterator[None]:
         torch.onnx.export = original
 
 
-def _scores(samples) -> np.ndarray:
-    return np.stack([s.pred_score.detach().cpu().float().numpy()
-                     for s in samples])
-
-
-def deploy_with_mmdeploy(deploy_cfg: str,
-                         model_cfg: str,
-                         checkpoint: Optional[str],
-                         work_dir: str,
-                         img: Optional[str] = None,
-                         device: str = 'cpu',
+def deploy_with_mmdeploy(deploy_cfg: str, model_cfg: str,
+                         checkpoint: Optional[str], work_dir: str,
+                         img: Optional[str] = None, device: str = 'cpu',
                          dump_info: bool = False,
                          atol: float = DEFAULT_ATOL) -> dict:
     """MMDeploy 1.3.1 (onnxruntime), checked against the PyTorch model.
@@ -421,8 +375,9 @@ def deploy_with_mmdeploy(deploy_cfg: str,
         data, _ = task.create_input(img, get_input_shape(deploy_cfg))
         with torch.no_grad():
             samples = model.test_step(data)
-        outputs.append((_scores(samples), [int(s.pred_label)
-                                           for s in samples]))
+        outputs.append((np.stack([s.pred_score.float().cpu().numpy()
+                                  for s in samples]),
+                        [int(s.pred_label) for s in samples]))
     diff = float(np.abs(outputs[0][0] - outputs[1][0]).max())
     return dict(onnx=onnx_file, max_abs_diff=diff, atol=atol,
                 labels=(outputs[0][1], outputs[1][1]), ok=diff <= atol)
