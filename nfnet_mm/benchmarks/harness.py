@@ -1,10 +1,8 @@
 """The timer, machine info, model builders and output shared by the benchmarks.
 
-Timing protocol (the paper's: median after warm-up), made robust for a shared
-machine: all runners of one measurement take turns in every repetition, the
-order rotating, so they see the same machine state; a ratio between two
-runners is the median of their per-repetition ratios (:func:`paired_ratio`),
-which cancels load drifts that a ratio of medians keeps.
+Median after warm-up (the paper's protocol); the runners of one measurement
+take turns in every repetition, and a ratio is the median of per-repetition
+ratios (:func:`paired_ratio`), which cancels a shared machine's load drifts.
 """
 import importlib
 import json
@@ -48,10 +46,9 @@ class Runner:
     Args:
         name (str): Label in tables and JSON.
         step (callable): The timed work.
-        setup (callable, optional): Untimed work before each step (e.g.
-            restoring gradients).
+        setup (callable, optional): Untimed work before each step.
         state_bytes (callable, optional): Bytes the runner keeps resident
-            (parameters, buffers, optimizer state), added to its step's peak.
+            (parameters, buffers, optimizer state), added to its peak.
     """
 
     def __init__(self, name: str, step: Callable,
@@ -80,13 +77,10 @@ def time_interleaved(runners: Sequence[Runner], warmup: int, steps: int,
                      device: torch.device) -> None:
     """Time every runner ``warmup + steps`` times, taking turns.
 
-    Repetition ``i`` runs the runners in the order rotated by ``i``. Wall and
-    process CPU times (ms) of the last ``steps`` repetitions go to
-    ``runner.times``/``cpu_times``. A runner that raises gets ``error`` set
-    and drops out; the others go on. On CUDA, the last repetition also gives
-    ``peak_mb``: the step's peak above what was allocated before it, plus
-    ``state_bytes()`` (the models share the device, so the raw peak would
-    count the others).
+    Repetition ``i`` rotates the order by ``i``; wall and CPU ms of the last
+    ``steps`` go to ``runner.times``/``cpu_times``. A runner that raises gets
+    ``error`` and drops out. On CUDA, ``peak_mb`` is the step's peak above
+    what was allocated before it, plus ``state_bytes()``.
     """
     cuda = device.type == 'cuda'
     for i in range(warmup + steps):
@@ -172,11 +166,8 @@ def bf16_peak_tflops(device: torch.device) -> Optional[float]:
 
 def paper_flops(variant: Optional[str], img_size: int,
                 train: bool) -> Optional[float]:
-    """FLOPs per image from the paper's GMACs, scaled to ``img_size``.
-
-    2 FLOPs per multiply-add; a training step is counted as 3 forward passes
-    (forward, and the backward's two products of the same size).
-    """
+    """FLOPs per image from the paper's GMACs, scaled to ``img_size``
+    (2 FLOPs per multiply-add; a training step is 3 forward passes)."""
     if variant not in VARIANTS:
         return None
     _, test_px, _, gmacs = VARIANTS[variant]
@@ -188,12 +179,10 @@ def build_ours(arch, num_classes: int = 1000, dropout: float = 0.,
     """Our classifier: NFNet + GAP + NFNetClsHead (+ a data preprocessor).
 
     Args:
-        arch (str | dict): NFNet arch name (or ``'tiny'``: :data:`TINY_ARCH`)
-            or dict.
-        sam (bool): Build a ``SAMImageClassifier`` (runs the SAM step with a
-            SAM optimizer wrapper). Defaults to False.
-        **backbone: More ``NFNet`` arguments (``padding``, ``act_cfg``,
-            ``drop_path_rate``).
+        arch (str | dict): NFNet arch name or dict; ``'tiny'``:
+            :data:`TINY_ARCH`.
+        sam (bool): Build a ``SAMImageClassifier``. Defaults to False.
+        **backbone: More ``NFNet`` arguments.
     """
     import nfnet_mm  # noqa: F401  (registers our modules)
     from mmpretrain.registry import MODELS
@@ -212,9 +201,8 @@ def timm_cfg_from_arch(arch: Dict):
     """timm ``NfCfg`` of the same network as our arch dict.
 
     Raises:
-        ValueError: If timm's NFNet family cannot express the arch (its stem
-            is 'deep_quad': widths w/8, w/4, w/2, w, strides 2, 1, 1, 2; its
-            stage strides are 1, 2, 2, 2).
+        ValueError: If timm cannot express the arch (its 'deep_quad' stem and
+            stage strides are fixed).
     """
     from timm.models.nfnet import NfCfg
     w = arch['stem_widths'][-1]
@@ -247,8 +235,7 @@ def build_timm(arch, num_classes: int = 1000, dropout: float = 0.,
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    """A markdown table; floats to 3 significant digits (or 0.1 from 100
-    on), None as n/a."""
+    """A markdown table; floats to 3 digits (0.1 from 100 on), None as n/a."""
 
     def cell(v):
         if isinstance(v, float):

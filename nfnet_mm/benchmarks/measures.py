@@ -1,11 +1,8 @@
 """The measurements: ours vs timm, the AGC kernel, SAM's cost, WS folding.
 
-Each returns a JSON-ready dict with ``env`` (:func:`machine_info`),
-``settings`` and its results; times are medians in ms (:func:`summary`), and
-every ratio between runners is a paired ratio (:func:`paired_ratio`).
-Optimizer wrappers are built from configs through MMPretrain's
-``OPTIM_WRAPPERS`` (SGD with Nesterov momentum; AGC as in the paper:
-clipping 0.01, eps 1e-3, the classifier weight excluded).
+Each returns a JSON-ready dict with ``env``, ``settings`` and its results:
+median times in ms (:func:`summary`), paired ratios (:func:`paired_ratio`).
+AGC is the paper's: clipping 0.01, eps 1e-3, the classifier weight excluded.
 """
 import contextlib
 import copy
@@ -26,12 +23,14 @@ DTYPES = {'fp32': None, 'bf16': torch.bfloat16}
 
 def build_optim_wrapper(model: nn.Module, lr: float, agc: bool = True,
                         amp_dtype: Optional[str] = None,
-                        kind: str = 'AGCOptimWrapper', **kwargs):
+                        kind: str = 'AGCOptimWrapper', optimizer=None,
+                        **kwargs):
     """Our optimizer wrapper ``kind`` (its Amp variant with ``amp_dtype``),
-    bound to ``model`` through its public ``optim_context``."""
+    bound to ``model`` through its public ``optim_context``; ``optimizer``
+    defaults to SGD with Nesterov momentum."""
     from mmpretrain.registry import OPTIM_WRAPPERS
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9,
-                                nesterov=True)
+    optimizer = optimizer or torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=0.9, nesterov=True)
     cfg = dict(type=kind, optimizer=optimizer, agc=AGC if agc else None,
                **kwargs)
     if amp_dtype:
@@ -143,15 +142,11 @@ def speed(arch, batch: int, img_size: int, device: str = 'cpu',
     lr, autocast = 0.1 * batch / 256, _autocast(dev, dtype)
     cuda_amp = 'bfloat16' if dev.type == 'cuda' and dtype == 'bf16' else None
 
-    act = None if ours_act is None else dict(
-        type='GELU', approximate={'tanh': 'tanh', 'erf': 'none'}[ours_act])
-    models = {}
-    for pad in paddings:
-        name = 'ours' if len(paddings) == 1 else f'ours[{pad}]'
-        kwargs = dict(padding=pad, drop_path_rate=drop_path_rate)
-        if act:
-            kwargs['act_cfg'] = act
-        models[name] = build_ours(arch, dropout=dropout, **kwargs)
+    act = {} if ours_act is None else dict(act_cfg=dict(
+        type='GELU', approximate={'tanh': 'tanh', 'erf': 'none'}[ours_act]))
+    models = {('ours' if len(paddings) == 1 else f'ours[{pad}]'): build_ours(
+        arch, dropout=dropout, padding=pad, drop_path_rate=drop_path_rate,
+        **act) for pad in paddings}
     if timm:
         models['timm'] = build_timm(arch, dropout=dropout,
                                     drop_path_rate=drop_path_rate)
@@ -297,7 +292,6 @@ def agc_kernel(arch='f0', device: str = 'cpu', num_classes: int = 1000,
     difference to ``sgd``. ``train_step`` (forward, backward, our AGC and
     SGD at ``batch`` x ``img_size``) gives the AGC share of a step.
     """
-    from mmpretrain.registry import OPTIM_WRAPPERS
     from timm.utils.agc import adaptive_clip_grad
     torch.manual_seed(seed)
     dev = torch.device(device)
@@ -311,11 +305,8 @@ def agc_kernel(arch='f0', device: str = 'cpu', num_classes: int = 1000,
              10**(torch.rand(p.shape[:1] + (1, ) * (p.ndim - 1),
                              device=dev) * 1.5 - 2.75) for p in params]
     sgd = torch.optim.SGD(params, lr=0.)
-    ours = OPTIM_WRAPPERS.build(dict(
-        type='AGCOptimWrapper', optimizer=torch.optim.SGD(params, lr=0.),
-        agc=AGC))
-    with ours.optim_context(model):  # binds the parameter names
-        pass
+    ours = build_optim_wrapper(model, 0., optimizer=torch.optim.SGD(
+        params, lr=0.))
 
     def restore():
         for p, g in zip(params, grads):
