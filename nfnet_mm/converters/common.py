@@ -1,15 +1,6 @@
-"""What both weight converters share.
-
-- :class:`ConversionError`: the one error a converter raises; its message
-  names the file or the keys, never prints the file's bytes.
-- :func:`unreadable_error`: "not a checkpoint" (not a zip, not a pickle,
-  truncated, text) told apart from "forbidden objects".
-- :func:`infer_arch` and :func:`check_converted`: every converted key is
-  compared, both ways and with its shape, with ``NFNet(arch)`` and an
-  ``NFNetClsHead`` built on the ``meta`` device (cheap even for F6).
-- :func:`save_converted`: written to a temporary file, then renamed, only
-  after every check passed.
-"""
+"""What both weight converters share: one error type, the arch read from the
+tensors, the exact check against ``NFNet(arch)`` on the ``meta`` device, and
+an atomic save after every check passed."""
 import os
 import os.path as osp
 import re
@@ -29,20 +20,18 @@ class ConversionError(ValueError):
 
 def unreadable_error(path: str, err: BaseException,
                      expected: str) -> ConversionError:
-    """One error for a file that a converter's loader could not read.
-
-    A pickle naming objects outside the allow-list is refused as such, naming
-    them (``err.names`` or torch's ``GLOBAL`` message); any other failure is
-    described by :func:`~nfnet_mm.utils.checkpoint.describe_unreadable`. The
-    message names the file and carries none of its bytes.
-    """
-    names = list(getattr(err, 'names', ())) or re.findall(r'GLOBAL (\S+)', str(err))
+    """One error for an unreadable file: the forbidden objects it names
+    (``err.names`` or torch's ``GLOBAL`` message), else what the file is;
+    never its bytes."""
+    names = (list(getattr(err, 'names', ()))
+             or re.findall(r'GLOBAL (\S+)', str(err)))
     if names:
         return ConversionError(
             f'{path} holds objects that {expected} may not hold: '
             f'{[ascii(n)[1:-1][:80] for n in names]}. Converters only read '
             'tensors, arrays and containers and never run code from a file.')
-    return ConversionError(f'{path} {describe_unreadable(path)}, not {expected}.')
+    return ConversionError(
+        f'{path} {describe_unreadable(path)}, not {expected}.')
 
 
 def _first(state_dict: Dict[str, torch.Tensor], pattern: str) -> torch.Size:
@@ -68,10 +57,9 @@ def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Union[str, dict]:
 
     Returns:
         str | dict: A name of ``NFNet.arch_settings`` when depths and widths
-        match one, else an arch dict with every shape-defining value read
-        from the tensors (``alpha``, the strides and ``stem_strides``, which
-        no shape shows, are F0's; a shortcut in a block that keeps the width
-        means a stride of 2).
+        match one, else an arch dict read from the shapes (``alpha`` and the
+        strides, which no shape shows, are F0's; a shortcut in a block that
+        keeps the width means a stride of 2).
     """
     from ..models.backbones.nfnet import NFNet
     blocks = [tuple(map(int, m.groups())) for m in (
@@ -130,9 +118,8 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
             (for the missing ones). Defaults to the target name.
 
     Raises:
-        ConversionError: Naming, in one message, the unused source keys,
-            the missing (as source keys) and unexpected target keys, and the
-            shape mismatches.
+        ConversionError: Naming every unused, missing, unexpected and
+            mismatched key in one message.
     """
     from ..models.backbones.nfnet import NFNet
     with torch.device('meta'):
@@ -175,11 +162,8 @@ def save_converted(checkpoint: dict, dst: Union[str, os.PathLike]) -> None:
 
 
 def run_converter(convert: Callable[[], dict], dst: str) -> int:
-    """Run a converter for a command line: one line on success or failure.
-
-    Returns:
-        int: 0, or 1 after printing the :class:`ConversionError`.
-    """
+    """Run a converter for a command line: one line on success, or the
+    :class:`ConversionError` and exit code 1."""
     import sys
     try:
         ckpt = convert()

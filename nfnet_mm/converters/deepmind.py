@@ -13,16 +13,10 @@ dm-nfnets/). Despite the suffix these files are pickles (written with
 - ``NFNet/~/final_conv`` -> ``backbone.final_conv``; ``NFNet/~/linear`` ->
   ``head.fc``
 
-Convolutions store ``w`` as HWIO (``I = in / groups``), ``gain`` and
-``bias``; linears ``w`` as IO and ``b``. They become ``weight`` (OIHW, OI),
-``gain`` and ``bias``. Every module and parameter must be converted and
-must fill ``NFNet(arch)`` exactly (:func:`~.common.check_converted`).
-
-The file is read with :class:`SafeNumpyUnpickler`, which builds only plain
-containers and NumPy arrays/scalars/dtypes: anything else (an object whose
-``__reduce__`` would run code) is refused before it is built. A real NumPy
-``.npz`` archive with keys ``'<module>/<param>'`` is read with
-``allow_pickle=False``.
+Convolutions' ``w`` (HWIO) and linears' ``w`` (IO) become ``weight`` (OIHW,
+OI); ``b`` becomes ``bias``. Every parameter must be converted and fill
+``NFNet(arch)`` exactly. The pickle is read with :class:`SafeNumpyUnpickler`;
+a real ``.npz`` (keys ``'<module>/<param>'``) with ``allow_pickle=False``.
 """
 import importlib
 import io
@@ -111,12 +105,10 @@ def _allowed_globals() -> Dict[Tuple[str, str], Callable]:
 class SafeNumpyUnpickler(pickle.Unpickler):
     """Unpickler for parameter trees: containers and NumPy data only.
 
-    Dicts, lists, tuples, strings and numbers need no global; the only
-    globals resolved are NumPy's array/scalar/dtype reconstructors,
-    ``collections.OrderedDict``, ``_codecs.encode`` (latin-1 only) and dill's
-    array wrapper (re-implemented here, dill is not imported). Any other
-    global raises :class:`UnsafePickleError` naming it, before anything is
-    called.
+    The only globals resolved are NumPy's array/scalar/dtype reconstructors,
+    ``OrderedDict``, latin-1 ``_codecs.encode`` and dill's array wrapper
+    (re-implemented: dill is not imported); any other raises
+    :class:`UnsafePickleError` before anything is called.
     """
 
     _table: Optional[Dict[Tuple[str, str], Callable]] = None
@@ -150,10 +142,8 @@ def load_deepmind_file(path: str) -> Params:
         dict: ``{module_name: {param_name: np.ndarray}}``.
 
     Raises:
-        ConversionError: The file is no parameter file (naming what it is),
-            refers to objects outside the allow-list (naming them), or holds
-            something other than float arrays in ``{module: {param:
-            array}}`` or ``{'module/param': array}``.
+        ConversionError: The file is no parameter file, refers to objects
+            outside the allow-list, or holds anything but float arrays.
     """
     with open(path, 'rb') as f:
         data = f.read()
@@ -214,14 +204,12 @@ def infer_depths(params: Params, root: str = 'NFNet') -> Tuple[str, List[int]]:
 
 def _tensor(name: str, array: Any) -> torch.Tensor:
     t = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
-    if name == 'w':  # HWIO -> OIHW, IO -> OI; other shapes stay (reported)
-        t = t.permute(3, 2, 0, 1) if t.dim() == 4 else t.T if t.dim() == 2 \
-            else t
+    if name == 'w' and t.dim() in (2, 4):  # HWIO -> OIHW, IO -> OI
+        t = t.permute(3, 2, 0, 1) if t.dim() == 4 else t.T
     return t.contiguous()
 
 
-def convert_deepmind_params(params: Params,
-                            depths: Sequence[int],
+def convert_deepmind_params(params: Params, depths: Sequence[int],
                             arch: Optional[Any] = None,
                             root: str = 'NFNet') -> 'OrderedDict':
     """Map DeepMind's NFNet parameter tree onto nfnet_mm's keys.
@@ -239,9 +227,7 @@ def convert_deepmind_params(params: Params,
 
     Raises:
         ConversionError: A block count that does not match ``depths``, or
-            (in one message) every module/param no rule converts, every key
-            of the model missing in the file (named as DeepMind names it)
-            and every shape mismatch.
+            every key that does not fill the model exactly, in one message.
     """
     positions = [(s, b) for s, d in enumerate(depths) for b in range(d)]
     blocks = _block_names(params, root)
@@ -264,8 +250,8 @@ def convert_deepmind_params(params: Params,
         elif re.fullmatch(r'stem_conv\d+', parts[1]) and not tail:
             prefix = f'backbone.stem.conv{int(parts[1][9:]) + 1}'
         elif parts[1] in ('final_conv', 'linear') and not tail:
-            prefix = ('backbone.final_conv' if parts[1] == 'final_conv' else
-                      'head.fc')
+            prefix = {'final_conv': 'backbone.final_conv',
+                      'linear': 'head.fc'}[parts[1]]
         for name, array in group.items():
             if prefix is None or name not in _PARAMS:
                 unused.append(f'{module}:{name}')
@@ -284,8 +270,7 @@ def convert_deepmind_params(params: Params,
         elif path.startswith('backbone.stem.conv'):
             module = f'stem_conv{int(path[18:]) - 1}'
         else:
-            module = 'final_conv' if path == 'backbone.final_conv' else (
-                'linear')
+            module = {'backbone.final_conv': 'final_conv'}.get(path, 'linear')
         linear = module.endswith(('linear', 'linear_1'))
         name = {'weight': 'w', 'bias': 'b' if linear else 'bias'}.get(
             param, param)
@@ -295,9 +280,7 @@ def convert_deepmind_params(params: Params,
     return out
 
 
-def convert_deepmind_file(src: str,
-                          dst: str,
-                          arch: Optional[str] = None,
+def convert_deepmind_file(src: str, dst: str, arch: Optional[str] = None,
                           depths: Optional[Sequence[int]] = None) -> dict:
     """Read ``src``, convert, check, then (only then) write ``dst``.
 

@@ -19,7 +19,6 @@ RandAugment, pack)::
 """
 import argparse
 import collections
-import json
 import tempfile
 import time
 
@@ -32,6 +31,7 @@ from mmengine.registry import DefaultScope
 
 import nfnet_mm  # noqa: F401
 from mmpretrain.registry import DATASETS
+from nfnet_mm.benchmarks.harness import markdown_table, write_json
 
 FLOWS = {
     'old': dict(mix_prob=0.),
@@ -57,8 +57,7 @@ class _Timed:
 
 
 def write_jpegs(root, num, size=(375, 500)):
-    """``num`` random RGB JPEGs of ImageNet's typical 500 x 375: smooth
-    shapes plus pixel noise, so that they compress like photographs."""
+    """``num`` random 500 x 375 JPEGs that compress like photographs."""
     rng = np.random.RandomState(0)
     for i in range(num):
         small = rng.randint(0, 256, (size[0] // 25, size[1] // 25, 3))
@@ -118,16 +117,12 @@ def main():
             rows.append(measure(cfg, root, flow, args.batch_size,
                                 args.batches))
     stages = ['decode', 'crop/resize', 'mix', 'randaugment', 'pack']
-    print('| flow | images per CPU s | ' + ' | '.join(
-        f'{s} ms' for s in stages) + ' |')
-    print('|---' * (len(stages) + 2) + '|')
-    for r in rows:
-        ms = [f"{r['ms_per_image'].get(s, 0.):.2f}" for s in stages]
-        print(f"| {r['flow']} | {r['images_per_s']:.0f} | " +
-              ' | '.join(ms) + ' |')
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(rows, f, indent=1)
+    print(markdown_table(
+        ['flow', 'images per CPU s'] + [f'{s} ms' for s in stages],
+        [[r['flow'], f"{r['images_per_s']:.0f}"] +
+         [f"{r['ms_per_image'].get(s, 0.):.2f}" for s in stages]
+         for r in rows]), end='')
+    write_json(args.out, rows)
 
 
 if __name__ == '__main__':
