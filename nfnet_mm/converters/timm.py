@@ -1,18 +1,12 @@
 """timm ``dm_nfnet_f*`` weights -> an MMPretrain ImageClassifier checkpoint.
 
-The result's keys (``backbone.*``, ``head.fc.*``) load with ``strict=True``
-into an ``ImageClassifier`` with an ``NFNet`` backbone
-(``padding='same'``), a ``GlobalAveragePooling`` neck and an
-``NFNetClsHead``. Every source key must be converted by exactly one rule
-and every key of the target model must come from the source, with its
-shape; anything else stops the conversion with one error naming the keys
-(see :func:`~nfnet_mm.converters.common.check_converted`).
+The keys (``backbone.*``, ``head.fc.*``) load with ``strict=True`` into an
+``ImageClassifier`` (NFNet with ``padding='same'``, GAP, ``NFNetClsHead``);
+every key must be converted by one rule and fill the model exactly.
 
-Numerics: timm's dm_nfnet uses the exact (erf) GELU and computes the weight
-standardisation as ``(W - mean) / sqrt(fan_in * (var + 1e-5))`` while our
-default is DeepMind's ``rsqrt(max(fan_in * var, 1e-4))`` with the tanh GELU;
-the outputs differ slightly. Use ``act_cfg=dict(type='GELU',
-approximate='none')`` to reproduce timm more closely.
+Numerics: timm uses the exact (erf) GELU and WS ``(W - mean) / sqrt(fan_in *
+(var + 1e-5))``, ours DeepMind's ``rsqrt(max(fan_in * var, 1e-4))`` and the
+tanh GELU; ``act_cfg=dict(type='GELU', approximate='none')`` comes closer.
 """
 import os.path as osp
 import re
@@ -78,9 +72,8 @@ def convert_timm_state_dict(
         OrderedDict[str, Tensor]: ``backbone.*`` and ``head.fc.*`` tensors.
 
     Raises:
-        ConversionError: Naming the source keys no rule converts, two keys
-            converted to one, the model's keys missing in the source, and
-            every shape mismatch.
+        ConversionError: Two keys converted to one, or every key that does
+            not fill the model exactly, in one message.
     """
     converted, unused = OrderedDict(), []
     for key, value in state_dict.items():
@@ -101,15 +94,9 @@ def convert_timm_state_dict(
 
 
 def load_timm_file(path: str) -> Dict[str, torch.Tensor]:
-    """timm's state dict from ``.safetensors`` or a torch file.
-
-    A torch file is read with ``weights_only=True``; its state dict may sit
-    under ``'state_dict'``, ``'model'`` or ``'state_dict_ema'``.
-
-    Raises:
-        ConversionError: The file is no checkpoint (naming what it is), or
-            holds objects other than tensors and containers (naming them).
-    """
+    """timm's state dict from ``.safetensors`` or a torch file (read with
+    ``weights_only=True``; maybe under ``'state_dict'``, ``'model'`` or
+    ``'state_dict_ema'``)."""
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
         try:
@@ -134,18 +121,12 @@ def load_timm_file(path: str) -> Dict[str, torch.Tensor]:
 
 def convert_timm_file(src: str, dst: str,
                       arch: Optional[str] = None) -> dict:
-    """Read ``src``, convert, check, then (only then) write ``dst``.
-
-    Returns:
-        dict: The saved checkpoint, ``{'state_dict', 'meta'}``.
-    """
-    state_dict = load_timm_file(src)
-    converted = convert_timm_state_dict(state_dict, arch)
+    """Read ``src``, convert, check, then (only then) write ``dst``; return
+    the saved ``{'state_dict', 'meta'}``."""
+    converted = convert_timm_state_dict(load_timm_file(src), arch)
     meta = dict(
-        converted_from='timm',
-        source=osp.basename(src),
-        arch=arch or infer_arch(converted),
-        padding='same',
+        converted_from='timm', source=osp.basename(src),
+        arch=arch or infer_arch(converted), padding='same',
         note='timm numerics: exact GELU, WS eps 1e-5 inside the variance')
     checkpoint = dict(state_dict=converted, meta=meta)
     save_converted(checkpoint, dst)
