@@ -1,29 +1,16 @@
 """Small-scale reproduction of the paper's Figure 2 (AGC and batch size).
 
-Brock et al. (ICML 2021), Section 4.1: NF-ResNets without clipping degrade or diverge
-as the batch size and the linearly scaled learning rate grow; adaptive gradient
-clipping (AGC) lets them match batch-normalised ResNets up to batch 4096; the best
-clipping threshold shrinks as the batch grows; clipping the final linear layer hurts.
+Section 4.1: without clipping NF-ResNets degrade as the batch size and the linearly
+scaled learning rate grow; AGC lets them match batch-normalised ResNets up to batch
+4096; the best clipping threshold shrinks as the batch grows; clipping the final
+linear layer hurts.
 
-Each run trains one small network with MMEngine's ``Runner`` on Fashion-MNIST
-(:class:`~nfnet_mm.datasets.FashionMNISTIdx`, downsampled by area averaging) with
-Nesterov SGD, ``lr = 0.1 * B / 256 * lr_scale``, a linear warm-up and cosine decay,
-the same number of epochs at every batch size, and reports the test top-1 of the
-trained weights (no EMA). Three arms share one :class:`~nfnet_mm.models.NFNet`
-architecture dict:
-
-- ``nf``: the NFNet as built (scaled WS convs, gains gamma and beta, residual scale
-  alpha, SkipInit gain), ``AGCOptimWrapper`` with ``agc=None`` (no clipping);
-- ``nf_agc``: the same with ``agc=dict(clipping=lambda, eps=1e-3,
-  exclude=['head.fc.weight'])`` (or ``exclude=[]``: the final-layer ablation);
-- ``bn``: :func:`to_batchnorm` of the same network: every ``ScaledWSConv2d``
-  becomes a plain ``Conv2d`` (no bias) followed by ``BatchNorm2d``, and the
-  signal-propagation constants (gamma, beta, alpha) become 1. Everything else (stem,
-  blocks, SE, the zero-initialised residual gain that plays the role of a
-  zero-initialised last BN scale, head, schedule) is shared.
-
-A run diverged if a training loss was not finite (training stops there) or its test
-top-1 is below 20% (chance is 10%).
+Each run trains one small network with MMEngine's ``Runner`` on Fashion-MNIST (area
+downsampled), Nesterov SGD, ``lr = 0.1 * B / 256 * lr_scale``, warm-up and cosine
+decay, the same epochs at every batch size; it reports the test top-1 (no EMA). The
+arms share :data:`ARCH`: ``nf`` (no clipping), ``nf_agc`` (AGC at lambda, the head
+excluded unless ``clip_head``) and ``bn`` (:func:`to_batchnorm`). A run diverged if
+a training loss was not finite (training stops there) or its top-1 is below 20%.
 """
 import fcntl
 import json
@@ -61,11 +48,9 @@ DIVERGED_TOP1 = 20.
 def plan_runs(setup: dict) -> List[dict]:
     """The runs of a sweep, most telling first (a stopped sweep keeps those).
 
-    The three arms (nf_agc at the first lambda) at the largest batch and the middle
-    ones; the lambda sweep and the final-layer ablation at the largest batch; the
-    three arms at the smallest batch (the slowest runs on a CPU); last, the three
-    arms at the largest batch with the learning rate multiplied by each ``lr_scales``
-    entry (the push for when the unclipped NF model does not fail at lr x 1).
+    The arms at the largest and middle batches; the lambda sweep and the final-layer
+    ablation at the largest; the arms at the smallest batch (the slowest on a CPU);
+    last, the arms at the largest batch with the lr times each ``lr_scales`` entry.
     """
     sizes, lam = setup['batch_sizes'], setup['clippings'][0]
     big = sizes[-1]
@@ -93,10 +78,8 @@ def plan_runs(setup: dict) -> List[dict]:
 def to_batchnorm(model: nn.Module) -> nn.Module:
     """Turn an NFNet-based classifier into its batch-normalised twin, in place.
 
-    Every ``ScaledWSConv2d`` becomes ``Conv2d(bias=False) + BatchNorm2d`` with the same
-    geometry. The NF gains gamma (after activations) and beta (block inputs) are the WS
-    convs' ``input_scale``, so they go with the convs; the residual scale alpha and the
-    final activation's gamma become 1. No NFNet source is changed.
+    Every ``ScaledWSConv2d`` (whose ``input_scale`` holds the gains gamma and beta)
+    becomes ``Conv2d(bias=False) + BatchNorm2d``; alpha and the final gamma become 1.
     """
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -234,11 +217,9 @@ def _add_result(path: str, setup: dict, result: dict) -> None:
 def run_sweep(setup: dict, out_dir: str, shard: Tuple[int, int] = (0, 1)) -> None:
     """Run the planned runs missing from ``out_dir/results.json``; save after each.
 
-    ``shard=(k, n)`` takes only every ``n``-th run from the ``k``-th: ``n`` processes
-    (one thread each) share a sweep and one file.
-
-    Raises:
-        ValueError: If the file holds results of a different setup.
+    ``shard=(k, n)`` takes every ``n``-th run from the ``k``-th, so that ``n``
+    processes share a sweep and one file. Raises ValueError if the file holds
+    results of a different setup.
     """
     os.makedirs(out_dir, exist_ok=True)
     path = osp.join(osp.abspath(out_dir), 'results.json')
