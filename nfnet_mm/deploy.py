@@ -18,7 +18,6 @@ import inspect
 import os
 import os.path as osp
 import statistics
-import time
 from collections import Counter
 from typing import Dict, Iterator, Optional, Sequence
 
@@ -88,12 +87,8 @@ def build_classifier(config, checkpoint: Optional[str] = None) -> nn.Module:
 
 
 def load_image(path: Optional[str] = None) -> np.ndarray:
-    """A real image as uint8 HWC (BGR, as ``LoadImageFromFile`` gives).
-
-    Args:
-        path (str, optional): Image file. Defaults to the first image of the
-            Fashion-MNIST test set (28x28 grey, replicated to 3 channels).
-    """
+    """A real image as uint8 HWC BGR: ``path``, or by default the first
+    Fashion-MNIST test image (28x28 grey, replicated to 3 channels)."""
     if path is not None:
         import mmcv
         img = mmcv.imread(path)
@@ -215,16 +210,14 @@ def ort_session(onnx_file: str, threads: Optional[int] = None,
 def time_session(session, inputs: np.ndarray, runs: int,
                  warmup: int = 2) -> Dict[str, float]:
     """Median/min wall time (ms) of ``session.run`` over ``runs`` calls."""
+    from .benchmarks.harness import Runner, time_interleaved
     feed = {session.get_inputs()[0].name: inputs}
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1e3)
-    return dict(median_ms=statistics.median(times), min_ms=min(times),
-                runs=runs)
+    runner = Runner('onnxruntime', lambda: session.run(None, feed))
+    time_interleaved([runner], warmup, runs, torch.device('cpu'))
+    if runner.error:
+        raise RuntimeError(f'onnxruntime failed: {runner.error}')
+    return dict(median_ms=statistics.median(runner.times),
+                min_ms=min(runner.times), runs=runs)
 
 
 def export_and_check(config: str, checkpoint: Optional[str], out: str,
@@ -235,12 +228,9 @@ def export_and_check(config: str, checkpoint: Optional[str], out: str,
                      threads: Optional[int] = None) -> dict:
     """Build, fold (unless ``fold=False``), export, check with onnxruntime.
 
-    The model is built from ``config`` with ``checkpoint`` (None or
-    ``'none'``: random weights); ``img`` (default: the first Fashion-MNIST
-    test image) goes through the config's test pipeline and data
-    preprocessor (resized to ``shape`` if given); the reference is the
-    PyTorch model before folding. With ``dynamic_batch`` a batch of two is
-    checked too; ``benchmark`` times that many onnxruntime runs.
+    ``img`` (:func:`load_image`) goes through :func:`preprocess`; the
+    reference is the PyTorch model before folding. With ``dynamic_batch`` a
+    batch of two is checked too; ``benchmark`` times that many runs.
 
     Returns:
         dict: ``max_abs_diff``, ``ops`` (histogram), ``folded``, shapes and,
@@ -313,15 +303,9 @@ def deploy_with_mmdeploy(deploy_cfg: str, model_cfg: str,
                          atol: float = DEFAULT_ATOL) -> dict:
     """MMDeploy 1.3.1 (onnxruntime), checked against the PyTorch model.
 
-    1. ``mmdeploy.apis.torch2onnx``, called in this process inside
-       :func:`torchscript_onnx_exporter` (MMDeploy builds the model, calls
-       ``backbone.switch_to_deploy()``, applies its rewriters and exports)
-       -> ``WORK_DIR/end2end.onnx``;
-    2. with ``dump_info``, MMDeploy's SDK meta files (deploy.json,
-       pipeline.json, detail.json);
-    3. MMDeploy's onnxruntime backend classifier and the PyTorch model (not
-       folded) classify ``img``; the max abs difference of the class scores
-       is reported and must be <= ``atol``.
+    ``mmdeploy.apis.torch2onnx`` runs inside :func:`torchscript_onnx_exporter`
+    (MMDeploy folds the model with ``switch_to_deploy()``); then MMDeploy's
+    backend classifier and the unfolded PyTorch model classify ``img``.
 
     Args:
         deploy_cfg (str): MMDeploy config, e.g. ``configs/deploy/
