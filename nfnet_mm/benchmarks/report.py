@@ -1,10 +1,8 @@
 """Markdown of the benchmarks, and the report of ``gpu_report.sh``.
 
-``python -m nfnet_mm.benchmarks.report WORK_DIR OUT_DIR`` reads the step table
-(``steps.tsv``: name, budget s, exit code, seconds) and each step's JSON or
-log that ``tools/analysis_tools/gpu_report.sh`` left in ``WORK_DIR``, and
-writes ``report.md`` and ``report.json`` to ``OUT_DIR``: the GPU targets with
-the measured values first, then every step.
+``python -m nfnet_mm.benchmarks.report WORK_DIR OUT_DIR`` reads ``steps.tsv``
+(name, budget s, exit code, seconds) and each step's JSON or log in
+``WORK_DIR``; it writes ``report.md`` and ``report.json`` (targets, steps).
 """
 import json
 import os.path as osp
@@ -12,7 +10,7 @@ import re
 import sys
 from typing import Dict, List, Optional
 
-from .harness import markdown_table
+from .harness import markdown_table, write_json
 
 # (target, ratio key, step name prefix, bound, at most?) for the GPU goals
 TARGETS = [
@@ -65,14 +63,6 @@ def speed_markdown(result: Dict) -> str:
     return text
 
 
-def _fmnist(log: str) -> Dict:
-    """Last validation top-1 and its epoch, from a training log."""
-    top1 = re.findall(r'Epoch\(val\) \[(\d+)\].*?accuracy/top1: ([\d.]+)',
-                      log)
-    return dict(epochs=int(top1[-1][0]) if top1 else 0,
-                top1=float(top1[-1][1]) if top1 else None)
-
-
 def gpu_report(work_dir: str) -> Dict:
     """Collect the steps' results and check them against :data:`TARGETS`."""
     steps: List[Dict] = []
@@ -88,10 +78,14 @@ def gpu_report(work_dir: str) -> Dict:
             if osp.exists(path):
                 with open(path) as r:
                     step['result'] = json.load(r)
-            if name == 'fashion-mnist' and osp.exists(
-                    osp.join(work_dir, 'fashion-mnist.log')):
-                with open(osp.join(work_dir, 'fashion-mnist.log')) as r:
-                    step['fashion_mnist'] = _fmnist(r.read())
+            log = osp.join(work_dir, 'fashion-mnist.log')
+            if name == 'fashion-mnist' and osp.exists(log):
+                with open(log) as r:  # the last validation top-1, its epoch
+                    top1 = re.findall(r'Epoch\(val\) \[(\d+)\].*?'
+                                      r'accuracy/top1: ([\d.]+)', r.read())
+                step['fashion_mnist'] = dict(
+                    epochs=int(top1[-1][0]) if top1 else 0,
+                    top1=float(top1[-1][1]) if top1 else None)
             steps.append(step)
     targets = []
     for label, key, prefix, bound, at_most in TARGETS:
@@ -137,8 +131,7 @@ def report_markdown(report: Dict) -> str:
 def main(argv: Optional[List[str]] = None) -> None:
     work_dir, out_dir = argv or sys.argv[1:]
     report = gpu_report(work_dir)
-    with open(osp.join(out_dir, 'report.json'), 'w') as f:
-        json.dump(report, f, indent=2)
+    write_json(osp.join(out_dir, 'report.json'), report)
     with open(osp.join(out_dir, 'report.md'), 'w') as f:
         f.write(report_markdown(report))
 
