@@ -113,11 +113,8 @@ def preprocess(model: nn.Module, img: np.ndarray,
     Args:
         model (nn.Module): Model built by :func:`build_classifier`.
         img (np.ndarray): uint8 HWC image.
-        shape (Sequence[int], optional): ``(H, W)`` to resize the
-            preprocessed input to (bilinear). Defaults to None.
-
-    Returns:
-        Tensor: ``[1, C, H, W]`` network input.
+        shape (Sequence[int], optional): ``(H, W)`` to resize the input to
+            (bilinear). Defaults to None.
     """
     from mmcv.transforms import Compose
     from mmpretrain.registry import TRANSFORMS  # noqa: F401
@@ -144,7 +141,8 @@ def preprocess(model: nn.Module, img: np.ndarray,
 def export_onnx(model: nn.Module, inputs: torch.Tensor, out: str,
                 opset: int = 17, dynamic_batch: bool = False,
                 constant_folding: bool = True) -> None:
-    """Export ``model(inputs, mode='tensor')`` with the TorchScript exporter.
+    """Export ``model(inputs, mode='tensor')`` with the TorchScript exporter
+    to ``out``, the batch axis dynamic with ``dynamic_batch``.
 
     Note: with the standardisation left in the graph (no
     ``switch_to_deploy()``), torch 2.14's exporter writes an invalid graph (a
@@ -153,15 +151,6 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, out: str,
     apart), with or without constant folding. Pass ``constant_folding=False``
     for unfolded models: the initializers are then also kept as graph inputs,
     which the exporter leaves unmerged.
-
-    Args:
-        model (nn.Module): The classifier (already folded or not).
-        inputs (Tensor): Example input.
-        out (str): Output ``.onnx`` path.
-        opset (int): ONNX opset. Defaults to 17.
-        dynamic_batch (bool): Make the batch axis dynamic. Defaults to False.
-        constant_folding (bool): The exporter's ``do_constant_folding``.
-            Defaults to True.
     """
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     dynamic_axes = ({'input': {0: 'batch'}, 'output': {0: 'batch'}}
@@ -185,16 +174,9 @@ def op_histogram(onnx_file: str) -> Dict[str, int]:
 
 def ort_session(onnx_file: str, threads: Optional[int] = None,
                 optimize: bool = True):
-    """A CPU onnxruntime session.
-
-    Args:
-        onnx_file (str): The model.
-        threads (int, optional): Intra-op threads. Defaults to None
-            (onnxruntime's choice).
-        optimize (bool): onnxruntime graph optimisations (which constant-fold
-            computations on initializers); False disables all of them.
-            Defaults to True.
-    """
+    """A CPU onnxruntime session with ``threads`` intra-op threads (None:
+    onnxruntime's choice); ``optimize=False`` disables every graph
+    optimisation (they constant-fold computations on initializers)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     if not optimize:
@@ -314,11 +296,9 @@ def deploy_with_mmdeploy(deploy_cfg: str, model_cfg: str,
         checkpoint (str, optional): Checkpoint; None or ``'none'``: random
             weights (saved to ``WORK_DIR/random_init.pth`` for both sides).
         work_dir (str): Output folder.
-        img (str, optional): Image file. Defaults to the first Fashion-MNIST
-            test image.
-        device (str): Defaults to ``'cpu'``.
+        img (str, optional): Image file. Defaults to :func:`load_image`'s.
         dump_info (bool): Write the SDK meta files. Defaults to False.
-        atol (float): Allowed max abs difference. Defaults to 1e-4.
+        atol (float): Allowed max abs difference of the class scores.
 
     Returns:
         dict: ``onnx`` (path), ``max_abs_diff``, ``atol``, ``labels``

@@ -110,12 +110,10 @@ def speed(arch, batch: int, img_size: int, device: str = 'cpu',
           seed: int = 0) -> Dict:
     """Ours vs timm: training steps, inference, AGC share, SAM cost.
 
-    Training: forward, loss, backward, AGC, SGD step; ours through our
-    ``AGCOptimWrapper`` (``AmpAGCOptimWrapper`` for bf16 on CUDA), timm's
-    model with ``timm.utils.agc.adaptive_clip_grad`` and ``torch.optim.SGD``;
-    with ``agc_ablation`` each also without AGC. Inference (eval,
-    ``no_grad``): ours, ours after ``switch_to_deploy()`` and timm's. With
-    ``sam_fraction``, our MMEngine ``train_step`` with and without SAM.
+    Training: ours through ``AGCOptimWrapper`` (its Amp twin for bf16 on
+    CUDA), timm's with ``adaptive_clip_grad`` and SGD; with ``agc_ablation``
+    each also without AGC. Inference: ours, ours after ``switch_to_deploy()``
+    and timm's. With ``sam_fraction``, ``train_step`` with and without SAM.
 
     Args:
         arch (str | dict): ``'f0'``..``'f6'`` or an arch dict.
@@ -284,13 +282,10 @@ def agc_kernel(arch='f0', device: str = 'cpu', num_classes: int = 1000,
                img_size: int = 64, seed: int = 0) -> Dict:
     """Our AGC against timm's per-tensor loop on one model's gradients.
 
-    Every step starts from the same random gradients (restored untimed), of
-    which about half of the units clip. Each runner is an optimizer step
-    (plain SGD, lr 0) after clipping: ``sgd`` (no clipping), ``ours``
-    (``AGCOptimWrapper.step``), ``timm`` (``adaptive_clip_grad``) and
-    ``loop`` (a minimal in-place loop); the AGC time of each is its paired
-    difference to ``sgd``. ``train_step`` (forward, backward, our AGC and
-    SGD at ``batch`` x ``img_size``) gives the AGC share of a step.
+    Every step restores the same random gradients (about half of the units
+    clip) and runs SGD with lr 0 after clipping by ``ours``, ``timm``,
+    ``loop`` (a minimal in-place loop) or none (``sgd``, the baseline of the
+    paired AGC times); ``train_step`` gives the AGC share of a step.
     """
     from timm.utils.agc import adaptive_clip_grad
     torch.manual_seed(seed)
@@ -408,11 +403,8 @@ def count_aten_ops(model: nn.Module, x: torch.Tensor) -> int:
 def ws_folding(arch='f0', img_size: int = 256, batch: int = 2,
                device: str = 'cpu', steps: int = 7, warmup: int = 1,
                seed: int = 0) -> Dict:
-    """Inference as trained (WS on every call) vs after ``switch_to_deploy``.
-
-    Skip gains are set to 0.2 so that every residual branch reaches the
-    logits, whose difference is reported with the ATen op counts.
-    """
+    """Inference as trained (WS on every call) vs after ``switch_to_deploy``;
+    skip gains at 0.2, so that every residual branch reaches the logits."""
     settings = dict(locals())
     torch.manual_seed(seed)
     dev = torch.device(device)

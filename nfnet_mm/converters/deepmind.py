@@ -87,18 +87,14 @@ def _dill_create_array(f: Callable, args: tuple, state: Any,
 def _allowed_globals() -> Dict[Tuple[str, str], Callable]:
     mult = ('numpy._core.multiarray', 'numpy.core.multiarray')
     numeric = ('numpy._core.numeric', 'numpy.core.numeric')
-    table = {
-        ('numpy', 'ndarray'): np.ndarray,
-        ('numpy', 'dtype'): np.dtype,
-        ('collections', 'OrderedDict'): OrderedDict,
-        ('_codecs', 'encode'): _encode_latin1,
-        ('dill._dill', '_create_array'): _dill_create_array,
-    }
-    for module in mult:
-        table[(module, '_reconstruct')] = _numpy_attr(mult, '_reconstruct')
-        table[(module, 'scalar')] = _numpy_attr(mult, 'scalar')
-    for module in numeric:
-        table[(module, '_frombuffer')] = _numpy_attr(numeric, '_frombuffer')
+    table = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
+             ('collections', 'OrderedDict'): OrderedDict,
+             ('_codecs', 'encode'): _encode_latin1,
+             ('dill._dill', '_create_array'): _dill_create_array}
+    for modules, names in ((mult, ('_reconstruct', 'scalar')),
+                           (numeric, ('_frombuffer', ))):
+        table.update({(module, name): _numpy_attr(modules, name)
+                      for module in modules for name in names})
     return table
 
 
@@ -124,22 +120,10 @@ class SafeNumpyUnpickler(pickle.Unpickler):
         raise UnsafePickleError('a persistent id')
 
 
-def _read_tree(data: bytes) -> Any:
-    if data[:4] == b'PK\x03\x04' and zipfile.is_zipfile(io.BytesIO(data)):
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    return SafeNumpyUnpickler(io.BytesIO(data)).load()
-
-
 def load_deepmind_file(path: str) -> Params:
-    """Read a DeepMind parameter file safely.
-
-    Args:
-        path (str): A pickle (DeepMind's ``*_haiku.npz``) or a real ``.npz``
-            archive.
-
-    Returns:
-        dict: ``{module_name: {param_name: np.ndarray}}``.
+    """Read a DeepMind parameter file (a pickle, as DeepMind's
+    ``*_haiku.npz``, or a real ``.npz``) safely as ``{module: {param:
+    array}}``.
 
     Raises:
         ConversionError: The file is no parameter file, refers to objects
@@ -148,7 +132,11 @@ def load_deepmind_file(path: str) -> Params:
     with open(path, 'rb') as f:
         data = f.read()
     try:
-        tree = _read_tree(data)
+        if data[:4] == b'PK\x03\x04' and zipfile.is_zipfile(io.BytesIO(data)):
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                tree = {key: npz[key] for key in npz.files}
+        else:
+            tree = SafeNumpyUnpickler(io.BytesIO(data)).load()
     except Exception as err:  # noqa: BLE001 - classified by the helper
         raise unreadable_error(path, err,
                                'a DeepMind parameter file') from None
@@ -182,14 +170,9 @@ def _block_names(params: Params, root: str) -> Dict[int, str]:
 
 
 def infer_depths(params: Params, root: str = 'NFNet') -> Tuple[str, List[int]]:
-    """The NFNet-F variant from the number of blocks and the last width.
-
-    ``12 n`` blocks mean depths ``[n, 2n, 6n, 3n]``, i.e. F(n-1); a final
-    width of 2048 with ``n = 5`` means F4+.
-
-    Returns:
-        tuple[str, list[int]]: Arch name and depths.
-    """
+    """The NFNet-F variant name and depths from the number of blocks and the
+    last width: ``12 n`` blocks mean depths ``[n, 2n, 6n, 3n]``, i.e. F(n-1);
+    a final width of 2048 with ``n = 5`` means F4+."""
     num_blocks = len(_block_names(params, root))
     if num_blocks == 0 or num_blocks % 12:
         raise ConversionError(
@@ -285,8 +268,6 @@ def convert_deepmind_file(src: str, dst: str, arch: Optional[str] = None,
     """Read ``src``, convert, check, then (only then) write ``dst``.
 
     Args:
-        src (str): DeepMind's file.
-        dst (str): Output ``.pth`` (``{'meta', 'state_dict'}``).
         arch (str, optional): NFNet arch name (e.g. ``'f0'``); inferred
             from the block count when both ``arch`` and ``depths`` are None.
         depths (Sequence[int], optional): Blocks per stage, for archs that

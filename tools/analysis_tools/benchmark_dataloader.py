@@ -43,17 +43,15 @@ STAGES = {'LoadImageFromFile': 'decode', 'RandomResizedCrop': 'crop/resize',
           'RandomFlip': 'crop/resize'}
 
 
-class _Timed:
-    """Adds the time of each call of ``fn`` to ``totals[name]``."""
+def _timed(name, fn, totals):
+    """``fn``, adding the CPU time of each call to ``totals[name]``."""
 
-    def __init__(self, name, fn, totals):
-        self.name, self.fn, self.totals = name, fn, totals
-
-    def __call__(self, *args, **kwargs):
+    def call(*args, **kwargs):
         start = time.process_time()
-        out = self.fn(*args, **kwargs)
-        self.totals[self.name] += time.process_time() - start
+        out = fn(*args, **kwargs)
+        totals[name] += time.process_time() - start
         return out
+    return call
 
 
 def write_jpegs(root, num, size=(375, 500)):
@@ -82,10 +80,10 @@ def measure(cfg, root, flow, batch_size, batches):
     totals = collections.defaultdict(float)
     steps = ds.dataset.pipeline.transforms
     for i, t in enumerate(steps):
-        steps[i] = _Timed(STAGES.get(type(t).__name__, 'other'), t, totals)
-    ds._mix = _Timed('mix', ds._mix, totals)
-    ds.augment = _Timed('randaugment', ds.augment, totals)
-    ds.pack = _Timed('pack', ds.pack, totals)
+        steps[i] = _timed(STAGES.get(type(t).__name__, 'other'), t, totals)
+    ds._mix = _timed('mix', ds._mix, totals)
+    ds.augment = _timed('randaugment', ds.augment, totals)
+    ds.pack = _timed('pack', ds.pack, totals)
     np.random.seed(0)
     ds.__getitems__(list(range(batch_size)))  # warm-up
     totals.clear()
