@@ -255,12 +255,8 @@ def export_and_check(config: str, checkpoint: Optional[str], out: str,
 
 @contextlib.contextmanager
 def torchscript_onnx_exporter() -> Iterator[None]:
-    """Inside: ``torch.onnx.export`` defaults to ``dynamo=False``.
-
-    A call that passes ``dynamo`` is left alone; on torch without the
-    argument (< 2.5) nothing changes. ``torch.onnx.export`` is restored on
-    exit, also after an error.
-    """
+    """Inside: ``torch.onnx.export`` defaults to ``dynamo=False`` (on torch
+    < 2.5, which has no such argument, nothing changes)."""
     original = torch.onnx.export
     if 'dynamo' not in inspect.signature(original).parameters:
         yield
@@ -301,8 +297,8 @@ def deploy_with_mmdeploy(deploy_cfg: str, model_cfg: str,
         atol (float): Allowed max abs difference of the class scores.
 
     Returns:
-        dict: ``onnx`` (path), ``max_abs_diff``, ``atol``, ``labels``
-        (backend, PyTorch) and ``ok``.
+        dict: ``onnx``, ``max_abs_diff``, ``atol``, ``labels`` (backend,
+        PyTorch) and ``ok``.
     """
     import mmcv
     from mmdeploy.apis import build_task_processor, torch2onnx

@@ -1,18 +1,11 @@
 """Data-loader throughput of one worker for a MixupCutMixDataset config.
 
-Writes synthetic JPEGs, puts them under the config's training dataset and
-times whole batches (``__getitems__``, what one loader worker runs) in one
-process with one thread, in CPU time (so that a shared machine changes the
-result little), for four flows:
-
-- ``old``: RandAugment per image, no mixing in the loader (the mix ran on
-  the device as a batch augment);
-- ``new``: the configured flow (distinct partners, RandAugment after mixing);
-- ``new-batch``: partners from within the batch;
-- ``ra-first``: distinct partners, RandAugment before mixing.
-
-It also splits the time by stage (decode, crop/resize+flip, mix,
-RandAugment, pack)::
+Times whole batches (``__getitems__``, what one loader worker runs) of
+synthetic JPEGs in one thread, in CPU time (little changed by a shared
+machine), split by stage, for four flows: ``old`` (no mixing in the loader),
+``new`` (the configured flow: distinct partners, RandAugment after mixing),
+``new-batch`` (partners from within the batch) and ``ra-first`` (RandAugment
+before mixing)::
 
     python tools/analysis_tools/benchmark_dataloader.py \\
         configs/nfnet/nfnet-f0_8xb128_in1k.py --batches 8
