@@ -56,13 +56,8 @@ class _Logits(nn.Module):
 
 
 def build_classifier(config, checkpoint: Optional[str] = None) -> nn.Module:
-    """Build the config's model in eval mode and load a checkpoint.
-
-    Args:
-        config (str | Config): Config file or object.
-        checkpoint (str, optional): Checkpoint path; None or ``'none'``
-            keeps the constructors' random weights. Defaults to None.
-    """
+    """Build the model of ``config`` (file or Config) in eval mode and load
+    ``checkpoint`` (None or ``'none'``: the constructors' random weights)."""
     import nfnet_mm  # noqa: F401  (registers our modules)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope

@@ -121,10 +121,6 @@ def speed(arch, batch: int, img_size: int, device: str = 'cpu',
             with ``timm_eager``).
         peak_tflops (float, optional): Device peak for MFU; defaults to the
             bf16 table for bf16 runs on CUDA (MFU needs a named variant).
-
-    Returns:
-        dict: ``env``, ``settings``, ``params``, ``train``/``infer`` (per
-        runner, see :func:`summary`), ``ratios`` and ``explain``.
     """
     settings = dict(locals())
     torch.manual_seed(seed)

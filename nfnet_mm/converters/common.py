@@ -50,17 +50,11 @@ def _ratio(num: int, den: int) -> float:
 
 
 def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Union[str, dict]:
-    """The NFNet arch of converted weights, from their keys and shapes.
-
-    Args:
-        state_dict (dict[str, Tensor]): ``backbone.*`` tensors.
-
-    Returns:
-        str | dict: A name of ``NFNet.arch_settings`` when depths and widths
-        match one, else an arch dict read from the shapes (``alpha`` and the
-        strides, which no shape shows, are F0's; a shortcut in a block that
-        keeps the width means a stride of 2).
-    """
+    """The NFNet arch of converted ``backbone.*`` weights: a name of
+    ``NFNet.arch_settings`` when depths and widths match one, else an arch
+    dict read from the shapes (``alpha`` and the strides, which no shape
+    shows, are F0's; a shortcut in a block that keeps the width means a
+    stride of 2)."""
     from ..models.backbones.nfnet import NFNet
     blocks = [tuple(map(int, m.groups())) for m in (
         re.match(r'backbone\.stages\.(\d+)\.(\d+)\.', k) for k in state_dict)
@@ -111,8 +105,6 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
     """Refuse weights that do not fill ``NFNet(arch)`` and the head exactly.
 
     Args:
-        state_dict (dict[str, Tensor]): ``backbone.*`` and ``head.fc.*``.
-        arch (str | dict): The NFNet arch to compare with.
         unused (Iterable[str]): Source keys no rule converted.
         source_name (Callable): Names a target key as the source calls it
             (for the missing ones). Defaults to the target name.

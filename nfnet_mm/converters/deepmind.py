@@ -199,14 +199,10 @@ def convert_deepmind_params(params: Params, depths: Sequence[int],
 
     Args:
         params (dict): ``{module: {param: array}}`` as Haiku stores it.
-        depths (Sequence[int]): Blocks per stage (to place the flat block
-            index ``k``).
+        depths (Sequence[int]): Blocks per stage (to place block ``k``).
         arch (str | dict, optional): The NFNet arch to fill. Defaults to the
             one the tensors show (:func:`~.common.infer_arch`).
         root (str): The network's Haiku name. Defaults to ``'NFNet'``.
-
-    Returns:
-        OrderedDict: ``backbone.*`` and ``head.fc.*`` float32 tensors.
 
     Raises:
         ConversionError: A block count that does not match ``depths``, or
@@ -272,9 +268,6 @@ def convert_deepmind_file(src: str, dst: str, arch: Optional[str] = None,
             from the block count when both ``arch`` and ``depths`` are None.
         depths (Sequence[int], optional): Blocks per stage, for archs that
             are not named (the rest of the arch is read from the shapes).
-
-    Returns:
-        dict: The saved checkpoint.
     """
     from ..models.backbones.nfnet import NFNet
     params = load_deepmind_file(src)

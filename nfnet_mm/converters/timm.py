@@ -64,12 +64,8 @@ def convert_timm_state_dict(
     """Map a timm ``dm_nfnet_f*`` state dict to our ImageClassifier keys.
 
     Args:
-        state_dict (dict[str, Tensor]): timm's state dict.
         arch (str | dict, optional): The NFNet arch to fill. Defaults to the
             one the tensors show (:func:`~.common.infer_arch`).
-
-    Returns:
-        OrderedDict[str, Tensor]: ``backbone.*`` and ``head.fc.*`` tensors.
 
     Raises:
         ConversionError: Two keys converted to one, or every key that does
