@@ -1,14 +1,10 @@
-"""Export to ONNX and check the graph: our own exporter and MMDeploy's.
+"""Export to ONNX and check the graph with onnxruntime: our own exporter
+(:func:`export_and_check`) and MMDeploy 1.3.1's (:func:`deploy_with_mmdeploy`).
 
-- :func:`export_and_check` (``tools/deploy/export_onnx.py``): fold, export
-  with the TorchScript exporter, compare onnxruntime with PyTorch.
-- :func:`deploy_with_mmdeploy` (``tools/deploy/mmdeploy.py``): MMDeploy
-  1.3.1's own pipeline, in this process.
-- :func:`torchscript_onnx_exporter`: from PyTorch 2.9 on,
-  ``torch.onnx.export`` defaults to ``dynamo=True``; MMDeploy 1.3.1 passes no
-  ``dynamo`` and its rewriters only act on TorchScript tracing. The context
-  restores ``dynamo=False`` only while an export runs: importing
-  ``nfnet_mm`` changes nothing.
+From PyTorch 2.9 on ``torch.onnx.export`` defaults to ``dynamo=True``, while
+MMDeploy passes no ``dynamo`` and rewrites only TorchScript tracing:
+:func:`torchscript_onnx_exporter` restores ``dynamo=False`` while an export
+runs, and importing ``nfnet_mm`` changes nothing.
 """
 import contextlib
 import copy
@@ -209,12 +205,9 @@ def export_and_check(config: str, checkpoint: Optional[str], out: str,
     reference is the PyTorch model before folding. With ``dynamic_batch`` a
     batch of two is checked too; ``benchmark`` times that many runs.
 
-    Returns:
-        dict: ``max_abs_diff``, ``ops`` (histogram), ``folded``, shapes and,
-        with ``benchmark > 0``, ``onnxruntime`` timings.
-
-    Raises:
-        ExportError: onnxruntime differs from PyTorch by more than ``atol``.
+    Returns ``max_abs_diff``, ``ops`` (histogram), ``folded``, shapes and
+    ``onnxruntime`` timings; raises :class:`ExportError` if onnxruntime
+    differs from PyTorch by more than ``atol``.
     """
     model = build_classifier(config, checkpoint)
     inputs = preprocess(model, load_image(img), shape)

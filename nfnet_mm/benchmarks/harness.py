@@ -43,12 +43,8 @@ BF16_PEAK_TFLOPS = [('H100 PCIe', 756.), ('H100 NVL', 835.), ('H100', 989.),
 class Runner:
     """One thing to time: ``step()`` after an untimed ``setup()``.
 
-    Args:
-        name (str): Label in tables and JSON.
-        step (callable): The timed work.
-        setup (callable, optional): Untimed work before each step.
-        state_bytes (callable, optional): Bytes the runner keeps resident
-            (parameters, buffers, optimizer state), added to its peak.
+    ``state_bytes()``: the bytes the runner keeps resident (parameters,
+    buffers, optimizer state), added to its peak memory.
     """
 
     def __init__(self, name: str, step: Callable,
@@ -178,11 +174,8 @@ def build_ours(arch, num_classes: int = 1000, dropout: float = 0.,
                sam: bool = False, **backbone) -> nn.Module:
     """Our classifier: NFNet + GAP + NFNetClsHead (+ a data preprocessor).
 
-    Args:
-        arch (str | dict): NFNet arch name or dict; ``'tiny'``:
-            :data:`TINY_ARCH`.
-        sam (bool): Build a ``SAMImageClassifier``. Defaults to False.
-        **backbone: More ``NFNet`` arguments.
+    ``arch``: an NFNet arch name or dict, or ``'tiny'`` (:data:`TINY_ARCH`);
+    ``sam``: a ``SAMImageClassifier``; ``backbone``: more ``NFNet`` arguments.
     """
     import nfnet_mm  # noqa: F401  (registers our modules)
     from mmpretrain.registry import MODELS

@@ -99,13 +99,9 @@ def _allowed_globals() -> Dict[Tuple[str, str], Callable]:
 
 
 class SafeNumpyUnpickler(pickle.Unpickler):
-    """Unpickler for parameter trees: containers and NumPy data only.
-
-    The only globals resolved are NumPy's array/scalar/dtype reconstructors,
+    """Unpickler that resolves only NumPy's array/scalar/dtype builders,
     ``OrderedDict``, latin-1 ``_codecs.encode`` and dill's array wrapper
-    (re-implemented: dill is not imported); any other raises
-    :class:`UnsafePickleError` before anything is called.
-    """
+    (re-implemented); any other global raises :class:`UnsafePickleError`."""
 
     _table: Optional[Dict[Tuple[str, str], Callable]] = None
 
