@@ -135,13 +135,10 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, out: str,
     """Export ``model(inputs, mode='tensor')`` with the TorchScript exporter
     to ``out``, the batch axis dynamic with ``dynamic_batch``.
 
-    Note: with the standardisation left in the graph (no
-    ``switch_to_deploy()``), torch 2.14's exporter writes an invalid graph (a
-    ``Mul`` whose input no node produces: equal-valued gains and biases, as
-    after initialisation, are merged into one initializer but still named
-    apart), with or without constant folding. Pass ``constant_folding=False``
-    for unfolded models: the initializers are then also kept as graph inputs,
-    which the exporter leaves unmerged.
+    Note: unfolded (no ``switch_to_deploy()``), torch 2.14's exporter merges
+    equal-valued gains and biases into one initializer but names them apart:
+    an invalid graph. Pass ``constant_folding=False`` for unfolded models:
+    the initializers are then also kept as (unmerged) graph inputs.
     """
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     dynamic_axes = ({'input': {0: 'batch'}, 'output': {0: 'batch'}}
@@ -276,17 +273,14 @@ def deploy_with_mmdeploy(deploy_cfg: str, model_cfg: str,
     Args:
         deploy_cfg (str): MMDeploy config, e.g. ``configs/deploy/
             classification_onnxruntime_static.py``.
-        model_cfg (str): Model config.
         checkpoint (str, optional): Checkpoint; None or ``'none'``: random
             weights (saved to ``WORK_DIR/random_init.pth`` for both sides).
-        work_dir (str): Output folder.
         img (str, optional): Image file. Defaults to :func:`load_image`'s.
         dump_info (bool): Write the SDK meta files. Defaults to False.
         atol (float): Allowed max abs difference of the class scores.
 
     Returns:
-        dict: ``onnx``, ``max_abs_diff``, ``atol``, ``labels`` (backend,
-        PyTorch) and ``ok``.
+        dict: ``onnx``, ``max_abs_diff``, ``atol``, ``labels`` and ``ok``.
     """
     import mmcv
     from mmdeploy.apis import build_task_processor, torch2onnx

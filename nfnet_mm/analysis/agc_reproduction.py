@@ -178,9 +178,8 @@ def train_one(run: dict, setup: dict, work_root: str) -> dict:
     except _Diverged:
         stopped = True
     top1 = float(runner.val()['accuracy/top1'])
-    return dict(name=run['name'], arm=run['arm'], batch_size=run['batch_size'],
-                lr=run['lr'], lr_scale=run['lr_scale'], clipping=run['clipping'],
-                clip_head=run['clip_head'], epochs=epochs, top1=round(top1, 2),
+    keys = ('name', 'arm', 'batch_size', 'lr', 'lr_scale', 'clipping', 'clip_head')
+    return dict({k: run[k] for k in keys}, epochs=epochs, top1=round(top1, 2),
                 diverged=stopped or top1 < DIVERGED_TOP1,
                 seconds=round(time.perf_counter() - start, 1),
                 train_loss=[None if v is None else round(v, 5) for v in recorder.losses])

@@ -54,9 +54,8 @@ def _state(model: nn.Module, optimizer=None):
 
 
 def _autocast(device: torch.device, dtype: str):
-    if DTYPES[dtype] is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[dtype])
+    return (contextlib.nullcontext() if DTYPES[dtype] is None else
+            torch.autocast(device.type, dtype=DTYPES[dtype]))
 
 
 def sam_runners(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -79,8 +78,7 @@ def sam_runners(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         def step():
             with autocast:
                 model.train_step(data, wrapper)
-        return Runner(name, step,
-                      state_bytes=_state(model, wrapper.optimizer))
+        return Runner(name, step, state_bytes=_state(model, wrapper.optimizer))
 
     return [runner(name, w) for name, w in wrappers.items()]
 

@@ -31,9 +31,8 @@ TARGETS = [
 
 def speed_markdown(result: Dict) -> str:
     """The runner and ratio tables of one :func:`measures.speed` result."""
-    s, env = result['settings'], result['env']
+    s, env, v = result['settings'], result['env'], result['env']['versions']
     arch = s['arch'].upper() if isinstance(s['arch'], str) else 'custom arch'
-    v = env['versions']
     text = (f"**{arch}**, batch {s['batch']}, {s['img_size']} px, "
             f"{s['dtype']}, channels_last={s['channels_last']}, "
             f"compile={s['compile']}"

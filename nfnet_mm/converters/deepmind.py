@@ -117,9 +117,8 @@ class SafeNumpyUnpickler(pickle.Unpickler):
 
 
 def load_deepmind_file(path: str) -> Params:
-    """Read a DeepMind parameter file (a pickle, as DeepMind's
-    ``*_haiku.npz``, or a real ``.npz``) safely as ``{module: {param:
-    array}}``.
+    """Read a DeepMind pickle (``*_haiku.npz``) or a real ``.npz`` safely as
+    ``{module: {param: array}}``.
 
     Raises:
         ConversionError: The file is no parameter file, refers to objects

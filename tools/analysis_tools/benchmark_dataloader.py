@@ -101,12 +101,10 @@ def main():
     torch.set_num_threads(1)
     cv2.setNumThreads(0)  # as MMEngine sets it in loader workers
     cfg = Config.fromfile(args.config)
-    rows = []
     with tempfile.TemporaryDirectory() as root:
         write_jpegs(root, args.images)
-        for flow in FLOWS:
-            rows.append(measure(cfg, root, flow, args.batch_size,
-                                args.batches))
+        rows = [measure(cfg, root, flow, args.batch_size, args.batches)
+                for flow in FLOWS]
     stages = ['decode', 'crop/resize', 'mix', 'randaugment', 'pack']
     print(markdown_table(
         ['flow', 'images per CPU s'] + [f'{s} ms' for s in stages],
