@@ -1,7 +1,8 @@
 # NFNet demo: a small normalizer-free network trained from scratch on
 # Fashion-MNIST on a CPU in about 4-5 minutes (2 cores, 6 epochs; 91.18% and
 # 90.49% top-1 for seeds 0 and 1 in 4 min 15 s; 89.7-90.7% over three seeds on a
-# heavily shared machine, see docs/recipe.md), with the whole NFNet recipe scaled down: scaled WS convs,
+# heavily shared machine, see docs/recipe.md), with the whole NFNet recipe
+# scaled down: scaled WS convs,
 # SkipInit, SE, AGC, Nesterov SGD with warm-up + cosine, weight decay off
 # gains/biases, label smoothing, half-MixUp/half-CutMix (light) then NF
 # RandAugment on the mixed images, EMA with warm-up (validation runs on the
