@@ -9,7 +9,6 @@ runs, and importing ``nfnet_mm`` changes nothing.
 import contextlib
 import copy
 import functools
-import gzip
 import inspect
 import os
 import os.path as osp
@@ -22,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nfnet_mm.datasets.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, _read_idx
+
 __all__ = [
     'ExportError', 'build_classifier', 'load_image', 'preprocess',
     'export_onnx', 'op_histogram', 'ort_session', 'time_session',
@@ -29,9 +30,6 @@ __all__ = [
     'DEFAULT_ATOL'
 ]
 
-FASHION_MNIST_DIRS = ('/usr/share/datasets/fashion-mnist',
-                      '/work/shared/reference')
-FASHION_MNIST_FILE = 't10k-images-idx3-ubyte.gz'
 DEFAULT_ATOL = 1e-4
 
 
@@ -86,15 +84,12 @@ def load_image(path: Optional[str] = None) -> np.ndarray:
         if img is None:
             raise FileNotFoundError(f'Cannot read image {path!r}')
         return img
-    for folder in FASHION_MNIST_DIRS:
-        file = osp.join(folder, FASHION_MNIST_FILE)
-        if osp.exists(file):
-            with gzip.open(file, 'rb') as f:
-                data = f.read(16 + 28 * 28)
-            img = np.frombuffer(data[16:], np.uint8).reshape(28, 28)
-            return np.repeat(img[:, :, None], 3, axis=2).copy()
-    raise FileNotFoundError(
-        f'No {FASHION_MNIST_FILE} in {FASHION_MNIST_DIRS}; pass --img PATH')
+    file = osp.join(DEFAULT_FASHION_MNIST_ROOT, 't10k-images-idx3-ubyte.gz')
+    if not osp.exists(file):
+        raise FileNotFoundError(f'No {file} (apt-get install '
+                                'dataset-fashion-mnist); pass --img PATH')
+    img = _read_idx(file)[0]
+    return np.repeat(img[:, :, None], 3, axis=2).copy()
 
 
 def preprocess(model: nn.Module, img: np.ndarray,

@@ -128,10 +128,21 @@ class MixupCutMixDataset:
         return len(self.dataset)
 
     def __getitem__(self, idx: int) -> dict:
-        return self.__getitems__([idx])[0]
+        """One sample (read alone, e.g. inside MMEngine's ``RepeatDataset``):
+        MixUp or CutMix with probability 1/2 each, the batch split's rate."""
+        if self.partners == 'batch' and self.mix_prob > 0:
+            raise TypeError(
+                "MixupCutMixDataset(partners='batch') pairs the images of a "
+                'batch, so it must be read by batches (__getitems__), not '
+                "one index at a time; use partners='distinct' here.")
+        return self._batch([idx], cutmix_from=int(np.random.rand() < 0.5))[0]
 
     def __getitems__(self, indices: Sequence[int]) -> List[dict]:
         """One batch: the first half MixUp, the second half CutMix."""
+        return self._batch(indices, cutmix_from=len(indices) // 2)
+
+    def _batch(self, indices: Sequence[int], cutmix_from: int) -> List[dict]:
+        """Rows ``[0, cutmix_from)`` MixUp, the others CutMix."""
         n = len(indices)
         images = [self.dataset[i] for i in indices]
         mix = np.random.rand() < self.mix_prob and (
@@ -152,7 +163,7 @@ class MixupCutMixDataset:
             seconds = [images[j] for j in partner]
         out = []
         for k, (first, second) in enumerate(zip(images, seconds)):
-            mixed = self._mix(first, second, cutmix=k >= n // 2)
+            mixed = self._mix(first, second, cutmix=k >= cutmix_from)
             if not self.augment_before_mix:
                 mixed = self.augment(mixed)
             packed = self.pack(mixed)

@@ -243,3 +243,17 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match='fixed-size crop'):
         ds._mix(dict(img=np.zeros((4, 4, 3), np.uint8), gt_label=0),
                 dict(img=np.zeros((4, 5, 3), np.uint8), gt_label=1), True)
+
+
+def test_single_reads_are_half_mixup_half_cutmix():
+    """Read one index at a time (e.g. inside RepeatDataset), each sample is
+    MixUp or CutMix with probability 1/2, not always CutMix."""
+    n = 20
+    ds = MixupCutMixDataset(_Constant(list(range(n)), list(range(n))))
+    np.random.seed(0)
+    modes = [ds[i % n]['data_samples'].mix_mode for i in range(400)]
+    assert set(modes) == {'mixup', 'cutmix'}
+    assert 0.4 < modes.count('cutmix') / len(modes) < 0.6
+    batch_pairs = MixupCutMixDataset(_Constant([A, B], [0, 1]), partners='batch')
+    with pytest.raises(TypeError, match='read by batches'):
+        batch_pairs[0]
