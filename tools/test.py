@@ -136,7 +136,7 @@ def check_checkpoint(cfg: Config, path: str, strict: bool = True) -> None:
     Raises:
         CheckpointError: The file is no checkpoint, is unsafe or does not match.
     """
-    checkpoint = load_checkpoint_file(path)
+    checkpoint = load_checkpoint_file(path, map_location='meta')  # shapes only
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint,
                                                                    dict) else None
     if not isinstance(state, dict):

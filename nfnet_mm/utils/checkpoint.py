@@ -155,10 +155,21 @@ def load_checkpoint_file(path: PathLike, map_location: Any = 'cpu') -> Any:
                 f'weights-only allow-list: {names}. Nothing from it was run. If you '
                 'trust this file, allow those objects first with '
                 '`torch.serialization.add_safe_globals([...])`.') from None
+        if _is_torch_archive(path) and not isinstance(err, pickle.UnpicklingError):
+            raise  # a sound file: the error is not about the file (e.g. map_location)
         raise NotACheckpointError(
             f'{path!r} {describe_unreadable(path)}, not a PyTorch checkpoint '
             f'({type(err).__name__} from torch.load)'
         ) from None
+
+
+def _is_torch_archive(path: str) -> bool:
+    """Whether ``path`` is a complete zip archive holding a pickled ``data.pkl``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.rsplit('/', 1)[-1] == 'data.pkl' for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def load_from_local(filename: str, map_location: Any = None) -> Any:

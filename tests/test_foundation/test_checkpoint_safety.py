@@ -272,3 +272,15 @@ def test_a_truncated_or_missing_checkpoint_is_named(tmp_path):
         ckpt.load_checkpoint_file(path)
     with pytest.raises(ckpt.NotACheckpointError, match='missing.pth.*does not exist'):
         ckpt.load_checkpoint_file(tmp_path / 'missing.pth')
+
+
+def test_a_sound_checkpoint_keeps_torchs_own_error(tmp_path):
+    """An error that is not about the file (here a bad map_location) is not
+    reported as 'not a checkpoint'."""
+    path = str(tmp_path / 'ok.pth')
+    torch.save({'state_dict': {'w': torch.zeros(3)}}, path)
+    with pytest.raises(RuntimeError, match='bogus') as info:
+        ckpt.load_checkpoint_file(path, map_location='bogus')
+    assert not isinstance(info.value, ckpt.CheckpointError)
+    loaded = ckpt.load_checkpoint_file(path, map_location='meta')
+    assert loaded['state_dict']['w'].shape == (3, )

@@ -25,6 +25,13 @@ __all__ = ['SAMOptimWrapper', 'AmpSAMOptimWrapper', 'sam_train_step',
            'is_sam_optim_wrapper', 'SAMTrainStepMixin']
 
 
+def _total_norm(tensors: List[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all ``tensors`` together (torch < 2.6 has no get_total_norm)."""
+    if not tensors:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
 class _SAMMixin:
     """SAM settings and the perturbation; each wrapper keeps its AGC base's step."""
 
@@ -69,12 +76,14 @@ class _SAMMixin:
             with torch.no_grad():
                 params = [p for p in all_params if p.grad is not None]
                 grads = [p.grad for p in params]
-                torch._foreach_div_(grads, scale)
-                grad_norm = torch.nn.utils.get_total_norm(grads)
+                if scale != 1.0:
+                    torch._foreach_div_(grads, scale)
+                grad_norm = direction_norm = _total_norm(grads)
                 if self.adaptive:
                     abs_w = torch._foreach_abs(params)
                     grads = torch._foreach_mul(grads, abs_w)  # |w| g
-                norm = float(torch.nn.utils.get_total_norm(grads))
+                    direction_norm = _total_norm(grads)
+                norm = float(direction_norm)
                 if not math.isfinite(norm) or norm == 0:
                     return grad_norm, False
                 if self.adaptive:
