@@ -77,7 +77,7 @@ def train_steps(wrapper, model, batches, wrapped=None):
         wrapper.update_params(loss)
         buf = MessageHub.get_current_instance().log_scalars.get(
             'train/agc_clip_frac')
-        fracs.append(buf.current() if buf is not None else None)
+        fracs.append(float(buf.current()) if buf is not None else None)
     return fracs
 
 

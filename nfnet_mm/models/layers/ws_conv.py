@@ -35,46 +35,51 @@ def same_pads(size: int, kernel_size: int, stride: int,
     return total // 2, total - total // 2
 
 
-def _ws_terms(weight, gain, eps, input_scale):
-    """The forward terms of eq. (1): centred rows, ``|c|^2``, ``r`` and ``k``."""
-    # all fp32 ops for fp32 weights, also under autocast (none of them is on
-    # autocast's lower-precision lists)
-    centred = weight.flatten(1)
-    centred = centred - centred.mean(1, keepdim=True)
-    sq = torch.linalg.vector_norm(centred, dim=1).square()
+def _ws(weight, gain, eps, input_scale, in_place):
+    """Eq. (1): ``out = k * c`` with ``c = w - mean(w)`` per output row,
+    ``r = rsqrt(max(|c|^2, eps))`` (``|c|^2 = var * fan_in``, DeepMind's
+    guard) and ``k = gain * r * input_scale``; ``c`` is scaled in place
+    (one weight-sized allocation) unless tracing. All ops stay fp32 for fp32
+    weights, also under autocast."""
+    flat = weight.flatten(1)
+    mean = flat.mean(1, keepdim=True)
+    out = flat - mean
+    sq = torch.linalg.vector_norm(out, dim=1).square()
     r = torch.rsqrt(torch.clamp(sq, min=eps))
-    return centred, sq, r, gain * r * input_scale
+    k = gain * r * input_scale
+    out = out.mul_(k[:, None]) if in_place else out * k[:, None]
+    return out.view_as(weight), mean, sq >= eps, r, k
 
 
 class _ScaledWS(torch.autograd.Function):
     """Eq. (1) with its analytic backward in a few fused tensor ops.
 
-    Forward, per output row ``w`` (its fan-in flattened): ``c = w - mean(w)``,
-    ``r = rsqrt(max(|c|^2, eps))`` (``|c|^2 = var * fan_in``, DeepMind's guard)
-    and ``out = k * c`` with ``k = gain * r * input_scale``. Backward, with
-    ``d = <grad, c>``: ``grad_gain = d * r * input_scale`` and
+    With ``d = <grad, c>``: ``grad_gain = d * r * input_scale`` and
     ``grad_w = k * (grad - mean(grad)) - k * r^2 * d * c`` (the last term only
-    where the guard is not active: there ``r`` is a constant). Autograd of
-    the plain form runs about twice as many kernels over the weight.
+    where the guard is not active: there ``r`` is a constant). Only the
+    weight (a leaf) and per-row vectors are saved: ``d`` and the last term
+    use ``c = w - mean`` unexpanded, which rounds relative to ``|mean| / std``
+    of a row (tested). Autograd of the plain form runs about twice as many
+    weight-sized kernels and keeps ``c``.
     """
 
     @staticmethod
     def forward(ctx, weight, gain, eps, input_scale):
-        centred, sq, r, k = _ws_terms(weight, gain, eps, input_scale)
-        ctx.save_for_backward(centred, r, k, sq >= eps)
+        out, mean, unclamped, r, k = _ws(weight, gain, eps, input_scale, True)
+        ctx.save_for_backward(weight, mean, unclamped, r, k)
         ctx.input_scale = input_scale
-        return (centred * k[:, None]).view_as(weight)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        centred, r, k, unclamped = ctx.saved_tensors
-        grad = grad_out.reshape(centred.shape)
-        d = torch.linalg.vecdot(grad, centred)
+        weight, mean, unclamped, r, k = ctx.saved_tensors
+        grad, w = grad_out.reshape(k.shape[0], -1), weight.flatten(1)
+        mean, grad_sum = mean[:, 0], grad.sum(1)
+        d = torch.linalg.vecdot(grad, w) - mean * grad_sum
         coef = torch.where(unclamped, k * r * r * d, 0.)
-        # mean(c) = 0, so centring the gradient only subtracts k * mean(grad)
-        grad_w = torch.addcmul((k * grad.mean(1)).neg()[:, None], grad,
-                               k[:, None])
-        grad_w.addcmul_(centred, coef[:, None], value=-1.)
+        shift = coef * mean - k * grad_sum / grad.shape[1]
+        grad_w = torch.addcmul(shift[:, None], grad, k[:, None])
+        grad_w.addcmul_(w, coef[:, None], value=-1.)
         return grad_w.view_as(grad_out), d * r * ctx.input_scale, None, None
 
 
@@ -99,14 +104,12 @@ def standardize_weight(weight: torch.Tensor,
     Returns:
         Tensor: The standardised, scaled weight.
     """
-    needs_grad = torch.is_grad_enabled() and (weight.requires_grad
-                                              or gain.requires_grad)
-    if needs_grad and not (torch.jit.is_tracing()
-                           or torch.onnx.is_in_onnx_export()):
+    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    if not tracing and torch.is_grad_enabled() and (weight.requires_grad
+                                                    or gain.requires_grad):
         return _ScaledWS.apply(weight, gain, eps, input_scale)
-    # inference, tracing and ONNX export: the same forward as plain tensor ops
-    centred, _, _, k = _ws_terms(weight, gain, eps, input_scale)
-    return (centred * k[:, None]).view_as(weight)
+    # inference, tracing and ONNX export: the same forward as tensor ops
+    return _ws(weight, gain, eps, input_scale, not tracing)[0]
 
 
 @MODELS.register_module()
