@@ -36,11 +36,9 @@ def same_pads(size: int, kernel_size: int, stride: int,
 
 
 def _ws(weight, gain, eps, input_scale, in_place):
-    """Eq. (1): ``out = k * c`` with ``c = w - mean(w)`` per output row,
-    ``r = rsqrt(max(|c|^2, eps))`` (``|c|^2 = var * fan_in``, DeepMind's
-    guard) and ``k = gain * r * input_scale``; ``c`` is scaled in place
-    (one weight-sized allocation) unless tracing. All ops stay fp32 for fp32
-    weights, also under autocast."""
+    """Eq. (1) per output row: ``c = w - mean(w)`` times ``k = gain * r *
+    input_scale``, ``r = rsqrt(max(|c|^2, eps))`` (``|c|^2 = var * fan_in``),
+    in place unless tracing; fp32 for fp32 weights, also under autocast."""
     flat = weight.flatten(1)
     mean = flat.mean(1, keepdim=True)
     out = flat - mean
@@ -48,39 +46,34 @@ def _ws(weight, gain, eps, input_scale, in_place):
     r = torch.rsqrt(torch.clamp(sq, min=eps))
     k = gain * r * input_scale
     out = out.mul_(k[:, None]) if in_place else out * k[:, None]
-    return out.view_as(weight), mean, sq >= eps, r, k
+    return out.view_as(weight), mean[:, 0], sq, r, k
 
 
 class _ScaledWS(torch.autograd.Function):
-    """Eq. (1) with its analytic backward in a few fused tensor ops.
-
-    With ``d = <grad, c>``: ``grad_gain = d * r * input_scale`` and
-    ``grad_w = k * (grad - mean(grad)) - k * r^2 * d * c`` (the last term only
-    where the guard is not active: there ``r`` is a constant). Only the
-    weight (a leaf) and per-row vectors are saved: ``d`` and the last term
-    use ``c = w - mean`` unexpanded, which rounds relative to ``|mean| / std``
-    of a row (tested). Autograd of the plain form runs about twice as many
-    weight-sized kernels and keeps ``c``.
-    """
+    """Eq. (1) with its analytic backward. With ``d = <grad, c>``:
+    ``grad_gain = d * r * input_scale``, ``grad_w = k * (grad - mean(grad)) -
+    k * r^2 * d * c`` (no last term where the guard is active). It saves the
+    weight and row vectors, not ``c``: ``c = w - mean`` enters unexpanded
+    (float32 error tested against plain autograd, which runs more kernels)."""
 
     @staticmethod
     def forward(ctx, weight, gain, eps, input_scale):
-        out, mean, unclamped, r, k = _ws(weight, gain, eps, input_scale, True)
-        ctx.save_for_backward(weight, mean, unclamped, r, k)
-        ctx.input_scale = input_scale
+        out, mean, sq, r, k = _ws(weight, gain, eps, input_scale, True)
+        kr2 = torch.where(sq >= eps, k * r * r, 0.)
+        ctx.save_for_backward(weight, mean, k, kr2, r * input_scale)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        weight, mean, unclamped, r, k = ctx.saved_tensors
+        weight, mean, k, kr2, rs = ctx.saved_tensors
         grad, w = grad_out.reshape(k.shape[0], -1), weight.flatten(1)
-        mean, grad_sum = mean[:, 0], grad.sum(1)
+        grad_sum = grad.sum(1)
         d = torch.linalg.vecdot(grad, w) - mean * grad_sum
-        coef = torch.where(unclamped, k * r * r * d, 0.)
-        shift = coef * mean - k * grad_sum / grad.shape[1]
+        coef = kr2 * d
+        shift = torch.addcmul(coef * mean, k, grad_sum, value=-1 / w.shape[1])
         grad_w = torch.addcmul(shift[:, None], grad, k[:, None])
         grad_w.addcmul_(w, coef[:, None], value=-1.)
-        return grad_w.view_as(grad_out), d * r * ctx.input_scale, None, None
+        return grad_w.view_as(grad_out), d * rs, None, None
 
 
 def standardize_weight(weight: torch.Tensor,
