@@ -183,7 +183,9 @@ def _list(keys: List[str], limit: int = 8) -> str:
 
 
 def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any],
-                     source: str) -> None:
+                     source: str,
+                     fix: str = 'Is it a checkpoint of this config?',
+                     error: type = None) -> None:
     """Refuse a state dict whose keys or shapes differ from the model's.
 
     Args:
@@ -191,10 +193,12 @@ def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any],
             ``meta`` device).
         given (Mapping[str, Any]): The checkpoint's state dict.
         source (str): The file (and part of it) named in the error.
+        fix (str): The error's last sentence.
+        error (type, optional): A :class:`CheckpointMismatchError` subclass to raise.
 
     Raises:
         CheckpointMismatchError: One error listing missing, unexpected and misshaped
-            keys.
+            keys (the first 8 of each, and their number).
     """
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
@@ -205,9 +209,8 @@ def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any],
                 for what, keys in (('missing', missing), ('unexpected', unexpected),
                                    ('with another shape', misshaped)) if keys]
     if problems:
-        raise CheckpointMismatchError(
-            f'{source} does not match the model: ' + '; '.join(problems) +
-            '. Is it a checkpoint of this config?')
+        raise (error or CheckpointMismatchError)(
+            f'{source} does not match the model: ' + '; '.join(problems) + f'. {fix}')
 
 
 @contextlib.contextmanager

@@ -4,8 +4,9 @@
 misshaped key is one warning among the training logs, and the run goes on
 with random weights there. ``type='StrictPretrained'`` loads the same way
 (:class:`~mmengine.model.PretrainedInit`'s checkpoint and ``prefix``
-handling) but first compares keys and shapes with the module and raises one
-error naming every problem.
+handling) but first compares keys and shapes with the module
+(:func:`~nfnet_mm.utils.checkpoint.check_state_dict`) and raises one error
+naming the problems.
 
 It is registered in MMEngine's root ``WEIGHT_INITIALIZERS`` on purpose:
 ``BaseModule.init_weights`` builds initializers from the root registry under
@@ -22,10 +23,12 @@ from mmengine.runner.checkpoint import (_load_checkpoint,
                                         _load_checkpoint_with_prefix,
                                         load_state_dict)
 
+from ...utils.checkpoint import CheckpointMismatchError, check_state_dict
+
 __all__ = ['StrictPretrained', 'PretrainedKeysError']
 
 
-class PretrainedKeysError(RuntimeError):
+class PretrainedKeysError(CheckpointMismatchError, RuntimeError):
     """The checkpoint does not match the module it should initialise."""
 
 
@@ -89,29 +92,6 @@ class StrictPretrained(PretrainedInit):
                 'state dict (or a dict with a "state_dict" entry).')
         return state
 
-    def _check(self, module: nn.Module, source: Mapping) -> None:
-        target = module.state_dict()
-        common = sorted(set(target) & set(source))
-        problems = {
-            'missing in the checkpoint': sorted(set(target) - set(source)),
-            'unexpected in the checkpoint': sorted(set(source) - set(target)),
-            'with a different shape': [
-                f'{k} (checkpoint {tuple(source[k].shape)}, module '
-                f'{tuple(target[k].shape)})' for k in common
-                if source[k].shape != target[k].shape
-            ]
-        }
-        if any(problems.values()):
-            where = f'checkpoint {self.checkpoint!r}' + (
-                f' (prefix {self.prefix!r})' if self.prefix else '')
-            raise PretrainedKeysError('\n'.join(
-                [f'Pretrained weights do not match: {where} for '
-                 f'{module.__class__.__name__}.'] +
-                [f'{len(keys)} {title}: {", ".join(keys)}'
-                 for title, keys in problems.items() if keys] +
-                ['Fix the checkpoint or the prefix, or pass strict=False to '
-                 'load the matching tensors only.']))
-
     def __call__(self, module: nn.Module) -> None:
         """Load the checkpoint into ``module``.
 
@@ -121,7 +101,12 @@ class StrictPretrained(PretrainedInit):
         """
         source = self._load()
         if self.strict:
-            self._check(module, source)
+            prefix = f' (prefix {self.prefix!r})' if self.prefix else ''
+            check_state_dict(
+                module.state_dict(), source,
+                f'Checkpoint {self.checkpoint!r}{prefix}',
+                'Fix the checkpoint or the prefix, or pass strict=False to '
+                'load the matching tensors only.', PretrainedKeysError)
         # MMEngine's loader (as Pretrained): skips and logs what does not fit
         load_state_dict(module, source, strict=False, logger='current')
         # BaseModule runs the children's init_weights after every initializer
