@@ -23,12 +23,9 @@ import torch.nn.functional as F
 
 from nfnet_mm.datasets.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, _read_idx
 
-__all__ = [
-    'ExportError', 'build_classifier', 'load_image', 'preprocess',
-    'export_onnx', 'op_histogram', 'ort_session', 'time_session',
-    'export_and_check', 'torchscript_onnx_exporter', 'deploy_with_mmdeploy',
-    'DEFAULT_ATOL'
-]
+__all__ = ['ExportError', 'build_classifier', 'load_image', 'preprocess', 'export_onnx',
+           'op_histogram', 'ort_session', 'time_session', 'export_and_check',
+           'torchscript_onnx_exporter', 'deploy_with_mmdeploy', 'DEFAULT_ATOL']
 
 DEFAULT_ATOL = 1e-4
 

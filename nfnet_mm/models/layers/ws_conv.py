@@ -116,17 +116,12 @@ class ScaledWSConv2d(nn.Conv2d):
     works on its own in other backbones (e.g. through MMCV's
     ``build_conv_layer(dict(type='ScaledWSConv2d'), ...)``).
 
-    Padding:
-
-    - ``'same'``: TensorFlow "SAME" padding (as DeepMind's and timm's
-      NFNets; needed to reuse their weights). Where it is symmetric and
-      static (stride 1 and an odd effective kernel) it is done by the
-      convolution itself; otherwise the pads are computed from the input
-      shape, the symmetric part is done by the convolution and only the
-      one-pixel asymmetric remainder by :func:`torch.nn.functional.pad`.
-    - ``'symmetric'``: ``(kernel_size - 1) * dilation // 2`` on both sides
-      (PyTorch style).
-    - an int or a pair of ints: explicit symmetric padding.
+    Padding: ``'same'`` is TensorFlow's "SAME" (as DeepMind's and timm's
+    NFNets, whose weights need it): done by the conv where it is symmetric
+    and static (stride 1, odd kernel), else the conv pads the symmetric part
+    and :func:`~torch.nn.functional.pad` the one-pixel remainder;
+    ``'symmetric'`` is ``(kernel_size - 1) * dilation // 2`` on both sides;
+    an int or a pair of ints is explicit symmetric padding.
 
     Args:
         in_channels (int): Input channels.
