@@ -69,7 +69,8 @@ def gpu_report(work_dir: str) -> Dict:
         for line in f:
             name, budget, rc, seconds = line.split('\t')
             rc = int(rc)
-            status = {0: 'ok', 124: 'timed out', 137: 'killed'}.get(
+            status = {0: 'ok', 124: 'timed out', 137: 'killed',
+                      -1: 'skipped (deadline)'}.get(
                 rc, f'failed (exit {rc})')
             step = dict(name=name, budget_s=int(budget), rc=rc,
                         seconds=int(seconds), status=status)
@@ -120,7 +121,7 @@ def report_markdown(report: Dict) -> str:
         if 'fashion_mnist' in s:
             fm = s['fashion_mnist']
             text += (f"\nFashion-MNIST recipe (GPU config): top-1 "
-                     f"{fm['top1']} after {fm['epochs']} epoch(s) of 100, "
+                     f"{fm['top1']} after {fm['epochs']} epoch(s), "
                      f"{s['seconds']} s in all ({s['status']}).\n")
         if 'train' in s.get('result', {}):
             text += f"\n### {s['name']}\n\n" + speed_markdown(s['result'])

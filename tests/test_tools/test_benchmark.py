@@ -14,6 +14,7 @@ import torch
 
 from nfnet_mm.benchmarks import harness, measures
 from nfnet_mm.converters.timm import convert_timm_state_dict
+from nfnet_mm.datasets.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 GPU_REPORT = osp.join(ROOT, 'tools', 'analysis_tools', 'gpu_report.sh')
@@ -262,6 +263,35 @@ def test_gpu_report_reports_each_step_even_when_one_fails(tmp_path):
     assert 'Fashion-MNIST recipe (GPU config): top-1 None' in text
     log = (out / 'steps.log').read_text()
     assert '== eager-b4: exit 124' in log and 'FASHION_MNIST_ROOT' in log
+
+
+def test_gpu_report_deadline_skips_the_rest_and_still_reports(tmp_path):
+    out = tmp_path / 'out'
+    proc = _gpu_report(str(out), '--quick',
+                       env=dict(GPU_REPORT_DEADLINE_S='0'))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((out / 'report.json').read_text())
+    assert [s['name'] for s in report['steps']][-1] == 'fashion-mnist'
+    assert {s['status'] for s in report['steps']} == {'skipped (deadline)'}
+    assert 'skipped, the deadline (0 s)' in (out / 'steps.log').read_text()
+
+
+@pytest.mark.slow
+def test_gpu_report_quick_fashion_mnist_step_trains_and_reports(tmp_path):
+    """The step's --cfg-options reach the config's (nested) datasets: the
+    quick run trains one epoch on 1,024 images and reports its top-1."""
+    if not osp.exists(osp.join(DEFAULT_FASHION_MNIST_ROOT,
+                               't10k-images-idx3-ubyte.gz')):
+        pytest.skip('no Fashion-MNIST (apt-get install dataset-fashion-mnist)')
+    out = tmp_path / 'out'
+    proc = _gpu_report(str(out), '--quick', env=dict(
+        GPU_REPORT_STEPS='fashion-mnist', GPU_REPORT_STEP_S='300',
+        FASHION_MNIST_ROOT=DEFAULT_FASHION_MNIST_ROOT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (step, ) = json.loads((out / 'report.json').read_text())['steps']
+    assert step['status'] == 'ok', (out / 'steps.log').read_text()
+    assert step['fashion_mnist']['epochs'] == 1
+    assert 0 <= step['fashion_mnist']['top1'] <= 100
 
 
 @pytest.mark.slow
