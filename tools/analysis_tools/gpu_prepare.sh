@@ -16,8 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYV=${DEVICE_PYTHON:-3.12}
-WHEELS=(mmengine==0.10.7 mmpretrain==1.2.0 mmcv-lite==2.1.0 addict termcolor yapf
-        platformdirs mat4py model-index ordered-set importlib-metadata)
+# the versions tools/install.sh gets here, so that both machines run the same
+WHEELS=(mmengine==0.10.7 mmpretrain==1.2.0 mmcv-lite==2.1.0 addict==2.4.0 termcolor==3.3.0
+        yapf==0.43.0 platformdirs==4.14.8 mat4py==0.6.0 model-index==0.1.11
+        ordered-set==4.1.0 importlib-metadata==10.2.0 lazy-importer==0.1.0 zipp==4.1.2)
 download() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
