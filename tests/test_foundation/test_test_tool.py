@@ -218,3 +218,13 @@ def test_strict_check_covers_ema_weights_and_non_strict_opts_out(tmp_path):
         tool.check_checkpoint(cfg, partial)
     tool.check_checkpoint(cfg, partial, strict=False)  # --non-strict
     assert tool.parse_args([DEMO, partial, '--non-strict']).non_strict
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not osp.isdir(FASHION_MNIST), reason='needs Fashion-MNIST')
+def test_non_strict_cli_tests_a_partial_checkpoint_and_names_what_is_missing(tmp_path):
+    partial = _without_head_bias(str(tmp_path / 'partial.pth'))
+    log = _tool('test', DEMO, partial, '--non-strict', '--work-dir', str(tmp_path / 'w'),
+                '--cfg-options', 'test_dataloader.dataset.indices=100')
+    assert 0 <= _top1(log) <= 100
+    assert re.search(r'missing keys in source state_dict: head\.fc\.bias', log), log[-3000:]
