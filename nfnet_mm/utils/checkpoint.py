@@ -14,7 +14,7 @@ import re
 import sys
 import tempfile
 import zipfile
-from typing import IO, Any, Iterator, List, Mapping, Tuple, Union
+from typing import IO, Any, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -185,7 +185,7 @@ def _list(keys: List[str], limit: int = 8) -> str:
 def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any],
                      source: str,
                      fix: str = 'Is it a checkpoint of this config?',
-                     error: type = None) -> None:
+                     error: Optional[type] = None) -> None:
     """Refuse a state dict whose keys or shapes differ from the model's.
 
     Args:

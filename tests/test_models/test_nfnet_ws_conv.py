@@ -250,6 +250,16 @@ def test_ws_float32_gradient_accuracy(mean_over_std):
         assert err <= 8 * max(plain_err, 1e-7), (err, plain_err)
 
 
+def test_ws_double_backward_raises_instead_of_a_wrong_value():
+    """The analytic backward is not differentiated again: a second-order
+    gradient (e.g. a gradient penalty) must fail, not miss terms."""
+    w, gain = ws_inputs()
+    loss = standardize_weight(w, gain, 1e-4, 1.7).pow(3).sum()
+    (grad_w, ) = torch.autograd.grad(loss, w, create_graph=True)
+    with pytest.raises(RuntimeError, match='once_differentiable'):
+        (loss + grad_w.square().sum()).backward()
+
+
 def test_ws_under_bf16_autocast():
     """fp32 weights under bf16 autocast: the standardisation stays fp32
     (only the conv runs in bf16)."""

@@ -58,7 +58,7 @@ STEPS=(
   "eager-b$B2-contiguous|45|$B $E --batch $B2 --no-agc-ablation --no-inference --out $W/eager-b$B2-contiguous.json"
   "compile-b$B1|110|$B $C --batch $B1 --channels-last --compile --timm-eager --no-agc-ablation --no-inference --out $W/compile-b$B1.json"
   "compile-b$B2|95|$B $C --batch $B2 --channels-last --compile --timm-eager --no-agc-ablation --no-inference --out $W/compile-b$B2.json"
-  "fashion-mnist|80|test -f $FM/train-images-idx3-ubyte.gz || { echo no Fashion-MNIST in $FM: set FASHION_MNIST_ROOT; exit 3; }; $PY tools/train.py $FMCFG --work-dir $W/fmnist --cfg-options train_dataloader.dataset.dataset.data_root=$FM val_dataloader.dataset.data_root=$FM test_dataloader.dataset.data_root=$FM train_cfg.val_interval=1 $FMQ"
+  "fashion-mnist|80|test -f '$FM/train-images-idx3-ubyte.gz' || { echo no Fashion-MNIST in '$FM': set FASHION_MNIST_ROOT; exit 3; }; $PY tools/train.py $FMCFG --work-dir $W/fmnist --cfg-options 'train_dataloader.dataset.dataset.data_root=$FM' 'val_dataloader.dataset.data_root=$FM' 'test_dataloader.dataset.data_root=$FM' train_cfg.val_interval=1 $FMQ"
 )
 
 if [ $DRY = 1 ]; then
@@ -78,7 +78,7 @@ if [ -d .whl ] && ! $PY -c 'import mmengine, mmpretrain' 2> /dev/null; then
   echo "== installing the staged wheels in .whl/ into $W/site"
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$W/site" .whl/*.whl || exit 1
   if ! $PY -c 'import pkg_resources' 2> /dev/null; then  # setuptools >= 82 there
-    $PY -m pip install -q --no-index --no-deps --no-cache-dir --target "$W/site" .whl/opt/*.whl || exit 1
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$W/site" .whl/opt/*.whl || exit 1
   fi
   export PYTHONPATH="$W/site${PYTHONPATH:+:$PYTHONPATH}"
 fi

@@ -53,8 +53,9 @@ class _ScaledWS(torch.autograd.Function):
     """Eq. (1) with its analytic backward. With ``d = <grad, c>``:
     ``grad_gain = d * r * input_scale``, ``grad_w = k * (grad - mean(grad)) -
     k * r^2 * d * c`` (no last term where the guard is active). It saves the
-    weight and row vectors, not ``c``: ``c = w - mean`` enters unexpanded
-    (float32 error tested against plain autograd, which runs more kernels)."""
+    weight (edit it in place only after the backward, as for ``nn.Linear``)
+    and row vectors, not ``c``: ``c = w - mean`` enters unexpanded (float32
+    error tested against plain autograd). Not twice differentiable."""
 
     @staticmethod
     def forward(ctx, weight, gain, eps, input_scale):
@@ -64,6 +65,7 @@ class _ScaledWS(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         weight, mean, k, kr2, rs = ctx.saved_tensors
         grad, w = grad_out.reshape(k.shape[0], -1), weight.flatten(1)
@@ -80,19 +82,16 @@ def standardize_weight(weight: torch.Tensor,
                        gain: torch.Tensor,
                        eps: float = 1e-4,
                        input_scale: float = 1.0) -> torch.Tensor:
-    """Scaled weight standardisation, paper eq. (1).
-
-    ``W_hat = gain * (W - mean) * rsqrt(max(var * fan_in, eps))`` with the
-    mean and the biased variance over the fan-in of each output unit (as in
-    DeepMind's reference code), times ``input_scale``.
+    """Scaled weight standardisation, paper eq. (1): ``gain * (W - mean) *
+    rsqrt(max(var * fan_in, eps)) * input_scale``, with the mean and biased
+    variance over each output unit's fan-in (DeepMind's guard).
 
     Args:
         weight (Tensor): Conv weight ``[O, I/groups, kh, kw]``.
         gain (Tensor): Per-output-channel gain ``[O]``.
         eps (float): Lower bound of ``var * fan_in``. Defaults to 1e-4.
-        input_scale (float): A constant the result is multiplied by (a
-            constant gain of the conv's input folded into its weight).
-            Defaults to 1.0.
+        input_scale (float): A constant gain of the conv's input, folded
+            into the weight. Defaults to 1.0.
 
     Returns:
         Tensor: The standardised, scaled weight.
