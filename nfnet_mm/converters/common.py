@@ -163,7 +163,8 @@ def run_converter(convert: Callable[[], dict], dst: str) -> int:
         print(f'ERROR: {err}', file=sys.stderr)
         return 1
     sd, meta = ckpt['state_dict'], ckpt['meta']
-    arch = meta['arch'] if isinstance(meta['arch'], str) else 'custom'
+    arch = meta['arch'] if isinstance(meta['arch'], str) else (
+        'custom; its meta has F0\'s alpha and strides, which no tensor shows')
     print(f'Converted {len(sd)} tensors '
           f'({sum(v.numel() for v in sd.values()):,} values, arch {arch}) '
           f'to {dst}')

@@ -143,7 +143,10 @@ def test_complete_input_is_converted(tmp_path, capsys, tool, write):
     write(str(src))
     extra = DEPTHS if tool == DEEPMIND else []
     assert run_tool(tool, src, dst, *extra) == 0
-    assert 'Converted' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'Converted' in out
+    # an unnamed arch: the meta's alpha and strides are F0's, and it says so
+    assert "custom; its meta has F0's alpha and strides" in out
     ckpt = torch.load(dst, weights_only=True)
     assert ckpt['meta']['arch']['depths'] == (
         [1, 1, 1, 1] if tool == DEEPMIND else [1, 2, 1, 1])
