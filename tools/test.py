@@ -5,7 +5,8 @@ The options follow MMPretrain's ``tools/test.py``. Differences:
 * The checkpoint is loaded weights-only (:func:`nfnet_mm.enable_safe_checkpoints`) and
   checked before anything runs: no checkpoint, forbidden objects, or keys or shapes
   that differ from the model's stop the tool with one error naming the file (and the
-  keys), exit status 1, nothing written. ``--non-strict`` accepts a partial one.
+  keys), exit status 1, nothing written; EMA hooks get ``strict_load=True`` (under
+  ``--tta`` MMEngine's own EMA models would load nothing). ``--non-strict`` opts out.
 * Quiet: ``pin_memory`` only with an accelerator, warnings a user cannot act on
   silenced, progress every 10 iterations (``default_hooks.logger.interval``).
 
@@ -63,14 +64,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='display time in seconds')
     parser.add_argument('--no-pin-memory', action='store_true',
                         help='disable pin_memory')
-    parser.add_argument(
-        '--tta', action='store_true',
-        help='test-time augmentation: the config\'s `tta_model`/`tta_pipeline`, or '
-        'else horizontal-flip averaging of the class scores')
-    parser.add_argument(
-        '--non-strict', action='store_true',
-        help='accept a checkpoint whose keys or shapes differ from the model\'s '
-        '(missing weights keep their initialisation); default: refuse it')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation: '
+                        '`tta_model`/`tta_pipeline`, else flip-averaged class scores')
+    parser.add_argument('--non-strict', action='store_true', help='accept a checkpoint '
+                        'whose keys or shapes differ (missing weights keep their init)')
     add_launcher_args(parser)
     args = parser.parse_args(argv)
     if args.out is None and args.out_item is not None:
@@ -117,6 +114,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
+    hooks = [] if args.non_strict else cfg.get('custom_hooks', None) or []
+    for hook in (h for h in hooks if str(h.get('type')).endswith('EMAHook')):
+        hook['strict_load'] = True  # else EMA keys that do not fit (--tta) load nothing
     apply_common_args(cfg, args, ('test_dataloader', ))
     if (cfg.get('default_hooks', None) or {}).get('logger', None) is not None:
         logger = cfg.default_hooks.logger  # progress also on a short test run

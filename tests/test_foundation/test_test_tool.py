@@ -165,6 +165,14 @@ def test_tta_tests_the_ema_weights_of_a_demo_run(tmp_path):
     assert 'Start testing on EMA model.' in plain and 'Start testing on EMA model.' in tta
     assert _top1(plain) > 50 and _top1(tta) > 50  # chance is 10
     assert abs(_top1(plain) - _top1(tta)) < 5
+    # MMEngine's own EMA model wraps the TTA model, so the checkpoint's EMA keys do not
+    # fit it: that fails (it tested the EMA copy's random start before), naming keys
+    proc = subprocess.run(
+        [sys.executable, osp.join(TOOLS, 'test.py'), DEMO, ckpt, '--tta', '--work-dir',
+         work, '--cfg-options', *subset, 'custom_hooks.0.ema_type=ExponentialMovingAverage'],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode != 0 and 'Epoch(test)' not in proc.stdout + proc.stderr
+    assert 'module.module.backbone.stem' in proc.stderr, proc.stderr[-3000:]
     # quiet: no warning a user cannot act on
     for noise in ('MultiScaleDeformableAttention', "'pin_memory' argument is set",
                   '"FileClient" will be deprecated', '"HardDiskBackend" is the alias',
@@ -218,6 +226,12 @@ def test_strict_check_covers_ema_weights_and_non_strict_opts_out(tmp_path):
         tool.check_checkpoint(cfg, partial)
     tool.check_checkpoint(cfg, partial, strict=False)  # --non-strict
     assert tool.parse_args([DEMO, partial, '--non-strict']).non_strict
+    # the EMA hook loads strictly, unless --non-strict
+    ema_hooks = [h for h in cfg.custom_hooks if h.type == 'EMAHook']
+    assert len(ema_hooks) == 1 and ema_hooks[0].strict_load is True
+    lax = tool.merge_args(Config.fromfile(DEMO),
+                          tool.parse_args([DEMO, 'x.pth', '--non-strict']))
+    assert 'strict_load' not in lax.custom_hooks[0]
 
 
 @pytest.mark.slow
