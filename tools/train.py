@@ -77,13 +77,7 @@ def enable_amp(cfg: Config) -> Config:
     ``OptimWrapper`` becomes ``AmpOptimWrapper``, a wrapper of ours its ``amp_variant``,
     an AMP wrapper stays. ``loss_scale`` is left to the wrapper's own default (MMEngine's
     ``AmpOptimWrapper``: dynamic; ours: ``'auto'``, dynamic for float16 and none for
-    bfloat16, where AGC's non-finite skip limit then applies).
-
-    Args:
-        cfg (Config): The config.
-
-    Returns:
-        Config: The same config.
+    bfloat16, where AGC's non-finite skip limit then applies). Returns ``cfg``.
 
     Raises:
         ValueError: If the config has no ``optim_wrapper`` or its type has no AMP

@@ -213,6 +213,36 @@ def test_onnx_benchmark_times_both_graphs(tmp_path):
     assert res['speedup_folded'] > 0 and res['env']['versions']['onnxruntime']
 
 
+@pytest.mark.slow
+def test_dataloader_benchmark_counts_the_reference_pairing(tmp_path):
+    """F0's configured flow decodes two distinct images per training sample
+    (DeepMind's pairing), within-batch partners and no mixing one; RandAugment
+    runs once per sample, twice when it comes before the mix."""
+    from mmengine.config import Config
+
+    from nfnet_mm.benchmarks.dataloader import dataloader_throughput
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'nfnet',
+                                   'nfnet-f0_8xb128_in1k.py'))
+    rows = {r['flow']: r for r in dataloader_throughput(
+        cfg, batch_size=4, batches=2, images=8)}
+    calls = {flow: r['calls_per_image'] for flow, r in rows.items()}
+    assert [calls[f]['decode'] for f in ('old', 'new', 'new-batch',
+                                         'ra-first')] == [1, 2, 1, 2]
+    assert 'mix' not in calls['old'] and calls['new']['mix'] == 1
+    assert calls['new']['randaugment'] == 1
+    assert calls['ra-first']['randaugment'] == 2
+    assert all(r['images_per_s'] > 0 for r in rows.values())
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'analysis_tools',
+                                  'benchmark_dataloader.py'),
+         osp.join(ROOT, 'configs', 'nfnet', 'nfnet-f0_in1k-pre_8xb32_cifar10.py')],
+        capture_output=True, text=True, timeout=300)
+    # a fine-tuning config (no mixing): one usage error naming the config
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert 'cifar10.py: the config\'s training dataset must be a ' \
+        'MixupCutMixDataset' in proc.stderr and 'Traceback' not in proc.stderr
+
+
 # ------------------------------------------------------------ gpu_report.sh
 def _gpu_report(*args, env=None, timeout=900):
     return subprocess.run(

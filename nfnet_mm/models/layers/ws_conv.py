@@ -25,9 +25,6 @@ def same_pads(size: int, kernel_size: int, stride: int,
         kernel_size (int): Kernel size.
         stride (int): Stride.
         dilation (int): Dilation. Defaults to 1.
-
-    Returns:
-        tuple[int, int]: Padding before and after.
     """
     out = (size + stride - 1) // stride
     total = max((out - 1) * stride + (kernel_size - 1) * dilation + 1 - size,
@@ -92,9 +89,6 @@ def standardize_weight(weight: torch.Tensor,
         eps (float): Lower bound of ``var * fan_in``. Defaults to 1e-4.
         input_scale (float): A constant gain of the conv's input, folded
             into the weight. Defaults to 1.0.
-
-    Returns:
-        Tensor: The standardised, scaled weight.
     """
     tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
     if not tracing and torch.is_grad_enabled() and (weight.requires_grad
