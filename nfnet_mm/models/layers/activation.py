@@ -66,9 +66,12 @@ def get_activation_gamma(act_cfg: dict) -> float:
 
 def build_plain_act(act_cfg: dict) -> nn.Module:
     """The activation of ``act_cfg`` without its gain (``gamma`` and
-    ``inplace`` are dropped: NF blocks reuse their inputs)."""
-    act_cfg = {k: v for k, v in act_cfg.items() if k not in ('gamma',
-                                                             'inplace')}
-    if act_cfg.get('type') == 'Identity':
-        return nn.Identity()
-    return build_activation_layer(act_cfg)
+    ``inplace`` are dropped: NF blocks reuse their inputs). A type of
+    :data:`ACTIVATION_GAMMAS` is torch's class of that name where there is
+    one (MMCV registers only some), else MMCV's (``Swish``)."""
+    kwargs = {k: v for k, v in act_cfg.items() if k not in ('gamma',
+                                                            'inplace')}
+    act_type = kwargs.pop('type', None)
+    if act_type in ACTIVATION_GAMMAS and hasattr(nn, act_type):
+        return getattr(nn, act_type)(**kwargs)
+    return build_activation_layer(dict(kwargs, type=act_type))
