@@ -61,7 +61,7 @@ def get_long_description():
 
 EXTRAS = {
     'mmcv-lite': ['mmcv-lite==2.1.0'],
-    'tests': ['pytest', 'timm', 'safetensors', 'Pillow'],
+    'tests': ['pytest', 'timm', 'safetensors', 'Pillow', 'scipy'],
     'export': ['onnx', 'onnxruntime', 'aenum', 'prettytable'],
     'downstream': ['mmdet==3.3.0', 'mmsegmentation==1.2.2', 'ftfy', 'regex'],
 }
