@@ -149,8 +149,10 @@ class MixupCutMixDataset:
             self.partners == 'distinct' or n > 1)
         if self.augment_before_mix or not mix:
             images = [self.augment(r) for r in images]
-        if not mix:
-            return [self.pack(r) for r in images]
+        if not mix:  # with mix_prob > 0 a soft label too, as the mixed ones
+            # have: a batch of single reads (RepeatDataset) may hold both
+            return [self.pack(dict(r, gt_score=self._score(r, r, 1.)) if
+                              self.mix_prob > 0 else r) for r in images]
         if self.partners == 'distinct':
             others = [self._other(i) for i in indices]
             seconds = [self.dataset[j] for j in others]
@@ -198,15 +200,22 @@ class MixupCutMixDataset:
                         mix_box=tuple(int(v) for v in (y1, y2, x1, x2)))
         else:
             ratio = np.random.beta(self.mixup_alpha, self.mixup_alpha)
-            blend = ratio * a.astype(np.float32) + (1 - ratio) * b
+            blend = ratio * a.astype(np.float32) + (1 - ratio) * b.astype(
+                np.float32)
             # clip, then truncate as TF's cast to uint8 does
             img = np.clip(blend, 0, 255).astype(np.uint8)
             info = dict(mix_mode='mixup')
         info['mix_ratio'] = float(ratio)
+        return dict(first, img=img, gt_score=self._score(first, second, ratio),
+                    mix_info=info)
+
+    def _score(self, first: dict, second: dict, ratio: float) -> np.ndarray:
+        """The soft label ``ratio`` of ``first``'s class, the rest of
+        ``second``'s."""
         score = np.zeros(self.num_classes, dtype=np.float32)
         score[int(first['gt_label'])] += ratio
         score[int(second['gt_label'])] += 1 - ratio
-        return dict(first, img=img, gt_score=score, mix_info=info)
+        return score
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(partners={self.partners!r}, '

@@ -254,6 +254,16 @@ def test_single_reads_are_half_mixup_half_cutmix():
     modes = [ds[i % n]['data_samples'].mix_mode for i in range(400)]
     assert set(modes) == {'mixup', 'cutmix'}
     assert 0.4 < modes.count('cutmix') / len(modes) < 0.6
+    # with mix_prob < 1 the unmixed single reads carry a one-hot gt_score too: the
+    # head picks hard or soft labels for a whole batch from its first sample
+    light = MixupCutMixDataset(_Constant(list(range(n)), list(range(n))), mix_prob=0.5)
+    samples = [light[i % n]['data_samples'] for i in range(40)]
+    plain = [(i % n, s) for i, s in enumerate(samples) if 'mix_mode' not in s]
+    assert 5 < len(plain) < 35 and all('gt_score' in s for s in samples)
+    for i, s in plain:
+        assert s.gt_score.argmax() == i and float(s.gt_score.sum()) == 1.
+    assert 'gt_score' not in MixupCutMixDataset(_Constant([A], [0]), num_classes=2,
+                                                mix_prob=0.)[0]['data_samples']
     batch_pairs = MixupCutMixDataset(_Constant([A, B], [0, 1]), partners='batch')
     with pytest.raises(TypeError, match='read by batches'):
         batch_pairs[0]
