@@ -86,7 +86,10 @@ def _flip_tta_pipeline(test_pipeline: list) -> list:
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Apply the command-line options to the config."""
+    """Apply the command-line options to the config (``--cfg-options`` first,
+    as MMPretrain's tool does: they edit the classifier, not its TTA wrapper)."""
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
     cfg.load_from = args.checkpoint
     if args.amp:
         cfg.test_cfg = cfg.get('test_cfg', None) or ConfigDict()
@@ -118,11 +121,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     for hook in (h for h in hooks if str(h.get('type')).endswith('EMAHook')):
         hook['strict_load'] = True  # else EMA keys that do not fit (--tta) load nothing
     apply_common_args(cfg, args, ('test_dataloader', ))
-    if (cfg.get('default_hooks', None) or {}).get('logger', None) is not None:
-        logger = cfg.default_hooks.logger  # progress also on a short test run
+    logger = (cfg.get('default_hooks', None) or {}).get('logger', None)
+    if logger is not None and 'default_hooks.logger.interval' not in (
+            args.cfg_options or {}):  # progress also on a short test run
         logger.interval = min(logger.get('interval', 10), 10)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     return cfg
 
 
@@ -143,8 +145,12 @@ def check_checkpoint(cfg: Config, path: str, strict: bool = True) -> None:
         raise CheckpointMismatchError(f'{path!r} holds no state dict')
     if not strict:
         return
-    with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.device('meta'):
-        model = MODELS.build(deepcopy(cfg.model))  # builders edit their cfg
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        try:  # builders edit their cfg: a copy each time
+            with torch.device('meta'):
+                model = MODELS.build(deepcopy(cfg.model))
+        except (RuntimeError, NotImplementedError):  # e.g. .item() while built
+            model = MODELS.build(deepcopy(cfg.model))
     model = getattr(model, 'module', model)  # the classifier inside a TTA model
     expected = model.state_dict()
     # MMEngine's loader strips DDP's prefix (its default revise_keys).

@@ -104,6 +104,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     Returns:
         Config: The updated config.
     """
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
     imports = dict(cfg.get('custom_imports', None) or dict(imports=[]))
     modules = imports.get('imports', [])
     modules = [modules] if isinstance(modules, str) else list(modules)
@@ -132,9 +134,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
                              'base_batch_size=...)` in the config, found none')
         cfg.auto_scale_lr.enable = True
 
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    # After --cfg-options, so that a wrapper type set there is the one switched.
+    # after --cfg-options (merged first, as MMPretrain's tool does): a wrapper type
+    # set there is the one switched
     if args.amp:
         enable_amp(cfg)
     return cfg

@@ -242,3 +242,22 @@ def test_non_strict_cli_tests_a_partial_checkpoint_and_names_what_is_missing(tmp
                 '--cfg-options', 'test_dataloader.dataset.indices=100')
     assert 0 <= _top1(log) <= 100
     assert re.search(r'missing keys in source state_dict: head\.fc\.bias', log), log[-3000:]
+
+
+def test_strict_check_builds_models_that_need_real_tensors(tmp_path):
+    """MMPretrain's ConvNeXt reads a tensor while built (meta tensors cannot):
+    the key check then builds on the CPU instead of failing."""
+    model = dict(type='ImageClassifier', neck=dict(type='GlobalAveragePooling'),
+                 backbone=dict(type='ConvNeXt', drop_path_rate=0.1,
+                               arch=dict(depths=[1, 1, 1, 1], channels=[8, 16, 32, 64])),
+                 head=dict(type='LinearClsHead', num_classes=3, in_channels=64))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        state = MODELS.build(dict(model)).state_dict()
+    path = str(tmp_path / 'convnext.pth')
+    torch.save({'state_dict': state}, path)
+    cfg = Config(dict(model=model, default_scope='mmpretrain'))
+    _test_tool().check_checkpoint(cfg, path)
+    del state['head.fc.bias']
+    torch.save({'state_dict': state}, path)
+    with pytest.raises(Exception, match='1 missing: head.fc.bias'):
+        _test_tool().check_checkpoint(cfg, path)

@@ -98,6 +98,11 @@ def test_merge_args_amp_after_cfg_options_and_resume_modes():
         'my_project', 'nfnet_mm', 'nfnet_mm.safe_checkpoints']
     assert cfg.work_dir == osp.join('./work_dirs', 'cfg')
     assert cfg.train_dataloader.persistent_workers is False  # num_workers=0
+    # --cfg-options come first: the loader defaults follow num_workers set there
+    cfg = train_tool.merge_args(Config(dict(base, train_dataloader=dict(
+        num_workers=2, persistent_workers=True))), train_tool.parse_args(
+            ['cfg.py', '--cfg-options', 'train_dataloader.num_workers=0']))
+    assert cfg.train_dataloader.persistent_workers is False
 
     args = train_tool.parse_args(['cfg.py', '--resume', 'a/b.pth', '--work-dir', 'w'])
     cfg = train_tool.merge_args(Config(base), args)
@@ -139,6 +144,13 @@ def test_test_tool_options():
                                  'default_hooks.logger.interval=3'])
     cfg = test_tool.merge_args(Config(dict(default_hooks=dict(logger=dict()))), args)
     assert cfg.default_hooks.logger.interval == 3  # the user's choice wins
+    args = test_tool.parse_args(['c.py', 'k.pth', '--tta', '--cfg-options',
+                                 'default_hooks.logger.interval=50', 'model.head.topk=1'])
+    cfg = test_tool.merge_args(Config(dict(
+        default_hooks=dict(logger=dict()), model=dict(type='ImageClassifier', head={}),
+        test_dataloader=dict(dataset=dict(pipeline=[dict(type='PackInputs')])))), args)
+    assert cfg.default_hooks.logger.interval == 50
+    assert cfg.model.module.head.topk == 1 and 'head' not in cfg.model  # not the TTA
     with pytest.raises(ValueError, match='VisualizationHook'):
         test_tool.merge_args(Config(dict(test_dataloader=None)),
                              test_tool.parse_args(['c.py', 'k.pth', '--show-dir', 'v']))
