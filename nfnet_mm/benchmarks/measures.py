@@ -6,7 +6,9 @@ AGC is the paper's: clipping 0.01, eps 1e-3, the classifier weight excluded.
 """
 import contextlib
 import copy
+import os.path as osp
 import statistics
+import time
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -430,3 +432,50 @@ def ws_folding(arch='f0', img_size: int = 256, batch: int = 2,
         max_abs_logit=float(logits['unfolded'].abs().max()),
         aten_ops_per_forward={k: count_aten_ops(m.backbone, small)
                               for k, m in models.items()})
+
+
+def onnx_folding(config, checkpoint, shape=None, batch=1, runs=10, threads=1,
+              opset=17) -> dict:
+    """onnxruntime latency of ``config``'s model exported with and without WS
+    folding (each checked against PyTorch), ORT graph optimisations on and
+    off; per-graph results and the paired speed-ups ``unfolded / folded``."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime
+
+    from ..deploy import export_and_check, ort_session
+    tmp = tempfile.TemporaryDirectory()
+    report = dict(env=machine_info(torch.device('cpu')), settings=dict(
+        config=config, checkpoint=checkpoint, batch=batch, runs=runs,
+        threads=threads, opset=opset), results={})
+    report['env']['versions']['onnxruntime'] = onnxruntime.__version__
+    runners = []
+    for fold in (True, False):
+        name = 'folded' if fold else 'unfolded'
+        path = osp.join(tmp.name, f'{name}.onnx')
+        rep = export_and_check(config, checkpoint, path, fold=fold,
+                               opset=opset, shape=shape,
+                               dynamic_batch=batch > 1, threads=threads)
+        inputs = np.random.default_rng(0).standard_normal(
+            [batch] + rep['input_shape'][1:]).astype(np.float32)
+        for opt in (True, False):
+            key = name + ('' if opt else ' (ORT opt off)')
+            start = time.perf_counter()
+            sess = ort_session(path, threads, opt)
+            report['results'][key] = dict(
+                max_abs_diff=rep['max_abs_diff'], num_nodes=rep['num_nodes'],
+                ops=rep['ops'], ort_graph_optimizations=opt,
+                session_create_ms=(time.perf_counter() - start) * 1e3)
+            runners.append(Runner(key, lambda s=sess, x=inputs: s.run(
+                None, {s.get_inputs()[0].name: x})))
+    time_interleaved(runners, 2, runs, torch.device('cpu'))
+    by_name = {r.name: r for r in runners}
+    for r in runners:
+        report['results'][r.name].update(summary(r, batch))
+    for suffix in ('', ' (ORT opt off)'):
+        report[f'speedup_folded{suffix}'] = paired_ratio(
+            by_name['unfolded' + suffix].times,
+            by_name['folded' + suffix].times)
+    tmp.cleanup()
+    return report

@@ -2,12 +2,14 @@
 export, onnxruntime."""
 import json
 import os.path as osp
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from deploy_helpers import TINY_ARCH, run_tool
+from deploy_helpers import REPO, TINY_ARCH, run_tool
 
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
@@ -150,3 +152,33 @@ def test_preprocess_uses_pipeline_and_normalisation(tmp_path):
         torch.testing.assert_close(
             inputs[0, c], torch.full((64, 64), (rgb[c] - mean[c]) / std[c]),
             atol=1e-3, rtol=0)
+
+
+@pytest.mark.slow
+def test_cli_reads_training_checkpoints_and_names_a_bad_file(tmp_path):
+    """A checkpoint as MMEngine's Runner writes it (a message hub with history
+    buffers) loads weights-only; a text file is one error naming it."""
+    from mmengine.logging import HistoryBuffer
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    from mmengine.config import Config
+    cfg = write_config(tmp_path)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        state = MODELS.build(Config.fromfile(cfg).model).state_dict()
+    good, text = str(tmp_path / 'epoch_1.pth'), str(tmp_path / 'notes.pth')
+    torch.save(dict(state_dict=state, message_hub=dict(log_scalars=dict(
+        loss=HistoryBuffer([0.5], [1])))), good)
+    with open(text, 'w') as f:
+        f.write('epoch 1: loss 0.5\n')
+    img = real_image(tmp_path)
+    runs = {}
+    for ckpt in (good, text):
+        runs[ckpt] = subprocess.run(
+            [sys.executable, osp.join(REPO, TOOL), cfg, ckpt, '--out',
+             str(tmp_path / 'm.onnx'), '--shape', '32', '32'] +
+            (['--img', img] if img else []),
+            capture_output=True, text=True, timeout=600)
+    assert runs[good].returncode == 0, runs[good].stderr[-3000:]
+    err = runs[text].stderr.strip().splitlines()[-1]
+    assert runs[text].returncode == 1 and err.startswith('ERROR: ') and text in err
+    assert 'text file' in err and 'Traceback' not in runs[text].stderr

@@ -202,8 +202,7 @@ def test_onnx_benchmark_times_both_graphs(tmp_path):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('onnx')
     config = 'configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py'
-    res = _tool('tools/deploy/benchmark_onnx.py').benchmark(
-        osp.join(ROOT, config), 'none', runs=2)
+    res = measures.onnx_folding(osp.join(ROOT, config), 'none', runs=2)
     r = res['results']
     assert set(r) == {'folded', 'unfolded', 'folded (ORT opt off)',
                       'unfolded (ORT opt off)'}

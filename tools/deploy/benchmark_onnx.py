@@ -1,11 +1,9 @@
 """onnxruntime latency of an nfnet_mm classifier, WS folded vs not folded.
 
-Exports the config's model with and without ``backbone.switch_to_deploy()``
-(``nfnet_mm.deploy.export_and_check``: checked against PyTorch) and times
-``InferenceSession.run`` on CPU with the benchmark harness (interleaved,
-median after 2 warm-up runs), each graph with onnxruntime's graph
-optimisations on (they constant-fold an unfolded graph's standardisation at
-load time) and off (the graph as exported), plus the session creation time.
+A command line over :func:`nfnet_mm.benchmarks.measures.onnx_folding`: each
+graph with onnxruntime's graph optimisations on (they constant-fold an
+unfolded graph's standardisation at load time) and off, interleaved, median
+after 2 warm-up runs, plus the session creation time.
 
 Usage::
 
@@ -13,59 +11,13 @@ Usage::
         [--shape H W] [--batch B] [--runs N] [--threads T] [--json FILE]
 """
 import argparse
-import os.path as osp
 import sys
-import tempfile
-import time
 
-import numpy as np
-import torch
-
-from nfnet_mm.benchmarks.harness import (Runner, machine_info, markdown_table,
-                                         paired_ratio, summary,
-                                         time_interleaved, write_json)
-from nfnet_mm.deploy import export_and_check, ort_session
-
-
-def benchmark(config, checkpoint, shape=None, batch=1, runs=10, threads=1,
-              opset=17) -> dict:
-    """Export the folded and unfolded graphs and time them; a result dict
-    with per-graph results and the paired speed-ups ``unfolded / folded``."""
-    import onnxruntime
-    tmp = tempfile.TemporaryDirectory()
-    report = dict(env=machine_info(torch.device('cpu')), settings=dict(
-        config=config, checkpoint=checkpoint, batch=batch, runs=runs,
-        threads=threads, opset=opset), results={})
-    report['env']['versions']['onnxruntime'] = onnxruntime.__version__
-    runners = []
-    for fold in (True, False):
-        name = 'folded' if fold else 'unfolded'
-        path = osp.join(tmp.name, f'{name}.onnx')
-        rep = export_and_check(config, checkpoint, path, fold=fold,
-                               opset=opset, shape=shape,
-                               dynamic_batch=batch > 1, threads=threads)
-        inputs = np.random.default_rng(0).standard_normal(
-            [batch] + rep['input_shape'][1:]).astype(np.float32)
-        for opt in (True, False):
-            key = name + ('' if opt else ' (ORT opt off)')
-            start = time.perf_counter()
-            sess = ort_session(path, threads, opt)
-            report['results'][key] = dict(
-                max_abs_diff=rep['max_abs_diff'], num_nodes=rep['num_nodes'],
-                ops=rep['ops'], ort_graph_optimizations=opt,
-                session_create_ms=(time.perf_counter() - start) * 1e3)
-            runners.append(Runner(key, lambda s=sess, x=inputs: s.run(
-                None, {s.get_inputs()[0].name: x})))
-    time_interleaved(runners, 2, runs, torch.device('cpu'))
-    by_name = {r.name: r for r in runners}
-    for r in runners:
-        report['results'][r.name].update(summary(r, batch))
-    for suffix in ('', ' (ORT opt off)'):
-        report[f'speedup_folded{suffix}'] = paired_ratio(
-            by_name['unfolded' + suffix].times,
-            by_name['folded' + suffix].times)
-    tmp.cleanup()
-    return report
+import nfnet_mm
+from nfnet_mm.benchmarks.harness import markdown_table, write_json
+from nfnet_mm.benchmarks.measures import onnx_folding
+from nfnet_mm.deploy import ExportError
+from nfnet_mm.utils.checkpoint import CheckpointError
 
 
 def main(argv=None) -> int:
@@ -80,8 +32,13 @@ def main(argv=None) -> int:
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--json', help='write the report here')
     args = parser.parse_args(argv)
-    report = benchmark(args.config, args.checkpoint, args.shape, args.batch,
-                       args.runs, args.threads, args.opset)
+    nfnet_mm.enable_safe_checkpoints()  # training checkpoints load weights-only
+    try:
+        report = onnx_folding(args.config, args.checkpoint, args.shape, args.batch,
+                           args.runs, args.threads, args.opset)
+    except (ExportError, CheckpointError) as err:
+        print(f'ERROR: {err}', file=sys.stderr)
+        return 1
     print(markdown_table(
         ('graph', 'nodes', 'median ms', 'session creation ms'),
         [(k, r['num_nodes'], r.get('ms_per_step', r.get('error')),

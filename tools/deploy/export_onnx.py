@@ -21,7 +21,9 @@ import json
 import sys
 from typing import Optional, Sequence
 
+import nfnet_mm
 from nfnet_mm.deploy import DEFAULT_ATOL, ExportError, export_and_check
+from nfnet_mm.utils.checkpoint import CheckpointError
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -53,6 +55,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    nfnet_mm.enable_safe_checkpoints()  # training checkpoints load weights-only
     try:
         report = export_and_check(args.config, args.checkpoint, args.out,
                                   fold=not args.no_fold, opset=args.opset,
@@ -60,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                   img=args.img, shape=args.shape,
                                   atol=args.atol, benchmark=args.benchmark,
                                   threads=args.threads)
-    except ExportError as err:
+    except (ExportError, CheckpointError) as err:
         print(f'ERROR: {err}', file=sys.stderr)
         return 1
     print(f'Exported {report["onnx"]} (folded={report["folded"]}, opset '

@@ -26,7 +26,9 @@ import sys
 _HERE = osp.dirname(osp.abspath(__file__))
 sys.path[:] = [p for p in sys.path if osp.abspath(p or os.curdir) != _HERE]
 
+import nfnet_mm  # noqa: E402
 from nfnet_mm.deploy import deploy_with_mmdeploy  # noqa: E402
+from nfnet_mm.utils.checkpoint import CheckpointError  # noqa: E402
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(
@@ -44,9 +46,13 @@ if __name__ == '__main__':
                         help='write the MMDeploy SDK meta files')
     parser.add_argument('--atol', type=float, default=1e-4)
     args = parser.parse_args()
-    report = deploy_with_mmdeploy(
-        args.deploy_cfg, args.model_cfg, args.checkpoint, args.work_dir,
-        args.img, args.device, args.dump_info, args.atol)
+    nfnet_mm.enable_safe_checkpoints()  # training checkpoints load weights-only
+    try:
+        report = deploy_with_mmdeploy(
+            args.deploy_cfg, args.model_cfg, args.checkpoint, args.work_dir,
+            args.img, args.device, args.dump_info, args.atol)
+    except CheckpointError as err:
+        sys.exit(f'ERROR: {err}')
     print(json.dumps(report, indent=2))
     if not report['ok']:
         sys.exit(f'ERROR: onnxruntime backend differs from PyTorch by '
