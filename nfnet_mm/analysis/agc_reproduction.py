@@ -28,6 +28,7 @@ from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
 from nfnet_mm.models.backbones.nfnet import NFBlock
+from nfnet_mm.utils.checkpoint import atomic_write
 from nfnet_mm.models.layers.ws_conv import ScaledWSConv2d
 
 __all__ = ['ARCH', 'FULL', 'QUICK', 'plan_runs', 'build_model', 'to_batchnorm',
@@ -190,7 +191,9 @@ def _load(path: str, setup: dict) -> dict:
         return dict(setup=setup, arch=ARCH, runs=[])
     with open(path) as f:
         data = json.load(f)
-    if data.get('setup') != setup or data.get('arch') != ARCH:
+    def same(other):  # where the data is and how many threads train it may differ
+        return {k: v for k, v in other.items() if k not in ('data_root', 'threads')}
+    if same(data.get('setup') or {}) != same(setup) or data.get('arch') != ARCH:
         raise ValueError(f'{path} holds a sweep with another setup '
                          f"({data.get('setup')}); use another --out directory or "
                          'delete the file to start over.')
@@ -206,9 +209,8 @@ def _add_result(path: str, setup: dict, result: dict) -> None:
         data = _load(path, setup)
         data['runs'] = sorted([r for r in data['runs'] if r['name'] != result['name']]
                               + [result], key=lambda r: order.index(r['name']))
-        with open(path + '.tmp', 'w') as f:
+        with atomic_write(path, 'w') as f:
             json.dump(data, f, indent=1)
-        os.replace(path + '.tmp', path)
     finally:
         os.close(lock)
 
@@ -226,21 +228,23 @@ def run_sweep(setup: dict, out_dir: str, shard: Tuple[int, int] = (0, 1)) -> Non
     threads = torch.get_num_threads()
     torch.set_num_threads(setup['threads'])
     runs, sweep_start = plan_runs(setup), time.perf_counter()
-    with tempfile.TemporaryDirectory() as work_root:
-        for i, run in enumerate(runs, 1):
-            tag = f'[{i}/{len(runs)}] {run["name"]}'
-            if run['name'] in done:
-                print(f'{tag}: done, skipped', flush=True)
-                continue
-            if (i - 1) % shard[1] != shard[0]:
-                continue
-            print(f'{tag}: lr {run["lr"]:g}', flush=True)
-            result = train_one(run, setup, work_root)
-            _add_result(path, setup, result)
-            print(f'{tag}: top-1 {result["top1"]:.2f}%, diverged {result["diverged"]}, '
-                  f'{result["seconds"]:.0f} s (sweep {time.perf_counter() - sweep_start:.0f}'
-                  ' s)', flush=True)
-    torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory() as work_root:
+            for i, run in enumerate(runs, 1):
+                tag = f'[{i}/{len(runs)}] {run["name"]}'
+                if run['name'] in done:
+                    print(f'{tag}: done, skipped', flush=True)
+                    continue
+                if (i - 1) % shard[1] != shard[0]:
+                    continue
+                print(f'{tag}: lr {run["lr"]:g}', flush=True)
+                result = train_one(run, setup, work_root)
+                _add_result(path, setup, result)
+                print(f'{tag}: top-1 {result["top1"]:.2f}%, diverged {result["diverged"]}, '
+                      f'{result["seconds"]:.0f} s (sweep {time.perf_counter() - sweep_start:.0f}'
+                      ' s)', flush=True)
+    finally:
+        torch.set_num_threads(threads)
 
 
 _LOSS_CAP = 30.

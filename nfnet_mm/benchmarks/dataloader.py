@@ -83,10 +83,15 @@ def measure_flow(cfg, root: str, flow: str, batch_size: int,
 def dataloader_throughput(cfg, batch_size: int = 32, batches: int = 8,
                           images: int = 64) -> List[Dict]:
     """:func:`measure_flow` of every flow on ``images`` synthetic JPEGs, one
-    torch and OpenCV thread (as MMEngine sets a loader worker)."""
+    torch and OpenCV thread (as MMEngine sets a loader worker; restored after)."""
+    threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
     cv2.setNumThreads(0)
-    with tempfile.TemporaryDirectory() as root:
-        write_jpegs(root, images)
-        return [measure_flow(cfg, root, flow, batch_size, batches)
-                for flow in FLOWS]
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            write_jpegs(root, images)
+            return [measure_flow(cfg, root, flow, batch_size, batches)
+                    for flow in FLOWS]
+    finally:
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])

@@ -8,7 +8,7 @@ from typing import Callable, Dict, Iterable, Union
 
 import torch
 
-from nfnet_mm.utils.checkpoint import describe_unreadable
+from nfnet_mm.utils.checkpoint import atomic_write, describe_unreadable
 
 __all__ = ['ConversionError', 'unreadable_error', 'infer_arch',
            'check_converted', 'save_converted', 'run_converter']
@@ -114,8 +114,11 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
             mismatched key in one message.
     """
     from ..models.backbones.nfnet import NFNet
-    with torch.device('meta'):
-        backbone = NFNet(arch=arch)
+    try:
+        with torch.device('meta'):
+            backbone = NFNet(arch=arch)
+    except (ValueError, TypeError) as err:  # an unknown arch name or key
+        raise ConversionError(str(err)) from None
     expected = {f'backbone.{k}': tuple(v.shape)
                 for k, v in backbone.state_dict().items()}
     head = state_dict.get('head.fc.weight', state_dict.get('head.fc.bias'))
@@ -142,15 +145,10 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
 
 
 def save_converted(checkpoint: dict, dst: Union[str, os.PathLike]) -> None:
-    """``torch.save`` to ``dst`` through a temporary file and a rename."""
+    """``torch.save`` to ``dst`` atomically (:func:`atomic_write`)."""
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    tmp = f'{dst}.tmp'
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(dst) as f:
+        torch.save(checkpoint, f)
 
 
 def run_converter(convert: Callable[[], dict], dst: str) -> int:
@@ -159,7 +157,7 @@ def run_converter(convert: Callable[[], dict], dst: str) -> int:
     import sys
     try:
         ckpt = convert()
-    except ConversionError as err:
+    except (ConversionError, FileNotFoundError) as err:
         print(f'ERROR: {err}', file=sys.stderr)
         return 1
     sd, meta = ckpt['state_dict'], ckpt['meta']

@@ -119,6 +119,7 @@ def convert_timm_file(src: str, dst: str,
                       arch: Optional[str] = None) -> dict:
     """Read ``src``, convert, check, then (only then) write ``dst``; return
     the saved ``{'state_dict', 'meta'}``."""
+    arch = arch and arch.lower()
     converted = convert_timm_state_dict(load_timm_file(src), arch)
     meta = dict(
         converted_from='timm', source=osp.basename(src),

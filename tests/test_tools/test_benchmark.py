@@ -222,8 +222,10 @@ def test_dataloader_benchmark_counts_the_reference_pairing(tmp_path):
     from nfnet_mm.benchmarks.dataloader import dataloader_throughput
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'nfnet',
                                    'nfnet-f0_8xb128_in1k.py'))
+    threads = torch.get_num_threads()
     rows = {r['flow']: r for r in dataloader_throughput(
         cfg, batch_size=4, batches=2, images=8)}
+    assert torch.get_num_threads() == threads  # a loader worker's 1, restored
     calls = {flow: r['calls_per_image'] for flow, r in rows.items()}
     assert [calls[f]['decode'] for f in ('old', 'new', 'new-batch',
                                          'ra-first')] == [1, 2, 1, 2]

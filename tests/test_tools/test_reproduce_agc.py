@@ -82,6 +82,15 @@ def test_other_setup_in_out_dir_is_refused(tmp_path):
         run_sweep(dict(QUICK, data_root=DEFAULT_FASHION_MNIST_ROOT, threads=1), str(tmp_path))
 
 
+def test_resume_with_other_threads_or_data_root(tmp_path, capsys):
+    setup = dict(QUICK, data_root='/elsewhere', threads=2)
+    runs = [dict(name=run['name']) for run in plan_runs(setup)]
+    (tmp_path / 'results.json').write_text(json.dumps(
+        dict(setup=setup, arch=ARCH, runs=runs)))
+    run_sweep(dict(QUICK, data_root=DEFAULT_FASHION_MNIST_ROOT, threads=1), str(tmp_path))
+    assert capsys.readouterr().out.count('done, skipped') == len(runs)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_DATA, reason='Fashion-MNIST not installed')
 def test_quick_sweep_json_plots_and_resume(tmp_path, capsys):
