@@ -131,6 +131,10 @@ def test_config_validation():
         _wrapper(params, agc=dict(clipping=0.01, **{'lambda': 1}))
     with pytest.raises(ValueError, match='eps must be > 0'):
         _wrapper(params, agc=dict(clipping=0.01, eps=0))
+    with pytest.raises(ValueError, match="must be > 0.*'clipping': '0.01'"):
+        _wrapper(params, agc=dict(clipping='0.01'))
+    with pytest.raises(ValueError, match="exclude must be a list.*'head.fc.weight'"):
+        _wrapper(params, agc=dict(clipping=0.01, exclude='head.fc.weight'))
     with pytest.raises(ValueError, match='max_consecutive_skips'):
         _wrapper(params, agc=dict(clipping=0.01), max_consecutive_skips=0)
     wrapper = _wrapper(params, agc=dict(clipping=0.02))

@@ -161,6 +161,12 @@ def test_errors():
         NFNet(TINY, padding='valid')
     with pytest.raises(ValueError, match='frozen_stages'):
         NFNet(TINY, frozen_stages=5)
+    with pytest.raises(ValueError, match=r'drop_path_rate .*got 1\.2'):
+        NFNet(TINY, drop_path_rate=1.2)
+    with pytest.raises(ValueError, match=r'depths must be >= 1.*\[1, 0, 1, 1\]'):
+        NFNet(dict(TINY, depths=[1, 0, 1, 1]))
+    with pytest.raises(ValueError, match='final_expansion > 0, got .* and 0'):
+        NFNet(dict(TINY, final_expansion=0))
 
 
 def test_other_activation_and_symmetric_padding():

@@ -23,6 +23,9 @@ def test_registered_and_momentum_convention():
     assert ema.decay == pytest.approx(0.99999)
     with pytest.raises(ValueError, match='momentum'):
         NFNetEMA(nn.Linear(2, 2), momentum=1.5)
+    # the decay written where 1 - decay belongs would track the raw weights
+    with pytest.raises(ValueError, match='momentum=1e-5, got 0.99999'):
+        NFNetEMA(nn.Linear(2, 2), momentum=0.99999)
 
 
 @pytest.mark.parametrize('momentum', [1e-5, 0.05])

@@ -112,8 +112,14 @@ class AGCOptimWrapper(OptimWrapper):
                     f'agc takes `clipping` (required), `eps` and `exclude`, '
                     f'got {agc!r}')
             agc = {'eps': 1e-3, 'exclude': ['head.fc.weight'], **agc}
-            if not (agc['clipping'] > 0 and agc['eps'] > 0):
-                raise ValueError(f'agc clipping and eps must be > 0, got {agc!r}')
+            if not all(isinstance(agc[k], (int, float)) and not isinstance(
+                    agc[k], bool) and agc[k] > 0 for k in ('clipping', 'eps')):
+                raise ValueError(f'agc clipping and eps must be > 0 (numbers), '
+                                 f'got {agc!r}')
+            if not (isinstance(agc['exclude'], (list, tuple))
+                    and all(isinstance(p, str) for p in agc['exclude'])):
+                raise ValueError('agc exclude must be a list of parameter name '
+                                 f"patterns, got {agc['exclude']!r}")
         if not max_consecutive_skips >= 1:
             raise ValueError('max_consecutive_skips must be >= 1, got '
                              f'{max_consecutive_skips!r}')

@@ -14,17 +14,18 @@ def amp_optim_wrapper_type(type_name: str) -> str:
     """The AMP variant of a wrapper type: ``OptimWrapper`` -> ``AmpOptimWrapper``,
     an AMP wrapper -> itself, ours -> its ``amp_variant``; else a ``ValueError``."""
     cls = OPTIM_WRAPPERS.get(type_name)
+    known = sorted(  # what --amp can switch, for the errors
+        name for registry in (OPTIM_WRAPPERS, OPTIM_WRAPPERS.parent)
+        for name, c in registry.module_dict.items()
+        if c is OptimWrapper or getattr(c, 'amp_variant', None))
     if cls is None:
-        raise ValueError(f'Unknown optim_wrapper type {type_name!r}')
+        raise ValueError(f'Unknown optim_wrapper type {type_name!r}; types --amp '
+                         f'can switch: {known}')
     if issubclass(cls, AmpOptimWrapper):
         return type_name
     if cls is OptimWrapper:
         return 'AmpOptimWrapper'
     if getattr(cls, 'amp_variant', None) is None:
-        known = sorted(
-            name for registry in (OPTIM_WRAPPERS, OPTIM_WRAPPERS.parent)
-            for name, c in registry.module_dict.items()
-            if c is OptimWrapper or getattr(c, 'amp_variant', None))
         raise ValueError(
             f'--amp cannot switch optim_wrapper type {type_name!r}: it names no '
             f'AMP variant (class attribute `amp_variant`). Types it can switch: '

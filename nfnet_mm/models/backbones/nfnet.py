@@ -14,7 +14,7 @@ from mmengine.model import BaseModule
 from mmpretrain.registry import MODELS
 
 from ..layers.activation import build_plain_act, get_activation_gamma
-from ..layers.ws_conv import ScaledWSConv2d
+from ..layers.ws_conv import PADDING_MODES, ScaledWSConv2d
 
 __all__ = ['NFNet', 'NFBlock', 'SqueezeExcite', 'StochasticDepth']
 
@@ -251,9 +251,10 @@ class NFNet(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.arch = arch = self.parse_arch(arch)
         num_stages = len(arch['depths'])
-        if padding not in ('same', 'symmetric'):
-            raise ValueError(f"Invalid padding {padding!r}; valid: 'same', "
-                             "'symmetric'.")
+        if padding not in PADDING_MODES:
+            raise ValueError(f'Invalid padding {padding!r}; valid: {PADDING_MODES}.')
+        if not 0. <= drop_path_rate < 1.:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}.')
         self.num_stages = num_stages
         self.out_indices = self._parse_out_indices(out_indices, num_stages)
         if not -1 <= frozen_stages <= num_stages:
@@ -337,6 +338,9 @@ class NFNet(BaseModule):
             if len(arch[a]) != len(arch[b]):
                 raise ValueError(f'arch {a!r} and {b!r} differ in length: '
                                  f'{arch[a]} vs {arch[b]}.')
+        if min(arch['depths']) < 1 or arch['final_expansion'] <= 0:
+            raise ValueError('arch depths must be >= 1 and final_expansion > 0, got '
+                             f"{arch['depths']} and {arch['final_expansion']}.")
         return arch
 
     @staticmethod

@@ -81,9 +81,9 @@ class NFNetEMA(ExponentialMovingAverage):
         # non-strict load would then load nothing and TTA test the initial weights.
         if isinstance(model, BaseTTAModel):
             model = model.module
-        if not 0.0 < momentum < 1.0:
-            raise ValueError('NFNetEMA: momentum (= 1 - decay) must be in '
-                             f'(0, 1), got {momentum}.')
+        if not 0.0 < momentum <= 0.5:  # 0.99999 here would track the raw weights
+            raise ValueError('NFNetEMA: momentum (= 1 - decay) must be in (0, 0.5]; the '
+                             f"paper's decay 0.99999 is momentum=1e-5, got {momentum}.")
         super().__init__(
             model,
             momentum=momentum,
