@@ -163,6 +163,15 @@ def test_non_strict_logs_problems_and_loads_the_rest(tmp_path, tiny_state):
             assert torch.equal(value, expected[key]), key
 
 
+def test_ddp_prefixed_checkpoint_loads_as_pretrained_does(tmp_path, tiny_state):
+    state = {f'module.{k[9:]}': v for k, v in tiny_state.items()
+             if k.startswith('backbone.')}
+    backbone = _tiny_backbone()
+    StrictPretrained(_save(state, tmp_path / 'c.pth'))(backbone)
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, state[f'module.{key}']), key
+
+
 def test_wrong_prefix_names_the_prefixes_present(tmp_path, tiny_state):
     path = _save(tiny_state, tmp_path / 'c.pth')
     backbone = _tiny_backbone()

@@ -90,7 +90,8 @@ class StrictPretrained(PretrainedInit):
             raise TypeError(
                 f'Checkpoint {self.checkpoint!r} holds a {type(state)}, not a '
                 'state dict (or a dict with a "state_dict" entry).')
-        return state
+        # as Pretrained's load_checkpoint (revise_keys): DDP's prefix goes
+        return {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
 
     def __call__(self, module: nn.Module) -> None:
         """Load the checkpoint into ``module``.
