@@ -1,7 +1,8 @@
 """nfnet_mm: NFNets (Brock et al., ICML 2021) for OpenMMLab.
 
 Importing this package registers every module of ours into MMPretrain's
-registries (``mmpretrain.registry``), so that a config with
+registries (``mmpretrain.registry``; ``StrictPretrained`` into MMEngine's root
+initializer registry, our model index into MMPretrain's ``ModelHub``), so that a config with
 ``custom_imports=dict(imports=['nfnet_mm'])`` can select them by name. It changes
 nothing else; the checkpoint fixes are opt-in: :func:`enable_safe_checkpoints`, or
 ``'nfnet_mm.safe_checkpoints'`` in a config's ``custom_imports``.

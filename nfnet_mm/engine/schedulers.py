@@ -3,12 +3,11 @@
 The NFNet recipe (paper, Appendix A): a linear warm-up, then a cosine decay to 0 at the
 end of training, both per iteration. Written with MMEngine's ``LinearLR`` and
 ``CosineAnnealingLR`` and a fixed ``end``/``T_max``, the cosine stops where the config
-said even when ``max_epochs`` changes, and a fractional-epoch warm-up converts to
+said even when ``max_epochs`` changes (the configs omit both: MMEngine's Runner then
+ends the cosine with the run), and a fractional-epoch warm-up converts to
 ``int(epochs x iterations per epoch)`` = 0 iterations on a short epoch (MMEngine then
 fails with ``end should be larger than begin``). These two subclasses change only that:
 
-- the configs omit the cosine's ``end`` and ``T_max``: the Runner sets ``end`` to the
-  run's end (``max_epochs``/``max_iters``), and ``T_max = end - begin``;
 - an epoch-based warm-up lasts at least two iterations (the first at ``start_factor``,
   the second at the peak), and the cosine begins where the warm-up ends;
 - a run that ends before its warm-up does is one error naming both lengths.

@@ -19,8 +19,9 @@ optim_wrapper = dict(
         }),
 )
 
-# (nfnet_mm/engine/schedulers.py: MMEngine's LinearLR and CosineAnnealingLR, the
-# cosine ending with the run, whatever train_cfg.max_epochs or the dataset size)
+# (nfnet_mm/engine/schedulers.py: MMEngine's LinearLR and CosineAnnealingLR; the cosine
+# ends with the run as MMEngine's does without `end`; the subclasses add a two-iteration
+# floor for the warm-up on tiny datasets and one error for a run shorter than it)
 param_scheduler = [
     # warm-up "from 0": LinearLR needs a positive start factor
     dict(
