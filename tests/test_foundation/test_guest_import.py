@@ -1,5 +1,4 @@
 """``import nfnet_mm`` registers modules and changes nothing else in its host."""
-import os
 import subprocess
 import sys
 import textwrap
