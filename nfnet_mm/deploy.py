@@ -220,13 +220,13 @@ def export_and_check(config: str, checkpoint: Optional[str], out: str,
         res2 = session.run(None, {'input': batch.numpy()})[0]
         diff2 = float(np.abs(res2 - ref2.numpy()).max())
         report['max_abs_diff_batch2'], diff = diff2, max(diff, diff2)
-    if benchmark > 0:
-        report['onnxruntime'] = time_session(session, inputs.numpy(),
-                                             benchmark)
-    if not diff <= atol:
+    if not diff <= atol:  # before any timing; the wrong graph is not kept
+        os.remove(out)
         raise ExportError(
             f'onnxruntime differs from PyTorch by {diff:.3g} (max abs), '
-            f'more than the allowed {atol:g}: {out} is not trustworthy.')
+            f'more than the allowed {atol:g}: {out} was not kept.')
+    if benchmark > 0:
+        report['onnxruntime'] = time_session(session, inputs.numpy(), benchmark)
     return report
 
 

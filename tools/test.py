@@ -1,16 +1,8 @@
 """Test (and evaluate) a checkpoint with MMPretrain's Runner and nfnet_mm's modules.
 
-The options follow MMPretrain's ``tools/test.py``. Differences:
-
-* The checkpoint is loaded weights-only (:func:`nfnet_mm.enable_safe_checkpoints`) and
-  checked before anything runs: no checkpoint, forbidden objects, or keys or shapes
-  that differ from the model's stop the tool with one error naming the file (and the
-  keys), exit status 1, nothing written; EMA hooks get ``strict_load=True`` (under
-  ``--tta`` MMEngine's own EMA models would load nothing). ``--non-strict`` opts out.
-* Quiet: ``pin_memory`` only with an accelerator, warnings a user cannot act on
-  silenced, progress every 10 iterations (``default_hooks.logger.interval``).
-
-Example::
+MMPretrain's options; what differs (the checkpoint checked before anything runs,
+strict EMA loading, ``--non-strict``, ``--tta`` on EMA weights, quiet output) is
+listed in README.md, "Training and testing tools". Example::
 
     python tools/test.py CONFIG work_dirs/NAME/epoch_10.pth --out preds.pkl
 """

@@ -1,25 +1,10 @@
 """Train a model with MMPretrain's Runner and nfnet_mm's modules.
 
-The options follow MMPretrain's ``tools/train.py``. Differences:
-
-* ``nfnet_mm`` is imported (registering its modules) and its checkpoint fixes are
-  enabled (:func:`nfnet_mm.enable_safe_checkpoints`) before the config is read; both
-  ``nfnet_mm`` and ``nfnet_mm.safe_checkpoints`` are added to the config's
-  ``custom_imports``, so the config dumped into the work dir runs again, with the same
-  checkpoint handling, with any MMPretrain tool.
-* Quiet: ``pin_memory`` only with an accelerator, and two warnings a user cannot act
-  on are silenced (see below). ``--resume`` without a checkpoint in the work dir says so
-  and starts from scratch.
-* ``--amp`` switches the optimizer wrapper to *its own* AMP variant
-  (:func:`nfnet_mm.engine.optimizers.amp_optim_wrapper_type`) and refuses a wrapper it
-  cannot switch, where MMPretrain's script silently replaces any wrapper (AGC, SAM, ...)
-  with ``AmpOptimWrapper``.
-
-Example::
+MMPretrain's options; what differs (the checkpoint opt-in and ``custom_imports``,
+``--amp`` switching to the wrapper's own AMP variant, ``--resume``, quiet output) is
+listed in README.md, "Training and testing tools". Example::
 
     python tools/train.py configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py
-    python tools/train.py CONFIG --resume            # resume from the work dir's latest
-    python tools/train.py CONFIG --resume PATH.pth   # resume from a given checkpoint
 """
 import warnings
 

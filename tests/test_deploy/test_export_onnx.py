@@ -137,6 +137,7 @@ def test_cli_json_and_failure_exit(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(deploy, 'export_onnx', export_perturbed)
     assert run_tool(TOOL, *args) == 1
     assert 'more than the allowed 0.0001' in capsys.readouterr().err
+    assert not osp.exists(out)  # the graph that failed the check is not kept
 
 
 def test_preprocess_uses_pipeline_and_normalisation(tmp_path):
