@@ -57,9 +57,6 @@ def register_nfnet_models(model_index: Optional[str] = None) -> str:
         model_index (str, optional): A ``model-index.yml``. Defaults to
             :func:`find_model_index`.
 
-    Returns:
-        str: The registered index.
-
     Raises:
         FileNotFoundError: No index was found (importing ``nfnet_mm`` then
             registers nothing, quietly; config files still work).

@@ -80,15 +80,8 @@ def enable_amp(cfg: Config) -> Config:
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Apply the command-line options to the config.
-
-    Args:
-        cfg (Config): The config read from ``args.config``.
-        args (argparse.Namespace): From :func:`parse_args`.
-
-    Returns:
-        Config: The updated config.
-    """
+    """Apply the command-line options (:func:`parse_args`) to ``cfg``, in place
+    (``--cfg-options`` first, as MMPretrain's tool does); returns ``cfg``."""
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     imports = dict(cfg.get('custom_imports', None) or dict(imports=[]))

@@ -246,3 +246,27 @@ def write_json(path: Optional[str], result: Dict) -> None:
         with open(path, 'w') as f:
             json.dump(result, f, indent=2)
             f.write('\n')
+
+
+def measure_parser(doc: str, arch: str, batch: int, img_size: int, steps: int,
+                   warmup: int):
+    """The options every measurement's command line shares, with a tool's
+    defaults; :func:`parse_measure_args` reads them."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument('--arch', default=arch, help="f0..f6 or 'tiny'")
+    for flag, default in (('--batch', batch), ('--img-size', img_size),
+                          ('--steps', steps), ('--warmup', warmup)):
+        p.add_argument(flag, type=int, default=default)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--threads', type=int, help='torch.set_num_threads')
+    p.add_argument('--out', help='JSON output')
+    return p
+
+
+def parse_measure_args(parser, argv=None):
+    """Parse, then apply ``--threads``."""
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args

@@ -160,9 +160,6 @@ class GrayToRGB(BaseTransform):
 
         Args:
             results (dict): The sample.
-
-        Returns:
-            dict: The sample with a three-channel image.
         """
         img = results['img']
         if img.ndim == 2:

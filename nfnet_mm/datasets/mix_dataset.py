@@ -149,8 +149,7 @@ class MixupCutMixDataset:
             self.partners == 'distinct' or n > 1)
         if self.augment_before_mix or not mix:
             images = [self.augment(r) for r in images]
-        if not mix:  # with mix_prob > 0 a soft label too, as the mixed ones
-            # have: a batch of single reads (RepeatDataset) may hold both
+        if not mix:  # soft labels too: single reads (RepeatDataset) share batches
             return [self.pack(dict(r, gt_score=self._score(r, r, 1.)) if
                               self.mix_prob > 0 else r) for r in images]
         if self.partners == 'distinct':
@@ -210,8 +209,7 @@ class MixupCutMixDataset:
                     mix_info=info)
 
     def _score(self, first: dict, second: dict, ratio: float) -> np.ndarray:
-        """The soft label ``ratio`` of ``first``'s class, the rest of
-        ``second``'s."""
+        """Soft label: ``ratio`` of ``first``'s class, the rest ``second``'s."""
         score = np.zeros(self.num_classes, dtype=np.float32)
         score[int(first['gt_label'])] += ratio
         score[int(second['gt_label'])] += 1 - ratio

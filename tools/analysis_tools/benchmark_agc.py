@@ -10,30 +10,16 @@ Examples::
         --steps 15 --out agc_f0.json
     python tools/analysis_tools/benchmark_agc.py --quick  # CI: tiny, 2 steps
 """
-import argparse
-
-import torch
-
-from nfnet_mm.benchmarks.harness import markdown_table, write_json
+from nfnet_mm.benchmarks.harness import (markdown_table, measure_parser,
+                                         parse_measure_args, write_json)
 from nfnet_mm.benchmarks.measures import agc_kernel
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--arch', default='f0', help="f0..f6 or 'tiny'")
-    p.add_argument('--device', default='cpu')
-    p.add_argument('--steps', type=int, default=15)
-    p.add_argument('--warmup', type=int, default=2)
-    p.add_argument('--batch', type=int, default=2,
-                   help='training step batch')
-    p.add_argument('--img-size', type=int, default=64)
-    p.add_argument('--threads', type=int)
+    p = measure_parser(__doc__, 'f0', batch=2, img_size=64, steps=15, warmup=2)
     p.add_argument('--quick', action='store_true',
                    help='tiny arch, 10 classes, 2 steps, batch 1, 32 px')
-    p.add_argument('--out', help='JSON output')
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_measure_args(p, argv)
     kwargs = dict(steps=args.steps, warmup=args.warmup, batch=args.batch,
                   img_size=args.img_size)
     if args.quick:

@@ -9,27 +9,14 @@ Example (the numbers in docs/benchmarks.md)::
     OMP_NUM_THREADS=1 python tools/analysis_tools/benchmark_deploy.py \
         --arch f0 --img-size 256 --batch 2 --steps 7 --warmup 1
 """
-import argparse
-
-import torch
-
-from nfnet_mm.benchmarks.harness import markdown_table, write_json
+from nfnet_mm.benchmarks.harness import (markdown_table, measure_parser,
+                                         parse_measure_args, write_json)
 from nfnet_mm.benchmarks.measures import ws_folding
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--arch', default='f0', help="f0..f6 or 'tiny'")
-    p.add_argument('--img-size', type=int, default=256)
-    p.add_argument('--batch', type=int, default=2)
-    p.add_argument('--device', default='cpu')
-    p.add_argument('--steps', type=int, default=7)
-    p.add_argument('--warmup', type=int, default=1)
-    p.add_argument('--threads', type=int)
-    p.add_argument('--out', help='JSON output')
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_measure_args(measure_parser(
+        __doc__, 'f0', batch=2, img_size=256, steps=7, warmup=1), argv)
     res = ws_folding(args.arch, args.img_size, args.batch, args.device,
                      args.steps, args.warmup)
     print(f"NFNet {args.arch}, {args.img_size} px, batch {args.batch}, "

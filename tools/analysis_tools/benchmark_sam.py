@@ -11,37 +11,24 @@ Examples::
         --batch 32 --img-size 128 --steps 20 --warmup 3 --threads 1
     python tools/analysis_tools/benchmark_sam.py --quick  # CI smoke run
 """
-import argparse
-
-import torch
-
-from nfnet_mm.benchmarks.harness import markdown_table, write_json
+from nfnet_mm.benchmarks.harness import (markdown_table, measure_parser,
+                                         parse_measure_args, write_json)
 from nfnet_mm.benchmarks.measures import sam_cost
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--arch', default='tiny', help="'tiny' or f0..f6")
-    p.add_argument('--batch', type=int, default=32)
-    p.add_argument('--img-size', type=int, default=64)
-    p.add_argument('--device', default='cpu')
+    p = measure_parser(__doc__, 'tiny', batch=32, img_size=64, steps=15, warmup=3)
     p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16'])
     p.add_argument('--fractions', type=float, nargs='+', default=[0.2, 1.0])
     p.add_argument('--rho', type=float, default=0.05)
     p.add_argument('--agc', action='store_true', help='AGC in every runner')
-    p.add_argument('--steps', type=int, default=15)
-    p.add_argument('--warmup', type=int, default=3)
-    p.add_argument('--threads', type=int)
     p.add_argument('--quick', action='store_true',
                    help='batch 5, 32 px, 1 warm-up + 2 steps')
-    p.add_argument('--out', help='JSON output')
-    args = p.parse_args(argv)
+    args = parse_measure_args(p, argv)
     if not all(0 < f <= 1 for f in args.fractions):
         p.error(f'--fractions must be in (0, 1], got {args.fractions}')
     if args.quick:
         args.batch, args.img_size, args.steps, args.warmup = 5, 32, 2, 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
     res = sam_cost(args.arch, args.batch, args.img_size, args.device,
                    args.dtype, args.fractions, args.rho, args.agc,
                    steps=args.steps, warmup=args.warmup)

@@ -122,9 +122,6 @@ def nf_randaug_policies(translate_const: float = 100.,
         cutout_const (float): Half side of the cutout square in pixels at
             level 10. Defaults to 40.
         pad_val (int): Fill value. Defaults to 128.
-
-    Returns:
-        list[dict]: The policies.
     """
     enhance = dict(magnitude_range=(-0.9, 0.9), random_negative_prob=0.,
                    prob=1.)

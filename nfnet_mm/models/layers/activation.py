@@ -45,9 +45,6 @@ def get_activation_gamma(act_cfg: dict) -> float:
     Args:
         act_cfg (dict): MMCV activation config, e.g. ``dict(type='GELU')``.
 
-    Returns:
-        float: The gain gamma.
-
     Raises:
         ValueError: If the activation type has no known gamma.
     """
