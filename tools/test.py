@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.evaluator import DumpResults  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
+from mmengine.runner import CheckpointLoader  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 import nfnet_mm  # noqa: E402
@@ -130,7 +131,8 @@ def check_checkpoint(cfg: Config, path: str, strict: bool = True) -> None:
     Raises:
         CheckpointError: The file is no checkpoint, is unsafe or does not match.
     """
-    checkpoint = load_checkpoint_file(path, map_location='meta')  # shapes only
+    checkpoint = (CheckpointLoader.load_checkpoint(path, 'cpu') if '://' in path
+                  else load_checkpoint_file(path, map_location='meta'))  # shapes only
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint,
                                                                    dict) else None
     if not isinstance(state, dict):

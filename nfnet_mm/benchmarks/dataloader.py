@@ -1,9 +1,6 @@
-"""Data-loader cost of a ``MixupCutMixDataset`` training flow, by stage: whole
-batches (``__getitems__``, what a loader worker runs) of synthetic JPEGs in one
-thread, in CPU time, for four flows of one config: ``old`` (no mixing in the
-loader), ``new`` (the configured flow: distinct partners, RandAugment after the
-mix), ``new-batch`` (partners from the batch), ``ra-first`` (RandAugment first).
-"""
+"""Data-loader CPU time by stage of whole batches (``__getitems__``) of synthetic
+JPEGs for four flows (:data:`FLOWS`) of a ``MixupCutMixDataset`` config: ``new`` is
+the configured one, ``old`` mixes nothing, ``new-batch`` pairs within the batch."""
 import collections
 import tempfile
 import time

@@ -8,9 +8,11 @@ import contextlib
 import copy
 import os.path as osp
 import statistics
+import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -326,6 +328,8 @@ def agc_kernel(arch='f0', device: str = 'cpu', num_classes: int = 1000,
         clipped_grads[name] = [p.grad.clone() for p in params]
     max_rel = max(float((a - b).norm() / b.norm().clamp_min(1e-30))
                   for a, b in zip(*clipped_grads.values()))
+    if not max_rel <= 1e-5:  # else the timings compare different clippings
+        raise RuntimeError(f'our AGC differs from timm\'s by {max_rel:.2g} (relative)')
     unchanged = sum(int(torch.equal(a, g)) for a, g in
                     zip(clipped_grads['ours'], grads))
     runners = {n: Runner(n, fn, setup=restore) for n, fn in methods.items()}
@@ -420,6 +424,9 @@ def ws_folding(arch='f0', img_size: int = 256, batch: int = 2,
             return model(x, mode='tensor')
 
     logits = {k: forward(m) for k, m in models.items()}
+    if not (logits['unfolded'] - logits['folded']).abs().max() <= 1e-4 * logits[
+            'unfolded'].abs().max():  # else the speed-up is of a wrong model
+        raise RuntimeError('the folded model\'s logits differ from the unfolded ones')
     runners = [Runner(k, lambda m=m: forward(m)) for k, m in models.items()]
     time_interleaved(runners, warmup, steps, dev)
     small = torch.randn(1, 3, 64, 64, device=dev)
@@ -439,9 +446,6 @@ def onnx_folding(config, checkpoint, shape=None, batch=1, runs=10, threads=1,
     """onnxruntime latency of ``config``'s model exported with and without WS
     folding (each checked against PyTorch), ORT graph optimisations on and
     off; per-graph results and the paired speed-ups ``unfolded / folded``."""
-    import tempfile
-
-    import numpy as np
     import onnxruntime
 
     from ..deploy import export_and_check, ort_session

@@ -261,3 +261,20 @@ def test_strict_check_builds_models_that_need_real_tensors(tmp_path):
     torch.save({'state_dict': state}, path)
     with pytest.raises(Exception, match='1 missing: head.fc.bias'):
         _test_tool().check_checkpoint(cfg, path)
+
+
+def test_strict_check_reads_urls_through_mmengine(tmp_path, monkeypatch):
+    """A URL (MMPretrain's tool accepts them) goes through MMEngine's loader."""
+    from mmengine.runner import CheckpointLoader
+    tool = _test_tool()
+    state = _demo_state_dict()
+    seen = []
+
+    def load(path, map_location):
+        seen.append(path)
+        return {'state_dict': state}
+    monkeypatch.setattr(CheckpointLoader, 'load_checkpoint', staticmethod(load))
+    url = 'https://example.com/nfnet-demo.pth'
+    tool.check_checkpoint(tool.merge_args(Config.fromfile(DEMO),
+                                          tool.parse_args([DEMO, url])), url)
+    assert seen == [url]

@@ -68,7 +68,7 @@ class _SAMMixin:
         """
         scale = (self.loss_scaler.get_scale()
                  if isinstance(self, AmpOptimWrapper) else 1.0)  # 1.0 if disabled
-        all_params = [p for g in self.optimizer.param_groups for p in g['params']]
+        all_params = self._params()
         stash = [p.grad for p in all_params]
         self.optimizer.zero_grad(set_to_none=True)
         try:
