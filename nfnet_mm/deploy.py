@@ -1,31 +1,25 @@
-"""Export to ONNX and check the graph with onnxruntime: our own exporter
-(:func:`export_and_check`) and MMDeploy 1.3.1's (:func:`deploy_with_mmdeploy`).
+"""Export a classifier to ONNX and check the graph with onnxruntime.
 
-From PyTorch 2.9 on ``torch.onnx.export`` defaults to ``dynamo=True``, while
-MMDeploy passes no ``dynamo`` and rewrites only TorchScript tracing:
-:func:`torchscript_onnx_exporter` restores ``dynamo=False`` while an export
-runs, and importing ``nfnet_mm`` changes nothing.
+The one export path of the package (:func:`export_and_check`): build, fold the
+weight standardisation (``switch_to_deploy``), export with the TorchScript
+exporter, compare onnxruntime's logits with PyTorch's on a real image.
+``tools/deploy/mmdeploy.py`` runs MMDeploy's own pipeline instead and checks
+it with :func:`build_classifier` (see :mod:`nfnet_mm.compat.onnx`).
 """
-import contextlib
 import copy
-import functools
-import inspect
 import os
 import os.path as osp
-import statistics
 from collections import Counter
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nfnet_mm.datasets.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, _read_idx
-
-__all__ = ['ExportError', 'build_classifier', 'load_image', 'preprocess', 'export_onnx',
-           'op_histogram', 'ort_session', 'time_session', 'export_and_check',
-           'torchscript_onnx_exporter', 'deploy_with_mmdeploy', 'DEFAULT_ATOL']
+__all__ = ['ExportError', 'build_classifier', 'load_image', 'preprocess',
+           'export_onnx', 'op_histogram', 'ort_session', 'export_and_check',
+           'DEFAULT_ATOL']
 
 DEFAULT_ATOL = 1e-4
 
@@ -72,21 +66,13 @@ def build_classifier(config, checkpoint: Optional[str] = None) -> nn.Module:
     return model.eval()
 
 
-def load_image(path: Optional[str] = None) -> np.ndarray:
-    """A real image as uint8 HWC BGR: ``path``, or by default the first
-    Fashion-MNIST test image (28x28 grey, replicated to 3 channels)."""
-    if path is not None:
-        import mmcv
-        img = mmcv.imread(path)
-        if img is None:
-            raise FileNotFoundError(f'Cannot read image {path!r}')
-        return img
-    file = osp.join(DEFAULT_FASHION_MNIST_ROOT, 't10k-images-idx3-ubyte.gz')
-    if not osp.exists(file):
-        raise FileNotFoundError(f'No {file} (apt-get install '
-                                'dataset-fashion-mnist); pass --img PATH')
-    img = _read_idx(file)[0]
-    return np.repeat(img[:, :, None], 3, axis=2).copy()
+def load_image(path: str) -> np.ndarray:
+    """The image at ``path`` as uint8 HWC BGR (``demo/demo.png`` is one)."""
+    import mmcv
+    img = mmcv.imread(path)
+    if img is None:
+        raise FileNotFoundError(f'Cannot read image {path!r}')
+    return img
 
 
 def preprocess(model: nn.Module, img: np.ndarray,
@@ -169,34 +155,21 @@ def ort_session(onnx_file: str, threads: Optional[int] = None,
         onnx_file, options, providers=['CPUExecutionProvider'])
 
 
-def time_session(session, inputs: np.ndarray, runs: int,
-                 warmup: int = 2) -> Dict[str, float]:
-    """Median/min wall time (ms) of ``session.run`` over ``runs`` calls."""
-    from .benchmarks.harness import Runner, time_interleaved
-    feed = {session.get_inputs()[0].name: inputs}
-    runner = Runner('onnxruntime', lambda: session.run(None, feed))
-    time_interleaved([runner], warmup, runs, torch.device('cpu'))
-    if runner.error:
-        raise RuntimeError(f'onnxruntime failed: {runner.error}')
-    return dict(median_ms=statistics.median(runner.times),
-                min_ms=min(runner.times), runs=runs)
-
-
 def export_and_check(config: str, checkpoint: Optional[str], out: str,
-                     fold: bool = True, opset: int = 17,
-                     dynamic_batch: bool = False, img: Optional[str] = None,
+                     img: str, fold: bool = True, opset: int = 17,
+                     dynamic_batch: bool = False,
                      shape: Optional[Sequence[int]] = None,
-                     atol: float = DEFAULT_ATOL, benchmark: int = 0,
+                     atol: float = DEFAULT_ATOL,
                      threads: Optional[int] = None) -> dict:
     """Build, fold (unless ``fold=False``), export, check with onnxruntime.
 
     ``img`` (:func:`load_image`) goes through :func:`preprocess`; the
     reference is the PyTorch model before folding. With ``dynamic_batch`` a
-    batch of two is checked too; ``benchmark`` times that many runs.
+    batch of two is checked too.
 
-    Returns ``max_abs_diff``, ``ops`` (histogram), ``folded``, shapes and
-    ``onnxruntime`` timings; raises :class:`ExportError` if onnxruntime
-    differs from PyTorch by more than ``atol``.
+    Returns ``max_abs_diff``, ``ops`` (histogram), ``folded`` and shapes;
+    raises :class:`ExportError` if onnxruntime differs from PyTorch by more
+    than ``atol`` (and removes ``out``).
     """
     model = build_classifier(config, checkpoint)
     inputs = preprocess(model, load_image(img), shape)
@@ -225,93 +198,4 @@ def export_and_check(config: str, checkpoint: Optional[str], out: str,
         raise ExportError(
             f'onnxruntime differs from PyTorch by {diff:.3g} (max abs), '
             f'more than the allowed {atol:g}: {out} was not kept.')
-    if benchmark > 0:
-        report['onnxruntime'] = time_session(session, inputs.numpy(), benchmark)
     return report
-
-
-@contextlib.contextmanager
-def torchscript_onnx_exporter() -> Iterator[None]:
-    """Inside: ``torch.onnx.export`` defaults to ``dynamo=False`` (on torch
-    < 2.5, which has no such argument, nothing changes)."""
-    original = torch.onnx.export
-    if 'dynamo' not in inspect.signature(original).parameters:
-        yield
-        return
-
-    @functools.wraps(original)
-    def export(*args, **kwargs):
-        kwargs.setdefault('dynamo', False)
-        return original(*args, **kwargs)
-
-    torch.onnx.export = export
-    try:
-        yield
-    finally:
-        torch.onnx.export = original
-
-
-def deploy_with_mmdeploy(deploy_cfg: str, model_cfg: str,
-                         checkpoint: Optional[str], work_dir: str,
-                         img: Optional[str] = None, device: str = 'cpu',
-                         dump_info: bool = False,
-                         atol: float = DEFAULT_ATOL) -> dict:
-    """MMDeploy 1.3.1 (onnxruntime), checked against the PyTorch model.
-
-    ``mmdeploy.apis.torch2onnx`` runs inside :func:`torchscript_onnx_exporter`
-    (MMDeploy folds the model with ``switch_to_deploy()``); then MMDeploy's
-    backend classifier and the unfolded PyTorch model classify ``img``.
-
-    Args:
-        deploy_cfg (str): MMDeploy config, e.g. ``configs/deploy/
-            classification_onnxruntime_static.py``.
-        checkpoint (str, optional): Checkpoint; None or ``'none'``: random
-            weights (saved to ``WORK_DIR/random_init.pth`` for both sides).
-        img (str, optional): Image file. Defaults to :func:`load_image`'s.
-        dump_info (bool): Write the SDK meta files. Defaults to False.
-        atol (float): Allowed max abs difference of the class scores.
-
-    Returns:
-        dict: ``onnx``, ``max_abs_diff``, ``atol``, ``labels`` and ``ok``.
-    """
-    import mmcv
-    from mmdeploy.apis import build_task_processor, torch2onnx
-    from mmdeploy.utils import get_input_shape, get_onnx_config, load_config
-    from mmengine.registry import init_default_scope
-
-    deploy_cfg, model_cfg = load_config(deploy_cfg, model_cfg)
-    os.makedirs(work_dir, exist_ok=True)
-    if img is None:
-        img = osp.join(work_dir, 'demo.png')
-        mmcv.imwrite(load_image(), img)
-    if not checkpoint or checkpoint.lower() == 'none':
-        # MMDeploy and the reference must see the same random weights
-        init_default_scope(model_cfg.get('default_scope', 'mmpretrain'))
-        checkpoint = osp.join(work_dir, 'random_init.pth')
-        torch.save({'state_dict': build_classifier(model_cfg).state_dict()},
-                   checkpoint)
-    save_file = get_onnx_config(deploy_cfg)['save_file']
-    # MMDeploy's steps edit the configs they get: give each its own copy
-    with torchscript_onnx_exporter():
-        torch2onnx(img, work_dir, save_file, copy.deepcopy(deploy_cfg),
-                   copy.deepcopy(model_cfg), checkpoint, device)
-    onnx_file = osp.join(work_dir, save_file)
-    if dump_info:
-        from mmdeploy.backend.sdk.export_info import export2SDK
-        export2SDK(copy.deepcopy(deploy_cfg), copy.deepcopy(model_cfg),
-                   work_dir, pth=checkpoint, device=device)
-    task = build_task_processor(copy.deepcopy(model_cfg),
-                                copy.deepcopy(deploy_cfg), device)
-    outputs = []
-    for model in (task.build_backend_model([onnx_file]),
-                  build_classifier(copy.deepcopy(model_cfg), checkpoint)):
-        # test_step writes the predictions into the data samples: fresh input
-        data, _ = task.create_input(img, get_input_shape(deploy_cfg))
-        with torch.no_grad():
-            samples = model.test_step(data)
-        outputs.append((np.stack([s.pred_score.float().cpu().numpy()
-                                  for s in samples]),
-                        [int(s.pred_label) for s in samples]))
-    diff = float(np.abs(outputs[0][0] - outputs[1][0]).max())
-    return dict(onnx=onnx_file, max_abs_diff=diff, atol=atol,
-                labels=(outputs[0][1], outputs[1][1]), ok=diff <= atol)

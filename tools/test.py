@@ -6,34 +6,25 @@ listed in README.md, "Training and testing tools". Example::
 
     python tools/test.py CONFIG work_dirs/NAME/epoch_10.pth --out preds.pkl
 """
-import warnings
+import tool_utils  # isort:skip (first: its warning filters)
 
-# Warnings a user cannot act on, silenced before the imports that raise them:
-# mmcv-lite lacks the compiled op that mmcv/cnn/bricks/transformer.py tries to import
-# (MMPretrain imports it; nfnet_mm needs no mmcv op), and setuptools >= 81 deprecates
-# pkg_resources, which MMEngine's package_utils (``mmpretrain::`` configs) imports.
-warnings.filterwarnings('ignore', r'Fail to import ``MultiScaleDeformableAttention``',
-                        UserWarning)
-warnings.filterwarnings('ignore', r'pkg_resources is deprecated', UserWarning)
+import argparse
+import sys
+from copy import deepcopy
+from typing import List, Optional
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-from copy import deepcopy  # noqa: E402
-from typing import List, Optional  # noqa: E402
+import mmengine
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.evaluator import DumpResults
+from mmengine.registry import DefaultScope
+from mmengine.runner import CheckpointLoader
+from mmpretrain.registry import MODELS
 
-import mmengine  # noqa: E402
-import torch  # noqa: E402
-from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
-from mmengine.evaluator import DumpResults  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
-from mmengine.runner import CheckpointLoader  # noqa: E402
-from mmpretrain.registry import MODELS  # noqa: E402
-
-import nfnet_mm  # noqa: E402
-from nfnet_mm.cli import add_launcher_args, apply_common_args, build_runner  # noqa: E402
-from nfnet_mm.utils.checkpoint import (CheckpointError,  # noqa: E402
-                                       CheckpointMismatchError, check_state_dict,
-                                       load_checkpoint_file)
+from nfnet_mm.compat import enable_safe_checkpoints, load_checkpoint_file
+from nfnet_mm.utils.checkpoint import (CheckpointError,
+                                       CheckpointMismatchError,
+                                       check_state_dict, strip_prefix)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -61,7 +52,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '`tta_model`/`tta_pipeline`, else flip-averaged class scores')
     parser.add_argument('--non-strict', action='store_true', help='accept a checkpoint '
                         'whose keys or shapes differ (missing weights keep their init)')
-    add_launcher_args(parser)
+    tool_utils.add_launcher_args(parser)
     args = parser.parse_args(argv)
     if args.out is None and args.out_item is not None:
         parser.error('--out-item needs --out')
@@ -113,7 +104,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     hooks = [] if args.non_strict else cfg.get('custom_hooks', None) or []
     for hook in (h for h in hooks if str(h.get('type')).endswith('EMAHook')):
         hook['strict_load'] = True  # else EMA keys that do not fit (--tta) load nothing
-    apply_common_args(cfg, args, ('test_dataloader', ))
+    tool_utils.apply_common_args(cfg, args, ('test_dataloader', ))
     logger = (cfg.get('default_hooks', None) or {}).get('logger', None)
     if logger is not None and 'default_hooks.logger.interval' not in (
             args.cfg_options or {}):  # progress also on a short test run
@@ -148,8 +139,7 @@ def check_checkpoint(cfg: Config, path: str, strict: bool = True) -> None:
     model = getattr(model, 'module', model)  # the classifier inside a TTA model
     expected = model.state_dict()
     # MMEngine's loader strips DDP's prefix (its default revise_keys).
-    check_state_dict(expected, {k[7:] if k.startswith('module.') else k: v
-                                for k, v in state.items()}, repr(path))
+    check_state_dict(expected, strip_prefix(state), repr(path))
     ema = checkpoint.get('ema_state_dict', None)
     if ema is not None:
         check_state_dict({f'module.{k}': v for k, v in expected.items()},
@@ -159,10 +149,10 @@ def check_checkpoint(cfg: Config, path: str, strict: bool = True) -> None:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    nfnet_mm.enable_safe_checkpoints()
+    enable_safe_checkpoints()
     cfg = merge_args(Config.fromfile(args.config), args)
     check_checkpoint(cfg, args.checkpoint, strict=not args.non_strict)
-    runner = build_runner(cfg)
+    runner = tool_utils.build_runner(cfg)
     if args.out and args.out_item in ('pred', None):
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     metrics = runner.test()

@@ -6,26 +6,17 @@ listed in README.md, "Training and testing tools". Example::
 
     python tools/train.py configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py
 """
-import warnings
+import tool_utils  # isort:skip (first: its warning filters)
 
-# Warnings a user cannot act on, silenced before the imports that raise them:
-# mmcv-lite lacks the compiled op that mmcv/cnn/bricks/transformer.py tries to import
-# (MMPretrain imports it; nfnet_mm needs no mmcv op), and setuptools >= 81 deprecates
-# pkg_resources, which MMEngine's package_utils (``mmpretrain::`` configs) imports.
-warnings.filterwarnings('ignore', r'Fail to import ``MultiScaleDeformableAttention``',
-                        UserWarning)
-warnings.filterwarnings('ignore', r'pkg_resources is deprecated', UserWarning)
+import argparse
+from typing import List, Optional
 
-import argparse  # noqa: E402
-from typing import List, Optional  # noqa: E402
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.runner import find_latest_checkpoint
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-from mmengine.runner import find_latest_checkpoint  # noqa: E402
-
-import nfnet_mm  # noqa: E402
-from nfnet_mm.cli import add_launcher_args, apply_common_args, build_runner  # noqa: E402
-from nfnet_mm.engine.optimizers import amp_optim_wrapper_type  # noqa: E402
+from nfnet_mm.compat import enable_safe_checkpoints
+from nfnet_mm.engine.optimizers import amp_optim_wrapper_type
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -52,7 +43,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='override config settings, as key=value pairs (e.g. '
         'train_cfg.max_epochs=1 optim_wrapper.optimizer.lr=0.1); lists as '
         'key="[a,b]"; no white space')
-    add_launcher_args(parser)
+    tool_utils.add_launcher_args(parser)
     return parser.parse_args(argv)
 
 
@@ -87,7 +78,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     imports = dict(cfg.get('custom_imports', None) or dict(imports=[]))
     modules = imports.get('imports', [])
     modules = [modules] if isinstance(modules, str) else list(modules)
-    modules += [m for m in ('nfnet_mm', 'nfnet_mm.safe_checkpoints') if m not in modules]
+    modules += [m for m in ('nfnet_mm', 'nfnet_mm.compat.safe_checkpoints') if m not in modules]
     imports['imports'] = modules
     imports.setdefault('allow_failed_imports', False)
     cfg.custom_imports = imports
@@ -96,7 +87,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.val_cfg = None
         cfg.val_dataloader = None
         cfg.val_evaluator = None
-    apply_common_args(cfg, args,
+    tool_utils.apply_common_args(cfg, args,
                       ('train_dataloader', 'val_dataloader', 'test_dataloader'))
 
     if args.resume == 'auto':
@@ -121,7 +112,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    nfnet_mm.enable_safe_checkpoints()
+    enable_safe_checkpoints()
     cfg = Config.fromfile(args.config)  # honours the config's custom_imports
     cfg = merge_args(cfg, args)
     if (cfg.resume and cfg.load_from is None
@@ -130,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print_log(f'--resume: no checkpoint found in {cfg.work_dir}; starting from '
                   'scratch', logger='current')
         cfg.resume = False
-    runner = build_runner(cfg)
+    runner = tool_utils.build_runner(cfg)
     runner.train()
 
 

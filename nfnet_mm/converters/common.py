@@ -1,17 +1,16 @@
 """What both weight converters share: one error type, the arch read from the
 tensors, the exact check against ``NFNet(arch)`` on the ``meta`` device, and
 an atomic save after every check passed."""
-import os
-import os.path as osp
 import re
+import sys
 from typing import Callable, Dict, Iterable, Union
 
 import torch
 
-from nfnet_mm.utils.checkpoint import atomic_write, describe_unreadable
+from ..utils.checkpoint import describe_unreadable, forbidden_globals
 
 __all__ = ['ConversionError', 'unreadable_error', 'infer_arch',
-           'check_converted', 'save_converted', 'run_converter']
+           'check_converted', 'run_converter']
 
 
 class ConversionError(ValueError):
@@ -23,8 +22,7 @@ def unreadable_error(path: str, err: BaseException,
     """One error for an unreadable file: the forbidden objects it names
     (``err.names`` or torch's ``GLOBAL`` message), else what the file is;
     never its bytes."""
-    names = (list(getattr(err, 'names', ()))
-             or re.findall(r'GLOBAL (\S+)', str(err)))
+    names = forbidden_globals(err)
     if names:
         return ConversionError(
             f'{path} holds objects that {expected} may not hold: '
@@ -144,17 +142,9 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
                                     for what, keys in found.items()))
 
 
-def save_converted(checkpoint: dict, dst: Union[str, os.PathLike]) -> None:
-    """``torch.save`` to ``dst`` atomically (:func:`atomic_write`)."""
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    with atomic_write(dst) as f:
-        torch.save(checkpoint, f)
-
-
 def run_converter(convert: Callable[[], dict], dst: str) -> int:
     """Run a converter for a command line: one line on success, or the
     :class:`ConversionError` and exit code 1."""
-    import sys
     try:
         ckpt = convert()
     except (ConversionError, FileNotFoundError) as err:

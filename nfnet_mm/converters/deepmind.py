@@ -30,8 +30,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..utils.checkpoint import atomic_save
 from .common import (ConversionError, check_converted, infer_arch,
-                     save_converted, unreadable_error)
+                     unreadable_error)
 
 __all__ = ['UnsafePickleError', 'SafeNumpyUnpickler', 'load_deepmind_file',
            'infer_depths', 'convert_deepmind_params', 'convert_deepmind_file']
@@ -287,5 +288,5 @@ def convert_deepmind_file(src: str, dst: str, arch: Optional[str] = None,
                   arch=arch or infer_arch(state_dict),
                   depths=[int(d) for d in depths]),
         state_dict=state_dict)
-    save_converted(checkpoint, dst)
+    atomic_save(checkpoint, dst)
     return checkpoint

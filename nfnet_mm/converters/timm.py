@@ -15,8 +15,9 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
+from ..utils.checkpoint import atomic_save
 from .common import (ConversionError, check_converted, infer_arch,
-                     save_converted, unreadable_error)
+                     unreadable_error)
 
 __all__ = ['TIMM_KEY_RULES', 'convert_timm_state_dict', 'load_timm_file',
            'convert_timm_file']
@@ -126,5 +127,5 @@ def convert_timm_file(src: str, dst: str,
         arch=arch or infer_arch(converted), padding='same',
         note='timm numerics: exact GELU, WS eps 1e-5 inside the variance')
     checkpoint = dict(state_dict=converted, meta=meta)
-    save_converted(checkpoint, dst)
+    atomic_save(checkpoint, dst)
     return checkpoint

@@ -1,3 +1,11 @@
-from .fashion_mnist import *  # noqa: F401,F403
-from .mix_dataset import *  # noqa: F401,F403
-from .transforms import *  # noqa: F401,F403
+from .fashion_mnist import (DEFAULT_FASHION_MNIST_ROOT, FashionMNISTIdx,
+                            GrayToRGB)
+from .mix_dataset import MixupCutMixDataset
+from .transforms import (NFPosterize, NFRandAugment, NFTranslate,
+                         nf_randaug_policies)
+
+__all__ = [
+    'DEFAULT_FASHION_MNIST_ROOT', 'FashionMNISTIdx', 'GrayToRGB',
+    'MixupCutMixDataset', 'NFPosterize', 'NFRandAugment', 'NFTranslate',
+    'nf_randaug_policies'
+]

@@ -1,3 +1,11 @@
-from .model_wrappers import *  # noqa: F401,F403
-from .optimizers import *  # noqa: F401,F403
-from .schedulers import *  # noqa: F401,F403
+from .model_wrappers import SAMDistributedDataParallel
+from .optimizers import (AGCOptimWrapper, AmpAGCOptimWrapper,
+                         AmpSAMOptimWrapper, SAMOptimWrapper,
+                         amp_optim_wrapper_type, unitwise_clip_)
+from .schedulers import CosineAfterWarmupLR, WarmupLR
+
+__all__ = [
+    'SAMDistributedDataParallel', 'AGCOptimWrapper', 'AmpAGCOptimWrapper',
+    'AmpSAMOptimWrapper', 'SAMOptimWrapper', 'amp_optim_wrapper_type',
+    'unitwise_clip_', 'CosineAfterWarmupLR', 'WarmupLR'
+]

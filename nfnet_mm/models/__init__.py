@@ -1,5 +1,12 @@
-from .backbones import *  # noqa: F401,F403
-from .classifiers import *  # noqa: F401,F403
-from .heads import *  # noqa: F401,F403
-from .layers import *  # noqa: F401,F403
-from .utils import *  # noqa: F401,F403
+from .backbones import NFBlock, NFNet, SqueezeExcite, StochasticDepth
+from .classifiers import SAMImageClassifier
+from .heads import NFNetClsHead
+from .layers import ScaledWSConv2d
+from .utils import (NFNetEMA, PretrainedKeysError, StrictPretrained,
+                    sam_train_step)
+
+__all__ = [
+    'NFBlock', 'NFNet', 'SqueezeExcite', 'StochasticDepth',
+    'SAMImageClassifier', 'NFNetClsHead', 'ScaledWSConv2d', 'NFNetEMA',
+    'PretrainedKeysError', 'StrictPretrained', 'sam_train_step'
+]

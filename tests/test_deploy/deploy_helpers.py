@@ -9,8 +9,8 @@ import numpy as np
 from shared_archs import TINY_ARCH  # noqa: F401  (re-exported)
 
 from nfnet_mm.models.backbones.nfnet import NFNet
+from helpers import REPO
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 F0_ARCH = copy.deepcopy(NFNet.arch_settings['f0'])
 

@@ -1,12 +1,11 @@
 """Shared bits of the downstream (MMSeg / MMDet) tests."""
 import os.path as osp
 
+from helpers import REPO as REPO_ROOT
 from mmengine.config import Config
-
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG_DIR = osp.join(REPO_ROOT, 'configs', 'downstream')
-
 from shared_archs import TINY_ARCH, TINY_CHANNELS  # noqa: F401
+
+CONFIG_DIR = osp.join(REPO_ROOT, 'configs', 'downstream')
 
 F0_CHANNELS = [256, 512, 1536, 3072]
 

@@ -70,6 +70,7 @@ def _tiny_detector(config: str):
     return model, cfg.model.backbone.frozen_stages
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config', sorted(DETECTORS))
 def test_detector_nfnet_loss_backward_predict(config):
     from mmdet.testing import demo_mm_inputs

@@ -63,6 +63,7 @@ def _seg_batch(shape, with_gt: bool):
     return dict(inputs=inputs, data_samples=samples)
 
 
+@pytest.mark.slow
 def test_upernet_nfnet_loss_backward_predict():
     torch.manual_seed(0)
     model = _tiny_upernet()
@@ -99,6 +100,7 @@ def test_upernet_nfnet_loss_backward_predict():
         assert int(result.pred_sem_seg.data.max()) < NUM_CLASSES
 
 
+@pytest.mark.slow
 def test_upernet_nfnet_frozen_stages():
     model = _tiny_upernet(frozen_stages=2)
     model.train()

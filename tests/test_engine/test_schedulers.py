@@ -17,8 +17,8 @@ from mmengine.runner import Runner
 
 import nfnet_mm  # noqa: F401
 from mmpretrain.registry import DATASETS, PARAM_SCHEDULERS
+from helpers import REPO
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = osp.join(REPO, 'configs', 'fashion_mnist', 'nfnet-demo_1xb128_fashion-mnist.py')
 
 

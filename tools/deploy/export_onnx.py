@@ -5,8 +5,9 @@ init, for smoke tests), folds the weight standardisation into plain conv
 weights (``backbone.switch_to_deploy()``; ``--no-fold`` keeps it), exports
 with the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) and
 runs onnxruntime on a real image, preprocessed by the config's test
-pipeline and data preprocessor: ``--img PATH`` or, by default, the first
-Fashion-MNIST test image. The reference is the PyTorch model before folding.
+pipeline and data preprocessor: ``--img PATH``, by default ``demo/demo.png``
+(a Fashion-MNIST test image). The reference is the PyTorch model before
+folding.
 It prints the max abs difference of the logits (and fails above ``--atol``,
 default 1e-4) and the op-type histogram of the graph.
 
@@ -14,16 +15,23 @@ Usage::
 
     python tools/deploy/export_onnx.py CONFIG CHECKPOINT --out model.onnx \\
         [--dynamic-batch] [--opset 17] [--no-fold] [--img PATH] \\
-        [--shape H W] [--benchmark N] [--json FILE]
+        [--shape H W] [--json FILE]
+
+Latency (folded against unfolded) is the lab's: ``python -m
+lab.benchmark_onnx``.
 """
 import argparse
 import json
+import os.path as osp
 import sys
 from typing import Optional, Sequence
 
-import nfnet_mm
+from nfnet_mm.compat import enable_safe_checkpoints
 from nfnet_mm.deploy import DEFAULT_ATOL, ExportError, export_and_check
 from nfnet_mm.utils.checkpoint import CheckpointError
+
+DEMO_IMAGE = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'demo',
+                      'demo.png')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -39,14 +47,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='ONNX opset (default 17)')
     parser.add_argument('--no-fold', action='store_true',
                         help='keep the weight standardisation in the graph')
-    parser.add_argument('--img', help='image to check with (default: a '
-                        'Fashion-MNIST test image)')
+    parser.add_argument('--img', default=osp.normpath(DEMO_IMAGE),
+                        help='image to check with (default: demo/demo.png)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='resize the preprocessed input to H W')
     parser.add_argument('--atol', type=float, default=DEFAULT_ATOL,
                         help='max allowed abs difference (default 1e-4)')
-    parser.add_argument('--benchmark', type=int, default=0, metavar='N',
-                        help='time N onnxruntime runs')
     parser.add_argument('--threads', type=int, default=None,
                         help='onnxruntime intra-op threads')
     parser.add_argument('--json', help='write the report as JSON here')
@@ -55,15 +61,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    nfnet_mm.enable_safe_checkpoints()  # training checkpoints load weights-only
+    enable_safe_checkpoints()  # training checkpoints load weights-only
     try:
         report = export_and_check(args.config, args.checkpoint, args.out,
-                                  fold=not args.no_fold, opset=args.opset,
+                                  img=args.img, fold=not args.no_fold,
+                                  opset=args.opset,
                                   dynamic_batch=args.dynamic_batch,
-                                  img=args.img, shape=args.shape,
-                                  atol=args.atol, benchmark=args.benchmark,
+                                  shape=args.shape, atol=args.atol,
                                   threads=args.threads)
-    except (ExportError, CheckpointError) as err:
+    except (ExportError, CheckpointError, FileNotFoundError) as err:
         print(f'ERROR: {err}', file=sys.stderr)
         return 1
     print(f'Exported {report["onnx"]} (folded={report["folded"]}, opset '
@@ -72,10 +78,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f'{report["max_abs_diff"]:.3e} (allowed {report["atol"]:g})')
     print(f'ops ({report["num_nodes"]} nodes): ' + ', '.join(
         f'{k}: {v}' for k, v in report['ops'].items()))
-    if 'onnxruntime' in report:
-        t = report['onnxruntime']
-        print(f'onnxruntime: median {t["median_ms"]:.2f} ms over '
-              f'{t["runs"]} runs')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=2)

@@ -1,1 +1,6 @@
-from .randaugment import *  # noqa: F401,F403
+from .randaugment import (NFPosterize, NFRandAugment, NFTranslate,
+                          nf_randaug_policies)
+
+__all__ = [
+    'NFPosterize', 'NFRandAugment', 'NFTranslate', 'nf_randaug_policies'
+]

@@ -1,1 +1,5 @@
-from .sam_ddp import *  # noqa: F401,F403
+from .sam_ddp import SAMDistributedDataParallel
+
+__all__ = [
+    'SAMDistributedDataParallel'
+]

@@ -2,7 +2,7 @@
 from mmengine.model import MMDistributedDataParallel
 from mmpretrain.registry import MODEL_WRAPPERS
 
-from nfnet_mm.engine.optimizers.sam import SAMTrainStepMixin
+from nfnet_mm.models.utils.sam_train_step import SAMTrainStepMixin
 
 __all__ = ['SAMDistributedDataParallel']
 

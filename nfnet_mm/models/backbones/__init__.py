@@ -1,1 +1,5 @@
-from .nfnet import *  # noqa: F401,F403
+from .nfnet import NFBlock, NFNet, SqueezeExcite, StochasticDepth
+
+__all__ = [
+    'NFBlock', 'NFNet', 'SqueezeExcite', 'StochasticDepth'
+]

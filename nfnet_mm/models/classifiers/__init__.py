@@ -1,1 +1,5 @@
-from .sam_classifier import *  # noqa: F401,F403
+from .sam_classifier import SAMImageClassifier
+
+__all__ = [
+    'SAMImageClassifier'
+]

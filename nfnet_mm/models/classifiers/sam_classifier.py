@@ -2,7 +2,7 @@
 from mmpretrain.models import ImageClassifier
 from mmpretrain.registry import MODELS
 
-from nfnet_mm.engine.optimizers.sam import SAMTrainStepMixin
+from ..utils.sam_train_step import SAMTrainStepMixin
 
 __all__ = ['SAMImageClassifier']
 
@@ -12,7 +12,7 @@ class SAMImageClassifier(SAMTrainStepMixin, ImageClassifier):
     """MMPretrain's ``ImageClassifier`` whose ``train_step`` runs SAM.
 
     With a SAM optimizer wrapper (``SAMOptimWrapper``, ``AmpSAMOptimWrapper``)
-    ``train_step`` runs :func:`nfnet_mm.engine.optimizers.sam_train_step`; with any
+    ``train_step`` runs :func:`~nfnet_mm.models.utils.sam_train_step`; with any
     other it is ``ImageClassifier``'s. Everything else (arguments, state-dict keys)
     is ``ImageClassifier``'s. Under DDP also set
     ``model_wrapper_cfg=dict(type='SAMDistributedDataParallel')``.

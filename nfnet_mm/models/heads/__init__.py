@@ -1,1 +1,5 @@
-from .nfnet_head import *  # noqa: F401,F403
+from .nfnet_head import NFNetClsHead
+
+__all__ = [
+    'NFNetClsHead'
+]

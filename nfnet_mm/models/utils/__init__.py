@@ -1,2 +1,9 @@
-from .ema import *  # noqa: F401,F403
-from .strict_pretrained import *  # noqa: F401,F403
+from .ema import NFNetEMA
+from .sam_train_step import (SAMTrainStepMixin, is_sam_optim_wrapper,
+                             sam_train_step)
+from .strict_pretrained import PretrainedKeysError, StrictPretrained
+
+__all__ = [
+    'NFNetEMA', 'SAMTrainStepMixin', 'is_sam_optim_wrapper',
+    'sam_train_step', 'PretrainedKeysError', 'StrictPretrained'
+]

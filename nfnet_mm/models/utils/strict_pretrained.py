@@ -23,7 +23,8 @@ from mmengine.runner.checkpoint import (_load_checkpoint,
                                         _load_checkpoint_with_prefix,
                                         load_state_dict)
 
-from ...utils.checkpoint import CheckpointMismatchError, check_state_dict
+from ...utils.checkpoint import (CheckpointMismatchError, check_state_dict,
+                                strip_prefix)
 
 __all__ = ['StrictPretrained', 'PretrainedKeysError']
 
@@ -91,7 +92,7 @@ class StrictPretrained(PretrainedInit):
                 f'Checkpoint {self.checkpoint!r} holds a {type(state)}, not a '
                 'state dict (or a dict with a "state_dict" entry).')
         # as Pretrained's load_checkpoint (revise_keys): DDP's prefix goes
-        return {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+        return strip_prefix(state)
 
     def __call__(self, module: nn.Module) -> None:
         """Load the checkpoint into ``module``.

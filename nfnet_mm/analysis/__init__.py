@@ -1,1 +1,0 @@
-"""Experiments that reproduce the paper's claims (not imported by ``nfnet_mm``)."""
