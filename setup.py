@@ -19,7 +19,6 @@ A wheel (and a non-editable install) carries ``configs/`` and ``model-index.yml`
 ``nfnet_mm/hub.py``). An editable install reads them from the repository.
 """
 import os.path as osp
-
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 

@@ -27,39 +27,60 @@ from lab.benchmarks.report import speed_markdown
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('arch', nargs='?',
-                   help=f'{", ".join(VARIANTS)}, tiny or an arch dict (JSON)')
+    p.add_argument(
+        'arch',
+        nargs='?',
+        help=f'{", ".join(VARIANTS)}, tiny or an arch dict (JSON)')
     p.add_argument('--batch', type=int, help='defaults to 32 (2: --quick)')
-    p.add_argument('--img-size', type=int,
-                   help="defaults to the variant's train size")
-    p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16'],
-                   help='autocast dtype (AMP wrappers on CUDA)')
+    p.add_argument(
+        '--img-size', type=int, help="defaults to the variant's train size")
+    p.add_argument(
+        '--dtype',
+        default='fp32',
+        choices=['fp32', 'bf16'],
+        help='autocast dtype (AMP wrappers on CUDA)')
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--compile', action='store_true')
-    p.add_argument('--timm-eager', action='store_true',
-                   help='with --compile: timm stays eager')
-    p.add_argument('--sam', type=float, nargs='?', const=0.2,
-                   dest='sam_fraction', metavar='FRACTION',
-                   help='also time our SAM step (ascent fraction, 0.2)')
+    p.add_argument(
+        '--timm-eager',
+        action='store_true',
+        help='with --compile: timm stays eager')
+    p.add_argument(
+        '--sam',
+        type=float,
+        nargs='?',
+        const=0.2,
+        dest='sam_fraction',
+        metavar='FRACTION',
+        help='also time our SAM step (ascent fraction, 0.2)')
     p.add_argument('--sam-rho', type=float, default=0.05)
     p.add_argument('--steps', type=int, help='defaults to 20 (3: --quick)')
     p.add_argument('--warmup', type=int, help='defaults to 5 (2: --quick)')
     p.add_argument('--device', help='defaults to cuda if available')
     p.add_argument('--threads', type=int, help='torch.set_num_threads')
-    p.add_argument('--padding', default='same', dest='paddings',
-                   help="ours with each of 'same,symmetric'")
-    p.add_argument('--ours-act', choices=['tanh', 'erf'],
-                   help='our GELU approximation')
+    p.add_argument(
+        '--padding',
+        default='same',
+        dest='paddings',
+        help="ours with each of 'same,symmetric'")
+    p.add_argument(
+        '--ours-act', choices=['tanh', 'erf'], help='our GELU approximation')
     p.add_argument('--drop-path-rate', type=float, default=0.)
-    p.add_argument('--peak-tflops', type=float,
-                   help='device peak for MFU (default: bf16 table)')
+    p.add_argument(
+        '--peak-tflops',
+        type=float,
+        help='device peak for MFU (default: bf16 table)')
     for flag in ('timm', 'agc-ablation', 'train', 'inference'):
-        p.add_argument(f'--no-{flag}', dest=flag.replace('-', '_'),
-                       action='store_false')
-    p.add_argument('--explain', action='store_true',
-                   help='count torch.compile graph breaks')
-    p.add_argument('--quick', action='store_true',
-                   help='CI: tiny arch, batch 2, 32 px, cpu')
+        p.add_argument(
+            f'--no-{flag}', dest=flag.replace('-', '_'), action='store_false')
+    p.add_argument(
+        '--explain',
+        action='store_true',
+        help='count torch.compile graph breaks')
+    p.add_argument(
+        '--quick',
+        action='store_true',
+        help='CI: tiny arch, batch 2, 32 px, cpu')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', help='JSON output')
     p.add_argument('--md', help='markdown output')
@@ -88,8 +109,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.img_size = args.img_size or VARIANTS.get(args.arch, [None])[0]
     args.batch, args.steps = args.batch or 32, args.steps or 20
     args.warmup = 5 if args.warmup is None else args.warmup
-    args.device = args.device or ('cuda' if torch.cuda.is_available()
-                                  else 'cpu')
+    args.device = args.device or ('cuda'
+                                  if torch.cuda.is_available() else 'cpu')
     args.paddings = args.paddings.split(',')
     if not set(args.paddings) <= {'same', 'symmetric'}:
         p.error(f"--padding: bad value(s) in {args.paddings}; valid: 'same', "

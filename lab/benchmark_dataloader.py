@@ -20,16 +20,19 @@ def main():
     parser.add_argument('--out', help='also write the results as JSON')
     args = parser.parse_args()
     try:
-        rows = dataloader_throughput(Config.fromfile(args.config),
-                                     args.batch_size, args.batches, args.images)
+        rows = dataloader_throughput(
+            Config.fromfile(args.config), args.batch_size, args.batches,
+            args.images)
     except ValueError as err:
         parser.error(f'{args.config}: {err}')
     stages = ['decode', 'crop/resize', 'mix', 'randaugment', 'pack']
-    print(markdown_table(
-        ['flow', 'images per CPU s'] + [f'{s} ms' for s in stages],
-        [[r['flow'], f"{r['images_per_s']:.0f}"] +
-         [f"{r['ms_per_image'].get(s, 0.):.2f}" for s in stages]
-         for r in rows]), end='')
+    print(
+        markdown_table(
+            ['flow', 'images per CPU s'] + [f'{s} ms' for s in stages],
+            [[r['flow'], f"{r['images_per_s']:.0f}"] +
+             [f"{r['ms_per_image'].get(s, 0.):.2f}" for s in stages]
+             for r in rows]),
+        end='')
     write_json(args.out, rows)
 
 

@@ -27,22 +27,28 @@ def main(argv=None) -> int:
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'))
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--runs', type=int, default=10)
-    parser.add_argument('--threads', type=int, default=1,
-                        help='onnxruntime intra-op threads (default 1)')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=1,
+        help='onnxruntime intra-op threads (default 1)')
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--json', help='write the report here')
     args = parser.parse_args(argv)
-    nfnet_mm.enable_safe_checkpoints()  # training checkpoints load weights-only
+    nfnet_mm.enable_safe_checkpoints(
+    )  # training checkpoints load weights-only
     try:
-        report = onnx_folding(args.config, args.checkpoint, args.shape, args.batch,
-                           args.runs, args.threads, args.opset)
+        report = onnx_folding(args.config, args.checkpoint, args.shape,
+                              args.batch, args.runs, args.threads, args.opset)
     except (ExportError, CheckpointError) as err:
         print(f'ERROR: {err}', file=sys.stderr)
         return 1
-    print(markdown_table(
-        ('graph', 'nodes', 'median ms', 'session creation ms'),
-        [(k, r['num_nodes'], r.get('ms_per_step', r.get('error')),
-          r['session_create_ms']) for k, r in report['results'].items()]))
+    print(
+        markdown_table(
+            ('graph', 'nodes', 'median ms', 'session creation ms'),
+            [(k, r['num_nodes'], r.get('ms_per_step',
+                                       r.get('error')), r['session_create_ms'])
+             for k, r in report['results'].items()]))
     print(f"speed-up of folding (paired): {report['speedup_folded']:.2f}x, "
           f"{report['speedup_folded (ORT opt off)']:.2f}x with ORT opt off")
     write_json(args.json, report)

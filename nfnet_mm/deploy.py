@@ -17,9 +17,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['ExportError', 'build_classifier', 'load_image', 'preprocess',
-           'export_onnx', 'op_histogram', 'ort_session', 'export_and_check',
-           'DEFAULT_ATOL']
+__all__ = [
+    'ExportError', 'build_classifier', 'load_image', 'preprocess',
+    'export_onnx', 'op_histogram', 'ort_session', 'export_and_check',
+    'DEFAULT_ATOL'
+]
 
 DEFAULT_ATOL = 1e-4
 
@@ -43,11 +45,12 @@ class _Logits(nn.Module):
 def build_classifier(config, checkpoint: Optional[str] = None) -> nn.Module:
     """Build the model of ``config`` (file or Config) in eval mode and load
     ``checkpoint`` (None or ``'none'``: the constructors' random weights)."""
-    import nfnet_mm  # noqa: F401  (registers our modules)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS
+
+    import nfnet_mm  # noqa: F401  (registers our modules)
 
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
@@ -60,8 +63,12 @@ def build_classifier(config, checkpoint: Optional[str] = None) -> nn.Module:
                              copy.deepcopy(cfg.data_preprocessor))
     model = MODELS.build(model_cfg)
     if checkpoint and checkpoint.lower() != 'none':
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
-                        logger='silent')
+        load_checkpoint(
+            model,
+            checkpoint,
+            map_location='cpu',
+            strict=True,
+            logger='silent')
     model.cfg = cfg
     return model.eval()
 
@@ -75,7 +82,8 @@ def load_image(path: str) -> np.ndarray:
     return img
 
 
-def preprocess(model: nn.Module, img: np.ndarray,
+def preprocess(model: nn.Module,
+               img: np.ndarray,
                shape: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Run the config's test pipeline and the data preprocessor.
 
@@ -93,8 +101,11 @@ def preprocess(model: nn.Module, img: np.ndarray,
     if pipeline is None:
         pipeline = cfg.test_dataloader.dataset.pipeline
     # the image is given as an array: drop file loading
-    pipeline = Compose([copy.deepcopy(t) for t in pipeline if t['type'] not in
-                        ('LoadImageFromFile', 'mmpretrain.LoadImageFromFile')])
+    pipeline = Compose([
+        copy.deepcopy(t) for t in pipeline
+        if t['type'] not in ('LoadImageFromFile',
+                             'mmpretrain.LoadImageFromFile')
+    ])
     h, w = img.shape[:2]
     data = pipeline(dict(img=img, img_shape=(h, w), ori_shape=(h, w)))
     batch = model.data_preprocessor(
@@ -107,8 +118,11 @@ def preprocess(model: nn.Module, img: np.ndarray,
     return inputs
 
 
-def export_onnx(model: nn.Module, inputs: torch.Tensor, out: str,
-                opset: int = 17, dynamic_batch: bool = False,
+def export_onnx(model: nn.Module,
+                inputs: torch.Tensor,
+                out: str,
+                opset: int = 17,
+                dynamic_batch: bool = False,
                 constant_folding: bool = True) -> None:
     """Export ``model(inputs, mode='tensor')`` with the TorchScript exporter
     to ``out``, the batch axis dynamic with ``dynamic_batch``.
@@ -119,13 +133,23 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, out: str,
     the initializers are then also kept as (unmerged) graph inputs.
     """
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    dynamic_axes = ({'input': {0: 'batch'}, 'output': {0: 'batch'}}
-                    if dynamic_batch else None)
+    dynamic_axes = ({
+        'input': {
+            0: 'batch'
+        },
+        'output': {
+            0: 'batch'
+        }
+    } if dynamic_batch else None)
     with torch.no_grad():
         torch.onnx.export(
-            _Logits(model).eval(), (inputs, ), out, dynamo=False,
-            input_names=['input'], output_names=['output'],
-            opset_version=opset, dynamic_axes=dynamic_axes,
+            _Logits(model).eval(), (inputs, ),
+            out,
+            dynamo=False,
+            input_names=['input'],
+            output_names=['output'],
+            opset_version=opset,
+            dynamic_axes=dynamic_axes,
             do_constant_folding=constant_folding,
             keep_initializers_as_inputs=not constant_folding)
 
@@ -138,7 +162,8 @@ def op_histogram(onnx_file: str) -> Dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def ort_session(onnx_file: str, threads: Optional[int] = None,
+def ort_session(onnx_file: str,
+                threads: Optional[int] = None,
                 optimize: bool = True):
     """A CPU onnxruntime session with ``threads`` intra-op threads (None:
     onnxruntime's choice); ``optimize=False`` disables every graph
@@ -155,8 +180,12 @@ def ort_session(onnx_file: str, threads: Optional[int] = None,
         onnx_file, options, providers=['CPUExecutionProvider'])
 
 
-def export_and_check(config: str, checkpoint: Optional[str], out: str,
-                     img: str, fold: bool = True, opset: int = 17,
+def export_and_check(config: str,
+                     checkpoint: Optional[str],
+                     out: str,
+                     img: str,
+                     fold: bool = True,
+                     opset: int = 17,
                      dynamic_batch: bool = False,
                      shape: Optional[Sequence[int]] = None,
                      atol: float = DEFAULT_ATOL,
@@ -177,15 +206,26 @@ def export_and_check(config: str, checkpoint: Optional[str], out: str,
         reference = _Logits(model)(inputs)
     if fold:
         model.backbone.switch_to_deploy()
-    export_onnx(model, inputs, out, opset=opset, dynamic_batch=dynamic_batch,
-                constant_folding=fold)
+    export_onnx(
+        model,
+        inputs,
+        out,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        constant_folding=fold)
     session = ort_session(out, threads)
     result = session.run(None, {'input': inputs.numpy()})[0]
     diff = float(np.abs(result - reference.numpy()).max())
     ops = op_histogram(out)
-    report = dict(onnx=out, folded=fold, opset=opset,
-                  input_shape=list(inputs.shape), max_abs_diff=diff,
-                  atol=atol, ops=ops, num_nodes=sum(ops.values()))
+    report = dict(
+        onnx=out,
+        folded=fold,
+        opset=opset,
+        input_shape=list(inputs.shape),
+        max_abs_diff=diff,
+        atol=atol,
+        ops=ops,
+        num_nodes=sum(ops.values()))
     if dynamic_batch:
         batch = torch.cat([inputs, inputs.flip(-1)])
         with torch.no_grad():  # the exported (possibly folded) model

@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from deploy_helpers import REPO, TINY_ARCH, run_tool
 
 pytest.importorskip('onnx')
@@ -43,8 +42,9 @@ def write_config(folder, arch=TINY_ARCH, crop=64, feat=None):
     feat = feat or arch['widths'][-1] * arch['final_expansion']
     path = osp.join(str(folder), 'cfg.py')
     with open(path, 'w') as f:
-        f.write(CONFIG.format(arch=repr(arch), feat=feat, resize=crop + 8,
-                              crop=crop))
+        f.write(
+            CONFIG.format(
+                arch=repr(arch), feat=feat, resize=crop + 8, crop=crop))
     return path
 
 
@@ -61,8 +61,12 @@ def exports(tmp_path_factory):
     reports = {}
     for name, fold in (('folded', True), ('unfolded', False)):
         reports[name] = deploy.export_and_check(
-            cfg, 'none', osp.join(str(folder), f'{name}.onnx'), fold=fold,
-            img=img, dynamic_batch=fold)
+            cfg,
+            'none',
+            osp.join(str(folder), f'{name}.onnx'),
+            fold=fold,
+            img=img,
+            dynamic_batch=fold)
     return reports
 
 
@@ -82,8 +86,7 @@ def test_folded_graph_has_no_weight_standardisation(exports):
     # Sqrt of a variance), its guard max(norm, sqrt(eps)) (Clip/Max)
     for op in ('ReduceL2', 'Sqrt', 'Clip', 'Max', 'Reciprocal', 'Pow'):
         assert folded.get(op, 0) == 0, op
-    assert (unfolded.get('ReduceL2', 0) + unfolded.get('Sqrt', 0) >=
-            num_convs)
+    assert (unfolded.get('ReduceL2', 0) + unfolded.get('Sqrt', 0) >= num_convs)
     assert unfolded.get('Clip', 0) + unfolded.get('Max', 0) >= num_convs
     # the only ReduceMean left is the SE squeeze (one per block)
     assert folded.get('ReduceMean', 0) == sum(TINY_ARCH['depths'])
@@ -97,8 +100,8 @@ def test_folded_graph_has_no_weight_standardisation(exports):
     assert all(n.input[1] in inits for n in convs)
     graph = onnx.load(exports['unfolded']['onnx']).graph
     inits = {t.name for t in graph.initializer}
-    assert not any(n.input[1] in inits for n in graph.node
-                   if n.op_type == 'Conv')
+    assert not any(n.input[1] in inits
+                   for n in graph.node if n.op_type == 'Conv')
 
 
 @pytest.mark.slow
@@ -106,8 +109,11 @@ def test_cli_json_and_failure_exit(tmp_path, monkeypatch, capsys):
     cfg = write_config(tmp_path)
     img = real_image(tmp_path)
     out = str(tmp_path / 'm.onnx')
-    args = [cfg, 'none', '--out', out, '--opset', '13', '--shape', '32', '32',
-            '--json', str(tmp_path / 'r.json')]
+    args = [
+        cfg, 'none', '--out', out, '--opset', '13', '--shape', '32', '32',
+        '--json',
+        str(tmp_path / 'r.json')
+    ]
     if img:
         args += ['--img', img]
     assert run_tool(TOOL, *args) == 0
@@ -142,35 +148,45 @@ def test_preprocess_uses_pipeline_and_normalisation(tmp_path):
     rgb = bgr[::-1]
     for c in range(3):
         torch.testing.assert_close(
-            inputs[0, c], torch.full((64, 64), (rgb[c] - mean[c]) / std[c]),
-            atol=1e-3, rtol=0)
+            inputs[0, c],
+            torch.full((64, 64), (rgb[c] - mean[c]) / std[c]),
+            atol=1e-3,
+            rtol=0)
 
 
 @pytest.mark.slow
 def test_cli_reads_training_checkpoints_and_names_a_bad_file(tmp_path):
     """A checkpoint as MMEngine's Runner writes it (a message hub with history
     buffers) loads weights-only; a text file is one error naming it."""
+    from mmengine.config import Config
     from mmengine.logging import HistoryBuffer
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    from mmengine.config import Config
     cfg = write_config(tmp_path)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         state = MODELS.build(Config.fromfile(cfg).model).state_dict()
     good, text = str(tmp_path / 'epoch_1.pth'), str(tmp_path / 'notes.pth')
-    torch.save(dict(state_dict=state, message_hub=dict(log_scalars=dict(
-        loss=HistoryBuffer([0.5], [1])))), good)
+    torch.save(
+        dict(
+            state_dict=state,
+            message_hub=dict(log_scalars=dict(
+                loss=HistoryBuffer([0.5], [1])))), good)
     with open(text, 'w') as f:
         f.write('epoch 1: loss 0.5\n')
     img = real_image(tmp_path)
     runs = {}
     for ckpt in (good, text):
         runs[ckpt] = subprocess.run(
-            [sys.executable, osp.join(REPO, TOOL), cfg, ckpt, '--out',
-             str(tmp_path / 'm.onnx'), '--shape', '32', '32'] +
-            (['--img', img] if img else []),
-            capture_output=True, text=True, timeout=600)
+            [
+                sys.executable,
+                osp.join(REPO, TOOL), cfg, ckpt, '--out',
+                str(tmp_path / 'm.onnx'), '--shape', '32', '32'
+            ] + (['--img', img] if img else []),
+            capture_output=True,
+            text=True,
+            timeout=600)
     assert runs[good].returncode == 0, runs[good].stderr[-3000:]
     err = runs[text].stderr.strip().splitlines()[-1]
-    assert runs[text].returncode == 1 and err.startswith('ERROR: ') and text in err
+    assert runs[text].returncode == 1 and err.startswith(
+        'ERROR: ') and text in err
     assert 'text file' in err and 'Traceback' not in runs[text].stderr

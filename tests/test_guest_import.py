@@ -59,8 +59,10 @@ SCRIPT = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_import_changes_no_host_binding():
-    proc = subprocess.run([sys.executable, '-c', SCRIPT], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, '-c', SCRIPT],
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     named = [line for line in lines if line.startswith('NAMED')]

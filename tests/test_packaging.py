@@ -10,7 +10,6 @@ import pytest
 import torch
 from helpers import REPO
 
-
 _LIST_AND_BUILD = '''
 import os.path as osp
 import shutil
@@ -29,9 +28,12 @@ if list_models('nfnet*'):
 @pytest.mark.slow
 def test_wheel_lists_and_builds_models_from_its_model_index(tmp_path):
     wheels, target = tmp_path / 'wheels', tmp_path / 'site'
+
     def pip(*args):
         out = subprocess.run([sys.executable, '-m', 'pip', '-q', *args],
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True,
+                             text=True,
+                             timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
 
     # build from a copy: setuptools would reuse a stale build/ in the repo
@@ -40,8 +42,10 @@ def test_wheel_lists_and_builds_models_from_its_model_index(tmp_path):
     for name in ('setup.py', 'MANIFEST.in', 'README.md', 'model-index.yml'):
         shutil.copy(osp.join(REPO, name), src / name)
     for name in ('nfnet_mm', 'configs'):
-        shutil.copytree(osp.join(REPO, name), src / name,
-                        ignore=shutil.ignore_patterns('__pycache__'))
+        shutil.copytree(
+            osp.join(REPO, name),
+            src / name,
+            ignore=shutil.ignore_patterns('__pycache__'))
     pip('wheel', '--no-deps', '--no-build-isolation', '-w', str(wheels),
         str(src))
     pip('install', '--no-deps', '--target', str(target),
@@ -51,8 +55,10 @@ def test_wheel_lists_and_builds_models_from_its_model_index(tmp_path):
     assert sorted(p.name for p in target.iterdir()
                   if not p.name.endswith('-info')) == ['nfnet_mm']
     modules = {p.relative_to(pkg).as_posix() for p in pkg.rglob('*.py')}
-    assert not [m for m in modules if m.split('/')[0] in (
-        'benchmarks', 'analysis', 'lab', 'tests')], modules
+    assert not [
+        m for m in modules
+        if m.split('/')[0] in ('benchmarks', 'analysis', 'lab', 'tests')
+    ], modules
     assert (pkg / '.mim' / 'model-index.yml').is_file()
     assert (pkg / '.mim' / 'configs' / 'nfnet' / 'metafile.yml').is_file()
 
@@ -60,8 +66,11 @@ def test_wheel_lists_and_builds_models_from_its_model_index(tmp_path):
         env = dict(os.environ, PYTHONPATH=str(target))
         env.pop('NFNET_MM_MODEL_INDEX', None)
         out = subprocess.run([sys.executable, '-c', _LIST_AND_BUILD],
-                             cwd=str(tmp_path), env=env, capture_output=True,
-                             text=True, timeout=600)
+                             cwd=str(tmp_path),
+                             env=env,
+                             capture_output=True,
+                             text=True,
+                             timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
         return out.stdout.splitlines(), out.stderr
 
@@ -72,10 +81,12 @@ def test_wheel_lists_and_builds_models_from_its_model_index(tmp_path):
     assert 'nfnet-demo_1xb128_fashion-mnist' in names
     # the config comes from the wheel, and builds the repository's model
     assert lines[2].startswith(str(pkg / '.mim' / 'configs'))
-    import nfnet_mm  # noqa: F401
     from mmpretrain import get_model
-    repo_model = get_model(osp.join(
-        REPO, 'configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py'))
+
+    import nfnet_mm  # noqa: F401
+    repo_model = get_model(
+        osp.join(REPO,
+                 'configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py'))
     assert int(lines[-1]) == sum(p.numel() for p in repo_model.parameters())
 
     # without an index the import registers nothing and says nothing
@@ -87,8 +98,8 @@ def test_wheel_lists_and_builds_models_from_its_model_index(tmp_path):
 def test_asking_for_a_missing_index_names_the_places(monkeypatch):
     from nfnet_mm import hub
     monkeypatch.setattr(hub, 'find_model_index', lambda: None)
-    with pytest.raises(FileNotFoundError,
-                       match=r'NFNET_MM_MODEL_INDEX.*nfnet_mm/\.mim'):
+    with pytest.raises(
+            FileNotFoundError, match=r'NFNET_MM_MODEL_INDEX.*nfnet_mm/\.mim'):
         hub.register_nfnet_models()
 
 

@@ -3,8 +3,8 @@ import ast
 import os
 import os.path as osp
 import re
-from helpers import REPO as ROOT
 
+from helpers import REPO as ROOT
 
 
 def _read(*path):
@@ -19,8 +19,10 @@ def _bash_block_after(text, heading):
 
 
 def _ci_commands():
-    return [line.strip() for line in _read('.ci', 'run').splitlines()
-            if line.strip() and not line.lstrip().startswith('#')]
+    return [
+        line.strip() for line in _read('.ci', 'run').splitlines()
+        if line.strip() and not line.lstrip().startswith('#')
+    ]
 
 
 def test_ci_runs_readmes_setup_and_test_commands():
@@ -37,16 +39,18 @@ def test_ci_runs_readmes_setup_and_test_commands():
     # the main job command of the README
     demo = _bash_block_after(readme, '## Train the Fashion-MNIST demo')
     assert demo == [
-        'python tools/train.py configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py']
+        'python tools/train.py configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py'
+    ]
 
 
 def test_install_script_extras_are_defined_in_setup_py():
     script = _read('tools', 'install.sh')
-    extras = re.search(r'^DEFAULT_EXTRAS="([^"]*)"', script, re.M).group(1).split(',')
+    extras = re.search(r'^DEFAULT_EXTRAS="([^"]*)"', script,
+                       re.M).group(1).split(',')
     tree = ast.parse(_read('setup.py'))
     defined = next(
         ast.literal_eval(node.value) for node in ast.walk(tree)
-        if isinstance(node, ast.Assign)
-        and any(getattr(t, 'id', None) == 'EXTRAS' for t in node.targets))
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, 'id', None) == 'EXTRAS' for t in node.targets))
     assert extras and set(extras) <= set(defined), set(extras) - set(defined)
     assert defined['mmcv-lite'] == ['mmcv-lite==2.1.0']

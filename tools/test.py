@@ -33,25 +33,40 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the metrics file')
-    parser.add_argument('--out', help='file to write the results to (.pkl/.json)')
-    parser.add_argument('--out-item', choices=['metrics', 'pred'],
-                        help='what --out holds; defaults to the predictions')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, as key=value pairs')
+    parser.add_argument(
+        '--out', help='file to write the results to (.pkl/.json)')
+    parser.add_argument(
+        '--out-item',
+        choices=['metrics', 'pred'],
+        help='what --out holds; defaults to the predictions')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, as key=value pairs')
     parser.add_argument('--amp', action='store_true', help='fp16 test')
-    parser.add_argument('--show-dir', help='save the visualized predictions here')
-    parser.add_argument('--show', action='store_true',
-                        help='display the predictions in a window')
-    parser.add_argument('--interval', type=int, default=1,
-                        help='visualize every N-th sample')
-    parser.add_argument('--wait-time', type=float, default=2,
-                        help='display time in seconds')
-    parser.add_argument('--no-pin-memory', action='store_true',
-                        help='disable pin_memory')
-    parser.add_argument('--tta', action='store_true', help='test-time augmentation: '
-                        '`tta_model`/`tta_pipeline`, else flip-averaged class scores')
-    parser.add_argument('--non-strict', action='store_true', help='accept a checkpoint '
-                        'whose keys or shapes differ (missing weights keep their init)')
+    parser.add_argument(
+        '--show-dir', help='save the visualized predictions here')
+    parser.add_argument(
+        '--show',
+        action='store_true',
+        help='display the predictions in a window')
+    parser.add_argument(
+        '--interval', type=int, default=1, help='visualize every N-th sample')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='display time in seconds')
+    parser.add_argument(
+        '--no-pin-memory', action='store_true', help='disable pin_memory')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation: '
+        '`tta_model`/`tta_pipeline`, else flip-averaged class scores')
+    parser.add_argument(
+        '--non-strict',
+        action='store_true',
+        help='accept a checkpoint '
+        'whose keys or shapes differ (missing weights keep their init)')
     tool_utils.add_launcher_args(parser)
     args = parser.parse_args(argv)
     if args.out is None and args.out_item is not None:
@@ -64,8 +79,10 @@ def _flip_tta_pipeline(test_pipeline: list) -> list:
     pipeline = deepcopy(test_pipeline)
     pipeline[-1] = dict(
         type='TestTimeAug',
-        transforms=[[dict(type='RandomFlip', prob=1.),
-                     dict(type='RandomFlip', prob=0.)], [test_pipeline[-1]]])
+        transforms=[[
+            dict(type='RandomFlip', prob=1.),
+            dict(type='RandomFlip', prob=0.)
+        ], [test_pipeline[-1]]])
     return pipeline
 
 
@@ -103,7 +120,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
     hooks = [] if args.non_strict else cfg.get('custom_hooks', None) or []
     for hook in (h for h in hooks if str(h.get('type')).endswith('EMAHook')):
-        hook['strict_load'] = True  # else EMA keys that do not fit (--tta) load nothing
+        hook[
+            'strict_load'] = True  # else EMA keys that do not fit (--tta) load nothing
     tool_utils.apply_common_args(cfg, args, ('test_dataloader', ))
     logger = (cfg.get('default_hooks', None) or {}).get('logger', None)
     if logger is not None and 'default_hooks.logger.interval' not in (
@@ -122,10 +140,11 @@ def check_checkpoint(cfg: Config, path: str, strict: bool = True) -> None:
     Raises:
         CheckpointError: The file is no checkpoint, is unsafe or does not match.
     """
-    checkpoint = (CheckpointLoader.load_checkpoint(path, 'cpu') if '://' in path
-                  else load_checkpoint_file(path, map_location='meta'))  # shapes only
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint,
-                                                                   dict) else None
+    checkpoint = (CheckpointLoader.load_checkpoint(path, 'cpu') if '://'
+                  in path else load_checkpoint_file(path, map_location='meta')
+                  )  # shapes only
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(
+        checkpoint, dict) else None
     if not isinstance(state, dict):
         raise CheckpointMismatchError(f'{path!r} holds no state dict')
     if not strict:
@@ -136,15 +155,20 @@ def check_checkpoint(cfg: Config, path: str, strict: bool = True) -> None:
                 model = MODELS.build(deepcopy(cfg.model))
         except (RuntimeError, NotImplementedError):  # e.g. .item() while built
             model = MODELS.build(deepcopy(cfg.model))
-    model = getattr(model, 'module', model)  # the classifier inside a TTA model
+    model = getattr(model, 'module',
+                    model)  # the classifier inside a TTA model
     expected = model.state_dict()
     # MMEngine's loader strips DDP's prefix (its default revise_keys).
     check_state_dict(expected, strip_prefix(state), repr(path))
     ema = checkpoint.get('ema_state_dict', None)
     if ema is not None:
-        check_state_dict({f'module.{k}': v for k, v in expected.items()},
-                         {k: v for k, v in ema.items() if k != 'steps'},
-                         f'{path!r} (its ema_state_dict)')
+        check_state_dict({
+            f'module.{k}': v
+            for k, v in expected.items()
+        }, {
+            k: v
+            for k, v in ema.items() if k != 'steps'
+        }, f'{path!r} (its ema_state_dict)')
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -154,7 +178,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     check_checkpoint(cfg, args.checkpoint, strict=not args.non_strict)
     runner = tool_utils.build_runner(cfg)
     if args.out and args.out_item in ('pred', None):
-        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+        runner.test_evaluator.metrics.append(
+            DumpResults(out_file_path=args.out))
     metrics = runner.test()
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)

@@ -22,7 +22,8 @@ import re
 import warnings
 from typing import Sequence
 
-warnings.filterwarnings('ignore', r'Fail to import ``MultiScaleDeformableAttention``',
+warnings.filterwarnings('ignore',
+                        r'Fail to import ``MultiScaleDeformableAttention``',
                         UserWarning)
 warnings.filterwarnings('ignore', r'pkg_resources is deprecated', UserWarning)
 
@@ -36,14 +37,18 @@ __all__ = ['add_launcher_args', 'apply_common_args', 'build_runner']
 
 def add_launcher_args(parser: argparse.ArgumentParser) -> None:
     """``--launcher``, and ``--local-rank`` as torch.distributed.launch passes it."""
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
 def _has_accelerator() -> bool:
     accelerator = getattr(torch, 'accelerator', None)  # torch >= 2.6
-    return accelerator.is_available() if accelerator else torch.cuda.is_available()
+    return accelerator.is_available(
+    ) if accelerator else torch.cuda.is_available()
 
 
 def apply_common_args(cfg: Config, args: argparse.Namespace,
@@ -67,12 +72,14 @@ def apply_common_args(cfg: Config, args: argparse.Namespace,
     for field in loaders:
         if cfg.get(field, None) is None:
             continue
-        loader = ConfigDict(pin_memory=pin, collate_fn=dict(type='default_collate'))
+        loader = ConfigDict(
+            pin_memory=pin, collate_fn=dict(type='default_collate'))
         loader.update(cfg[field])
         loader.pin_memory = loader.pin_memory and pin
-        loader.persistent_workers = (loader.get('persistent_workers', True)
-                                     and not getattr(args, 'no_persistent_workers', False)
-                                     and loader.get('num_workers', 0) > 0)
+        loader.persistent_workers = (
+            loader.get('persistent_workers', True)
+            and not getattr(args, 'no_persistent_workers', False)
+            and loader.get('num_workers', 0) > 0)
         cfg[field] = loader
     return cfg
 
@@ -83,7 +90,8 @@ _MMENGINE_OWN_DEPRECATIONS = re.compile(
 
 def build_runner(cfg: Config) -> Runner:
     """The config's ``runner_type`` if set, else MMEngine's ``Runner``."""
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    runner.logger.addFilter(
-        lambda record: not _MMENGINE_OWN_DEPRECATIONS.match(record.getMessage()))
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(
+        cfg)
+    runner.logger.addFilter(lambda record: not _MMENGINE_OWN_DEPRECATIONS.
+                            match(record.getMessage()))
     return runner

@@ -25,21 +25,39 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
-        help='resume from this checkpoint; with no value, resume from the latest '
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help=
+        'resume from this checkpoint; with no value, resume from the latest '
         'checkpoint in the work dir (its `last_checkpoint`)')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed '
-                        'precision: switch the optim wrapper to its AMP variant')
-    parser.add_argument('--no-validate', action='store_true',
-                        help='do not evaluate checkpoints during training')
-    parser.add_argument('--auto-scale-lr', action='store_true', help='scale the '
-                        'learning rate by the actual over the base batch size')
-    parser.add_argument('--no-pin-memory', action='store_true',
-                        help='disable pin_memory in the dataloaders')
-    parser.add_argument('--no-persistent-workers', action='store_true',
-                        help='disable persistent_workers in the dataloaders')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--amp',
+        action='store_true',
+        help='automatic mixed '
+        'precision: switch the optim wrapper to its AMP variant')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='do not evaluate checkpoints during training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the '
+        'learning rate by the actual over the base batch size')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='disable pin_memory in the dataloaders')
+    parser.add_argument(
+        '--no-persistent-workers',
+        action='store_true',
+        help='disable persistent_workers in the dataloaders')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, as key=value pairs (e.g. '
         'train_cfg.max_epochs=1 optim_wrapper.optimizer.lr=0.1); lists as '
         'key="[a,b]"; no white space')
@@ -60,7 +78,8 @@ def enable_amp(cfg: Config) -> Config:
             variant (a custom wrapper is never replaced silently).
     """
     if cfg.get('optim_wrapper', None) is None:
-        raise ValueError('--amp needs an `optim_wrapper` in the config, found none')
+        raise ValueError(
+            '--amp needs an `optim_wrapper` in the config, found none')
     wrapper = cfg.optim_wrapper
     wrapper_type = wrapper.get('type', 'OptimWrapper')
     if not isinstance(wrapper_type, str):
@@ -78,7 +97,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     imports = dict(cfg.get('custom_imports', None) or dict(imports=[]))
     modules = imports.get('imports', [])
     modules = [modules] if isinstance(modules, str) else list(modules)
-    modules += [m for m in ('nfnet_mm', 'nfnet_mm.compat.safe_checkpoints') if m not in modules]
+    modules += [
+        m for m in ('nfnet_mm', 'nfnet_mm.compat.safe_checkpoints')
+        if m not in modules
+    ]
     imports['imports'] = modules
     imports.setdefault('allow_failed_imports', False)
     cfg.custom_imports = imports
@@ -87,8 +109,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.val_cfg = None
         cfg.val_dataloader = None
         cfg.val_evaluator = None
-    tool_utils.apply_common_args(cfg, args,
-                      ('train_dataloader', 'val_dataloader', 'test_dataloader'))
+    tool_utils.apply_common_args(
+        cfg, args, ('train_dataloader', 'val_dataloader', 'test_dataloader'))
 
     if args.resume == 'auto':
         cfg.resume = True
@@ -118,8 +140,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     if (cfg.resume and cfg.load_from is None
             and find_latest_checkpoint(cfg.work_dir) is None):
         # MMEngine would log "Auto resumed from the latest checkpoint None."
-        print_log(f'--resume: no checkpoint found in {cfg.work_dir}; starting from '
-                  'scratch', logger='current')
+        print_log(
+            f'--resume: no checkpoint found in {cfg.work_dir}; starting from '
+            'scratch',
+            logger='current')
         cfg.resume = False
     runner = tool_utils.build_runner(cfg)
     runner.train()

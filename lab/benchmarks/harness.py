@@ -29,10 +29,16 @@ VARIANTS = {
 # A small arch whose stem is timm's 'deep_quad' (widths w/8, w/4, w/2, w), so
 # that timm builds the same network: the CI runs and the CPU-sized benchmarks.
 TINY_ARCH = dict(
-    depths=[1, 1, 1, 1], widths=[32, 64, 96, 128], group_width=16,
-    bottleneck_ratio=0.5, se_ratio=0.5, alpha=0.2,
-    stem_widths=[4, 8, 16, 32], stem_strides=[2, 1, 1, 2],
-    strides=[1, 2, 2, 2], final_expansion=2)
+    depths=[1, 1, 1, 1],
+    widths=[32, 64, 96, 128],
+    group_width=16,
+    bottleneck_ratio=0.5,
+    se_ratio=0.5,
+    alpha=0.2,
+    stem_widths=[4, 8, 16, 32],
+    stem_strides=[2, 1, 1, 2],
+    strides=[1, 2, 2, 2],
+    final_expansion=2)
 
 # Dense bf16 peak TFLOP/s by GPU name; the first contained key wins.
 BF16_PEAK_TFLOPS = [('H100 PCIe', 756.), ('H100 NVL', 835.), ('H100', 989.),
@@ -47,7 +53,9 @@ class Runner:
     buffers, optimizer state), added to its peak memory.
     """
 
-    def __init__(self, name: str, step: Callable,
+    def __init__(self,
+                 name: str,
+                 step: Callable,
                  setup: Optional[Callable] = None,
                  state_bytes: Callable[[], int] = lambda: 0) -> None:
         self.name, self.step, self.setup = name, step, setup
@@ -114,18 +122,25 @@ def paired_ratio(num: Sequence[float], den: Sequence[float]) -> float:
     return statistics.median(n / d for n, d in zip(num, den))
 
 
-def summary(r: Runner, batch: int,
+def summary(r: Runner,
+            batch: int,
             flops_per_step: Optional[float] = None,
             peak_tflops: Optional[float] = None) -> Dict:
     """A runner's medians, throughput, memory and MFU (or its error)."""
     if r.error or not r.times:
         return dict(error=r.error or 'no timed steps')
     ms = statistics.median(r.times)
-    mfu = (flops_per_step / (ms * 1e-3) / (peak_tflops * 1e12)
-           if flops_per_step and peak_tflops else None)
-    return dict(ms_per_step=ms, img_per_s=batch / ms * 1e3, ms_all=r.times,
-                cpu_ms_per_step=statistics.median(r.cpu_times),
-                cpu_ms_all=r.cpu_times, peak_mem_mb=r.peak_mb, mfu=mfu)
+    mfu = (
+        flops_per_step / (ms * 1e-3) /
+        (peak_tflops * 1e12) if flops_per_step and peak_tflops else None)
+    return dict(
+        ms_per_step=ms,
+        img_per_s=batch / ms * 1e3,
+        ms_all=r.times,
+        cpu_ms_per_step=statistics.median(r.cpu_times),
+        cpu_ms_all=r.cpu_times,
+        peak_mem_mb=r.peak_mb,
+        mfu=mfu)
 
 
 def machine_info(device: torch.device) -> Dict:
@@ -139,12 +154,16 @@ def machine_info(device: torch.device) -> Dict:
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f
-                       if line.startswith('model name'))
+            cpu = next(
+                line.split(':', 1)[1].strip() for line in f
+                if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
-    info = dict(cpu=cpu, threads=torch.get_num_threads(), versions=versions,
-                device_name=f'{cpu} ({torch.get_num_threads()} threads)')
+    info = dict(
+        cpu=cpu,
+        threads=torch.get_num_threads(),
+        versions=versions,
+        device_name=f'{cpu} ({torch.get_num_threads()} threads)')
     if device.type == 'cuda':
         info['device_name'] = info['gpu'] = torch.cuda.get_device_name(device)
         versions['cuda'] = torch.version.cuda
@@ -170,24 +189,36 @@ def paper_flops(variant: Optional[str], img_size: int,
     return 2e9 * gmacs * (img_size / test_px)**2 * (3 if train else 1)
 
 
-def build_ours(arch, num_classes: int = 1000, dropout: float = 0.,
-               sam: bool = False, **backbone) -> nn.Module:
+def build_ours(arch,
+               num_classes: int = 1000,
+               dropout: float = 0.,
+               sam: bool = False,
+               **backbone) -> nn.Module:
     """Our classifier: NFNet + GAP + NFNetClsHead (+ a data preprocessor).
 
     ``arch``: an NFNet arch name or dict, or ``'tiny'`` (:data:`TINY_ARCH`);
     ``sam``: a ``SAMImageClassifier``; ``backbone``: more ``NFNet`` arguments.
     """
-    import nfnet_mm  # noqa: F401  (registers our modules)
     from mmpretrain.registry import MODELS
-    net = MODELS.build(dict(type='NFNet', **backbone,
-                            arch=TINY_ARCH if arch == 'tiny' else arch))
-    return MODELS.build(dict(
-        type='SAMImageClassifier' if sam else 'ImageClassifier',
-        backbone=net, neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='NFNetClsHead', num_classes=num_classes,
-                  in_channels=net.num_features, dropout_rate=dropout),
-        data_preprocessor=dict(type='ClsDataPreprocessor',
-                               num_classes=num_classes)))
+
+    import nfnet_mm  # noqa: F401  (registers our modules)
+    net = MODELS.build(
+        dict(
+            type='NFNet',
+            **backbone,
+            arch=TINY_ARCH if arch == 'tiny' else arch))
+    return MODELS.build(
+        dict(
+            type='SAMImageClassifier' if sam else 'ImageClassifier',
+            backbone=net,
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(
+                type='NFNetClsHead',
+                num_classes=num_classes,
+                in_channels=net.num_features,
+                dropout_rate=dropout),
+            data_preprocessor=dict(
+                type='ClsDataPreprocessor', num_classes=num_classes)))
 
 
 def timm_cfg_from_arch(arch: Dict):
@@ -199,32 +230,52 @@ def timm_cfg_from_arch(arch: Dict):
     """
     from timm.models.nfnet import NfCfg
     w = arch['stem_widths'][-1]
-    wanted = dict(stem_widths=[w // 8, w // 4, w // 2, w],
-                  stem_strides=[2, 1, 1, 2], strides=[1, 2, 2, 2])
-    bad = [f'{k} {list(arch[k])} != {v}' for k, v in wanted.items()
-           if list(arch[k]) != v]
+    wanted = dict(
+        stem_widths=[w // 8, w // 4, w // 2, w],
+        stem_strides=[2, 1, 1, 2],
+        strides=[1, 2, 2, 2])
+    bad = [
+        f'{k} {list(arch[k])} != {v}' for k, v in wanted.items()
+        if list(arch[k]) != v
+    ]
     if bad:
         raise ValueError('timm cannot build this arch: ' + '; '.join(bad))
     return NfCfg(
-        depths=tuple(arch['depths']), channels=tuple(arch['widths']),
-        alpha=arch['alpha'], stem_type='deep_quad', stem_chs=w,
-        group_size=arch['group_width'], bottle_ratio=arch['bottleneck_ratio'],
-        extra_conv=True, gamma_in_act=True, same_padding=True, skipinit=True,
+        depths=tuple(arch['depths']),
+        channels=tuple(arch['widths']),
+        alpha=arch['alpha'],
+        stem_type='deep_quad',
+        stem_chs=w,
+        group_size=arch['group_width'],
+        bottle_ratio=arch['bottleneck_ratio'],
+        extra_conv=True,
+        gamma_in_act=True,
+        same_padding=True,
+        skipinit=True,
         num_features=int(arch['widths'][-1] * arch['final_expansion']),
-        act_layer='gelu', attn_layer='se',
+        act_layer='gelu',
+        attn_layer='se',
         attn_kwargs=dict(rd_ratio=arch['se_ratio']))
 
 
-def build_timm(arch, num_classes: int = 1000, dropout: float = 0.,
+def build_timm(arch,
+               num_classes: int = 1000,
+               dropout: float = 0.,
                drop_path_rate: float = 0.) -> nn.Module:
     """timm's ``dm_nfnet_<arch>``, or a ``NormFreeNet`` for an arch dict."""
     import timm
     from timm.models.nfnet import NormFreeNet
     if isinstance(arch, dict):
-        return NormFreeNet(timm_cfg_from_arch(arch), num_classes=num_classes,
-                           drop_rate=dropout, drop_path_rate=drop_path_rate)
-    return timm.create_model(f'dm_nfnet_{arch}', num_classes=num_classes,
-                             drop_rate=dropout, drop_path_rate=drop_path_rate)
+        return NormFreeNet(
+            timm_cfg_from_arch(arch),
+            num_classes=num_classes,
+            drop_rate=dropout,
+            drop_path_rate=drop_path_rate)
+    return timm.create_model(
+        f'dm_nfnet_{arch}',
+        num_classes=num_classes,
+        drop_rate=dropout,
+        drop_path_rate=drop_path_rate)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

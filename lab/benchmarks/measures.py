@@ -18,20 +18,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nfnet_mm.deploy import export_and_check, ort_session
-
 from .harness import (VARIANTS, Runner, bf16_peak_tflops, build_ours,
                       build_timm, machine_info, paired_ratio, paper_flops,
                       summary, tensor_bytes, time_interleaved)
 
-DEMO_IMAGE = osp.join(osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))), 'demo', 'demo.png')
+DEMO_IMAGE = osp.join(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'demo',
+    'demo.png')
 AGC = dict(clipping=0.01, eps=1e-3, exclude=['head.fc.weight'])
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16}
 
 
-def build_optim_wrapper(model: nn.Module, lr: float, agc: bool = True,
+def build_optim_wrapper(model: nn.Module,
+                        lr: float,
+                        agc: bool = True,
                         amp_dtype: Optional[str] = None,
-                        kind: str = 'AGCOptimWrapper', optimizer=None,
+                        kind: str = 'AGCOptimWrapper',
+                        optimizer=None,
                         **kwargs):
     """Our optimizer wrapper ``kind`` (its Amp variant with ``amp_dtype``),
     bound to ``model`` through its public ``optim_context``; ``optimizer``
@@ -39,8 +42,8 @@ def build_optim_wrapper(model: nn.Module, lr: float, agc: bool = True,
     from mmpretrain.registry import OPTIM_WRAPPERS
     optimizer = optimizer or torch.optim.SGD(
         model.parameters(), lr=lr, momentum=0.9, nesterov=True)
-    cfg = dict(type=kind, optimizer=optimizer, agc=AGC if agc else None,
-               **kwargs)
+    cfg = dict(
+        type=kind, optimizer=optimizer, agc=AGC if agc else None, **kwargs)
     if amp_dtype:
         cfg.update(type='Amp' + kind, dtype=amp_dtype)
     wrapper = OPTIM_WRAPPERS.build(cfg)
@@ -52,8 +55,11 @@ def build_optim_wrapper(model: nn.Module, lr: float, agc: bool = True,
 def mmengine_batch(x: torch.Tensor, y: torch.Tensor) -> Dict:
     """``x, y`` as MMEngine's data loader gives a batch."""
     from mmpretrain.structures import DataSample
-    return dict(inputs=x, data_samples=[
-        DataSample().set_gt_label(int(label)) for label in y.cpu()])
+    return dict(
+        inputs=x,
+        data_samples=[
+            DataSample().set_gt_label(int(label)) for label in y.cpu()
+        ])
 
 
 def _state(model: nn.Module, optimizer=None):
@@ -66,26 +72,39 @@ def _autocast(device: torch.device, dtype: str):
             torch.autocast(device.type, dtype=DTYPES[dtype]))
 
 
-def sam_runners(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                fractions: Sequence[float], rho: float, agc: bool,
-                dtype: str = 'fp32', prefix: str = '') -> List[Runner]:
+def sam_runners(model: nn.Module,
+                x: torch.Tensor,
+                y: torch.Tensor,
+                fractions: Sequence[float],
+                rho: float,
+                agc: bool,
+                dtype: str = 'fp32',
+                prefix: str = '') -> List[Runner]:
     """MMEngine ``train_step`` of a ``SAMImageClassifier``: the plain step
     (``AGCOptimWrapper``) and one SAM step per ascent fraction."""
     cuda_amp = 'bfloat16' if x.is_cuda and dtype == 'bf16' else None
-    autocast = (contextlib.nullcontext() if cuda_amp else
-                _autocast(x.device, dtype))
+    autocast = (
+        contextlib.nullcontext() if cuda_amp else _autocast(x.device, dtype))
     data, lr = mmengine_batch(x, y), 0.1 * len(x) / 256
-    wrappers = {f'{prefix}train_step': build_optim_wrapper(
-        model, lr, agc, cuda_amp)}
+    wrappers = {
+        f'{prefix}train_step': build_optim_wrapper(model, lr, agc, cuda_amp)
+    }
     for fraction in fractions:
         wrappers[f'{prefix}SAM{fraction:g}'] = build_optim_wrapper(
-            model, lr, agc, cuda_amp, kind='SAMOptimWrapper', rho=rho,
+            model,
+            lr,
+            agc,
+            cuda_amp,
+            kind='SAMOptimWrapper',
+            rho=rho,
             ascent_fraction=fraction)
 
     def runner(name, wrapper):
+
         def step():
             with autocast:
                 model.train_step(data, wrapper)
+
         return Runner(name, step, state_bytes=_state(model, wrapper.optimizer))
 
     return [runner(name, w) for name, w in wrappers.items()]
@@ -98,21 +117,36 @@ def _explain(fn, x: torch.Tensor) -> Dict:
         exp = dynamo.explain(fn)(x)
     except Exception as err:  # reported in the results
         return dict(error=f'{type(err).__name__}: {err}'.splitlines()[0])
-    return dict(graph_count=exp.graph_count,
-                graph_break_count=exp.graph_break_count,
-                break_reasons=[str(getattr(b, 'reason', b)).splitlines()[0]
-                               for b in exp.break_reasons[:10]])
+    return dict(
+        graph_count=exp.graph_count,
+        graph_break_count=exp.graph_break_count,
+        break_reasons=[
+            str(getattr(b, 'reason', b)).splitlines()[0]
+            for b in exp.break_reasons[:10]
+        ])
 
 
-def speed(arch, batch: int, img_size: int, device: str = 'cpu',
-          dtype: str = 'fp32', channels_last: bool = False,
-          compile: bool = False, timm_eager: bool = False,
-          paddings: Sequence[str] = ('same', ), ours_act: Optional[str] = None,
-          drop_path_rate: float = 0., timm: bool = True,
-          agc_ablation: bool = True, train: bool = True,
-          inference: bool = True, sam_fraction: Optional[float] = None,
-          sam_rho: float = 0.05, explain: bool = False, steps: int = 20,
-          warmup: int = 5, peak_tflops: Optional[float] = None,
+def speed(arch,
+          batch: int,
+          img_size: int,
+          device: str = 'cpu',
+          dtype: str = 'fp32',
+          channels_last: bool = False,
+          compile: bool = False,
+          timm_eager: bool = False,
+          paddings: Sequence[str] = ('same', ),
+          ours_act: Optional[str] = None,
+          drop_path_rate: float = 0.,
+          timm: bool = True,
+          agc_ablation: bool = True,
+          train: bool = True,
+          inference: bool = True,
+          sam_fraction: Optional[float] = None,
+          sam_rho: float = 0.05,
+          explain: bool = False,
+          steps: int = 20,
+          warmup: int = 5,
+          peak_tflops: Optional[float] = None,
           seed: int = 0) -> Dict:
     """Ours vs timm: training steps, inference, AGC share, SAM cost.
 
@@ -136,20 +170,31 @@ def speed(arch, batch: int, img_size: int, device: str = 'cpu',
     variant = arch if isinstance(arch, str) else None
     dropout = VARIANTS[variant][2] if variant else 0.
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(batch, 3, img_size, img_size,
-                    device=dev).contiguous(memory_format=fmt)
+    x = torch.randn(
+        batch, 3, img_size, img_size, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, 1000, (batch, ), device=dev)
     lr, autocast = 0.1 * batch / 256, _autocast(dev, dtype)
     cuda_amp = 'bfloat16' if dev.type == 'cuda' and dtype == 'bf16' else None
 
-    act = {} if ours_act is None else dict(act_cfg=dict(
-        type='GELU', approximate={'tanh': 'tanh', 'erf': 'none'}[ours_act]))
-    models = {('ours' if len(paddings) == 1 else f'ours[{pad}]'): build_ours(
-        arch, dropout=dropout, padding=pad, drop_path_rate=drop_path_rate,
-        **act) for pad in paddings}
+    act = {} if ours_act is None else dict(
+        act_cfg=dict(
+            type='GELU', approximate={
+                'tanh': 'tanh',
+                'erf': 'none'
+            }[ours_act]))
+    models = {
+        ('ours' if len(paddings) == 1 else f'ours[{pad}]'):
+        build_ours(
+            arch,
+            dropout=dropout,
+            padding=pad,
+            drop_path_rate=drop_path_rate,
+            **act)
+        for pad in paddings
+    }
     if timm:
-        models['timm'] = build_timm(arch, dropout=dropout,
-                                    drop_path_rate=drop_path_rate)
+        models['timm'] = build_timm(
+            arch, dropout=dropout, drop_path_rate=drop_path_rate)
     for model in models.values():
         model.to(device=dev, memory_format=fmt)
 
@@ -160,10 +205,17 @@ def speed(arch, batch: int, img_size: int, device: str = 'cpu',
                 if compile and not (name == 'timm' and timm_eager) else fwd)
 
     peak = peak_tflops or (bf16_peak_tflops(dev) if dtype == 'bf16' else None)
-    result = dict(env=machine_info(dev), settings=settings, train={},
-                  infer={}, ratios={}, explain={},
-                  params={n: sum(p.numel() for p in m.parameters())
-                          for n, m in models.items()})
+    result = dict(
+        env=machine_info(dev),
+        settings=settings,
+        train={},
+        infer={},
+        ratios={},
+        explain={},
+        params={
+            n: sum(p.numel() for p in m.parameters())
+            for n, m in models.items()
+        })
     result['settings']['peak_tflops'] = peak
     if explain:
         for name, model in models.items():
@@ -188,10 +240,12 @@ def speed(arch, batch: int, img_size: int, device: str = 'cpu',
 
                     opt = wrapper.optimizer
                 else:
-                    opt = torch.optim.SGD(model.parameters(), lr=lr,
-                                          momentum=0.9, nesterov=True)
-                    clipped = [p for n, p in model.named_parameters()
-                               if n != 'head.fc.weight']
+                    opt = torch.optim.SGD(
+                        model.parameters(), lr=lr, momentum=0.9, nesterov=True)
+                    clipped = [
+                        p for n, p in model.named_parameters()
+                        if n != 'head.fc.weight'
+                    ]
 
                     def step(fwd=fwd, opt=opt, agc=agc, clipped=clipped):
                         with autocast:
@@ -203,21 +257,28 @@ def speed(arch, batch: int, img_size: int, device: str = 'cpu',
                         opt.step()
                         opt.zero_grad(set_to_none=True)
 
-                runners[label] = Runner(label, step,
-                                        state_bytes=_state(model, opt))
+                runners[label] = Runner(
+                    label, step, state_bytes=_state(model, opt))
         if sam_fraction:
-            sam_model = build_ours(arch, dropout=dropout, sam=True,
-                                   drop_path_rate=drop_path_rate).to(
-                                       device=dev, memory_format=fmt)
-            for r in sam_runners(sam_model, x, y, [sam_fraction], sam_rho,
-                                 True, dtype, prefix='ours '):
+            sam_model = build_ours(
+                arch, dropout=dropout, sam=True,
+                drop_path_rate=drop_path_rate).to(
+                    device=dev, memory_format=fmt)
+            for r in sam_runners(
+                    sam_model,
+                    x,
+                    y, [sam_fraction],
+                    sam_rho,
+                    True,
+                    dtype,
+                    prefix='ours '):
                 runners[r.name] = r
         time_interleaved(list(runners.values()), warmup, steps, dev)
         flops = paper_flops(variant, img_size, train=True)
         for name, r in runners.items():
             result['train'][name] = summary(
-                r, batch, None if 'SAM' in name else
-                flops and flops * batch, peak)
+                r, batch, None if 'SAM' in name else flops and flops * batch,
+                peak)
     if inference:
         infer = {}
         for name, model in models.items():
@@ -227,15 +288,17 @@ def speed(arch, batch: int, img_size: int, device: str = 'cpu',
                 folded.backbone.switch_to_deploy()
                 variants.append((f'{name} (deploy)', folded))
             for label, m in variants:
+
                 def step(fwd=forward(name, m)):
                     with torch.no_grad(), autocast:
                         fwd(x)
+
                 infer[label] = Runner(label, step, state_bytes=_state(m))
         time_interleaved(list(infer.values()), warmup, steps, dev)
         flops = paper_flops(variant, img_size, train=False)
         for name, r in infer.items():
-            result['infer'][name] = summary(r, batch,
-                                            flops and flops * batch, peak)
+            result['infer'][name] = summary(r, batch, flops and flops * batch,
+                                            peak)
         runners.update({f'infer {k}': v for k, v in infer.items()})
     result['ratios'] = _ratios(runners)
     return result
@@ -279,9 +342,14 @@ def _loop_inplace(params: List[torch.Tensor], clipping: float,
 
 
 @torch.no_grad()
-def agc_kernel(arch='f0', device: str = 'cpu', num_classes: int = 1000,
-               steps: int = 15, warmup: int = 2, batch: int = 2,
-               img_size: int = 64, seed: int = 0) -> Dict:
+def agc_kernel(arch='f0',
+               device: str = 'cpu',
+               num_classes: int = 1000,
+               steps: int = 15,
+               warmup: int = 2,
+               batch: int = 2,
+               img_size: int = 64,
+               seed: int = 0) -> Dict:
     """Our AGC against timm's per-tensor loop on one model's gradients.
 
     Every step restores the same random gradients (about half of the units
@@ -298,12 +366,14 @@ def agc_kernel(arch='f0', device: str = 'cpu', num_classes: int = 1000,
     clipped = [p for n, p in named if n not in AGC['exclude']]
     # gradients at the weights' scale times 10**U(-2.75, -1.25) per unit:
     # the ratios straddle the threshold 0.01
-    grads = [torch.randn_like(p) * (p.pow(2).mean().sqrt() + 1e-3) *
-             10**(torch.rand(p.shape[:1] + (1, ) * (p.ndim - 1),
-                             device=dev) * 1.5 - 2.75) for p in params]
+    grads = [
+        torch.randn_like(p) * (p.pow(2).mean().sqrt() + 1e-3) *
+        10**(torch.rand(p.shape[:1] + (1, ) *
+                        (p.ndim - 1), device=dev) * 1.5 - 2.75) for p in params
+    ]
     sgd = torch.optim.SGD(params, lr=0.)
-    ours = build_optim_wrapper(model, 0., optimizer=torch.optim.SGD(
-        params, lr=0.))
+    ours = build_optim_wrapper(
+        model, 0., optimizer=torch.optim.SGD(params, lr=0.))
 
     def restore():
         for p, g in zip(params, grads):
@@ -318,59 +388,84 @@ def agc_kernel(arch='f0', device: str = 'cpu', num_classes: int = 1000,
         ours.step()
 
     methods = {
-        'sgd': sgd.step,
-        'ours': ours.step,
-        'timm': lambda: (adaptive_clip_grad(clipped, AGC['clipping'],
-                                            AGC['eps']), sgd.step()),
-        'loop': lambda: (_loop_inplace(clipped, AGC['clipping'], AGC['eps']),
-                         sgd.step()),
+        'sgd':
+        sgd.step,
+        'ours':
+        ours.step,
+        'timm':
+        lambda:
+        (adaptive_clip_grad(clipped, AGC['clipping'], AGC['eps']), sgd.step()),
+        'loop':
+        lambda:
+        (_loop_inplace(clipped, AGC['clipping'], AGC['eps']), sgd.step()),
     }
     clipped_grads = {}
     for name in ('ours', 'timm'):
         restore()
         methods[name]()
         clipped_grads[name] = [p.grad.clone() for p in params]
-    max_rel = max(float((a - b).norm() / b.norm().clamp_min(1e-30))
-                  for a, b in zip(*clipped_grads.values()))
+    max_rel = max(
+        float((a - b).norm() / b.norm().clamp_min(1e-30))
+        for a, b in zip(*clipped_grads.values()))
     if not max_rel <= 1e-5:  # else the timings compare different clippings
-        raise RuntimeError(f'our AGC differs from timm\'s by {max_rel:.2g} (relative)')
-    unchanged = sum(int(torch.equal(a, g)) for a, g in
-                    zip(clipped_grads['ours'], grads))
+        raise RuntimeError(
+            f'our AGC differs from timm\'s by {max_rel:.2g} (relative)')
+    unchanged = sum(
+        int(torch.equal(a, g)) for a, g in zip(clipped_grads['ours'], grads))
     runners = {n: Runner(n, fn, setup=restore) for n, fn in methods.items()}
     runners['train_step'] = Runner('train_step', train_step, setup=restore)
     model.train()
     time_interleaved(list(runners.values()), warmup, steps, dev)
     base = runners['sgd'].times
-    agc_ms = {n: statistics.median(t - s for t, s in zip(runners[n].times,
-                                                         base))
-              for n in ('ours', 'timm', 'loop')}
+    agc_ms = {
+        n: statistics.median(t - s for t, s in zip(runners[n].times, base))
+        for n in ('ours', 'timm', 'loop')
+    }
     return dict(
-        env=machine_info(dev), settings=dict(
-            arch=arch, device=device, num_classes=num_classes, steps=steps,
-            warmup=warmup, batch=batch, img_size=img_size, agc=AGC),
-        num_tensors=len(params), num_clipped_tensors=len(clipped),
+        env=machine_info(dev),
+        settings=dict(
+            arch=arch,
+            device=device,
+            num_classes=num_classes,
+            steps=steps,
+            warmup=warmup,
+            batch=batch,
+            img_size=img_size,
+            agc=AGC),
+        num_tensors=len(params),
+        num_clipped_tensors=len(clipped),
         num_params=sum(p.numel() for p in params),
-        tensors_left_unchanged=unchanged, max_rel_diff_vs_timm=max_rel,
-        runners={n: summary(r, batch) for n, r in runners.items()},
+        tensors_left_unchanged=unchanged,
+        max_rel_diff_vs_timm=max_rel,
+        runners={
+            n: summary(r, batch)
+            for n, r in runners.items()
+        },
         agc_ms=agc_ms,
         speedup_vs_timm=agc_ms['timm'] / agc_ms['ours'],
         speedup_vs_loop=agc_ms['loop'] / agc_ms['ours'],
-        agc_share_of_train_step=agc_ms['ours'] / summary(
-            runners['train_step'], batch)['ms_per_step'])
+        agc_share_of_train_step=agc_ms['ours'] /
+        summary(runners['train_step'], batch)['ms_per_step'])
 
 
-def sam_cost(arch='tiny', batch: int = 32, img_size: int = 64,
-             device: str = 'cpu', dtype: str = 'fp32',
-             fractions: Sequence[float] = (0.2, 1.0), rho: float = 0.05,
-             agc: bool = False, num_classes: int = 10, steps: int = 15,
-             warmup: int = 3, seed: int = 0) -> Dict:
+def sam_cost(arch='tiny',
+             batch: int = 32,
+             img_size: int = 64,
+             device: str = 'cpu',
+             dtype: str = 'fp32',
+             fractions: Sequence[float] = (0.2, 1.0),
+             rho: float = 0.05,
+             agc: bool = False,
+             num_classes: int = 10,
+             steps: int = 15,
+             warmup: int = 3,
+             seed: int = 0) -> Dict:
     """SAM's step time over a plain MMEngine ``train_step``, per fraction
     of the batch used for the ascent (see :func:`sam_runners`)."""
     settings = dict(locals())
     torch.manual_seed(seed)
     dev = torch.device(device)
-    model = build_ours(arch, sam=True,
-                       num_classes=num_classes).to(dev).train()
+    model = build_ours(arch, sam=True, num_classes=num_classes).to(dev).train()
     x = torch.randn(batch, 3, img_size, img_size, device=dev)
     y = torch.randint(0, num_classes, (batch, ), device=dev)
     runners = sam_runners(model, x, y, fractions, rho, agc, dtype)
@@ -383,9 +478,11 @@ def sam_cost(arch='tiny', batch: int = 32, img_size: int = 64,
             results[r.name].update(
                 x_plain=paired_ratio(r.times, plain.times),
                 x_plain_cpu=paired_ratio(r.cpu_times, plain.cpu_times))
-    return dict(env=machine_info(dev), settings=settings,
-                params=sum(p.numel() for p in model.parameters()),
-                results=results)
+    return dict(
+        env=machine_info(dev),
+        settings=settings,
+        params=sum(p.numel() for p in model.parameters()),
+        results=results)
 
 
 def count_aten_ops(model: nn.Module, x: torch.Tensor) -> int:
@@ -404,8 +501,12 @@ def count_aten_ops(model: nn.Module, x: torch.Tensor) -> int:
     return Counter.count
 
 
-def ws_folding(arch='f0', img_size: int = 256, batch: int = 2,
-               device: str = 'cpu', steps: int = 7, warmup: int = 1,
+def ws_folding(arch='f0',
+               img_size: int = 256,
+               batch: int = 2,
+               device: str = 'cpu',
+               steps: int = 7,
+               warmup: int = 1,
                seed: int = 0) -> Dict:
     """Inference as trained (WS on every call) vs after ``switch_to_deploy``;
     skip gains at 0.2, so that every residual branch reaches the logits."""
@@ -419,8 +520,10 @@ def ws_folding(arch='f0', img_size: int = 256, batch: int = 2,
                 p.fill_(0.2)
     folded = copy.deepcopy(unfolded)
     folded.backbone.switch_to_deploy()
-    models = {'unfolded': unfolded.to(dev).eval(),
-              'folded': folded.to(dev).eval()}
+    models = {
+        'unfolded': unfolded.to(dev).eval(),
+        'folded': folded.to(dev).eval()
+    }
     x = torch.randn(batch, 3, img_size, img_size, device=dev)
 
     def forward(model):
@@ -428,42 +531,68 @@ def ws_folding(arch='f0', img_size: int = 256, batch: int = 2,
             return model(x, mode='tensor')
 
     logits = {k: forward(m) for k, m in models.items()}
-    if not (logits['unfolded'] - logits['folded']).abs().max() <= 1e-4 * logits[
-            'unfolded'].abs().max():  # else the speed-up is of a wrong model
-        raise RuntimeError('the folded model\'s logits differ from the unfolded ones')
+    if not (logits['unfolded'] -
+            logits['folded']).abs().max() <= 1e-4 * logits['unfolded'].abs(
+            ).max():  # else the speed-up is of a wrong model
+        raise RuntimeError(
+            'the folded model\'s logits differ from the unfolded ones')
     runners = [Runner(k, lambda m=m: forward(m)) for k, m in models.items()]
     time_interleaved(runners, warmup, steps, dev)
     small = torch.randn(1, 3, 64, 64, device=dev)
     return dict(
-        env=machine_info(dev), settings=settings,
-        results={r.name: summary(r, batch) for r in runners},
+        env=machine_info(dev),
+        settings=settings,
+        results={r.name: summary(r, batch)
+                 for r in runners},
         speedup_folded=paired_ratio(runners[0].times, runners[1].times),
         max_abs_logit_diff=float(
             (logits['unfolded'] - logits['folded']).abs().max()),
         max_abs_logit=float(logits['unfolded'].abs().max()),
-        aten_ops_per_forward={k: count_aten_ops(m.backbone, small)
-                              for k, m in models.items()})
+        aten_ops_per_forward={
+            k: count_aten_ops(m.backbone, small)
+            for k, m in models.items()
+        })
 
 
-def onnx_folding(config, checkpoint, shape=None, batch=1, runs=10, threads=1,
-                 opset=17, img=DEMO_IMAGE) -> dict:
+def onnx_folding(config,
+                 checkpoint,
+                 shape=None,
+                 batch=1,
+                 runs=10,
+                 threads=1,
+                 opset=17,
+                 img=DEMO_IMAGE) -> dict:
     """onnxruntime latency of ``config``'s model exported with and without WS
     folding (each checked against PyTorch), ORT graph optimisations on and
     off; per-graph results and the paired speed-ups ``unfolded / folded``."""
     import onnxruntime
 
     tmp = tempfile.TemporaryDirectory()
-    report = dict(env=machine_info(torch.device('cpu')), settings=dict(
-        config=config, checkpoint=checkpoint, batch=batch, runs=runs,
-        threads=threads, opset=opset), results={})
+    report = dict(
+        env=machine_info(torch.device('cpu')),
+        settings=dict(
+            config=config,
+            checkpoint=checkpoint,
+            batch=batch,
+            runs=runs,
+            threads=threads,
+            opset=opset),
+        results={})
     report['env']['versions']['onnxruntime'] = onnxruntime.__version__
     runners = []
     for fold in (True, False):
         name = 'folded' if fold else 'unfolded'
         path = osp.join(tmp.name, f'{name}.onnx')
-        rep = export_and_check(config, checkpoint, path, img, fold=fold,
-                               opset=opset, shape=shape,
-                               dynamic_batch=batch > 1, threads=threads)
+        rep = export_and_check(
+            config,
+            checkpoint,
+            path,
+            img,
+            fold=fold,
+            opset=opset,
+            shape=shape,
+            dynamic_batch=batch > 1,
+            threads=threads)
         inputs = np.random.default_rng(0).standard_normal(
             [batch] + rep['input_shape'][1:]).astype(np.float32)
         for opt in (True, False):
@@ -471,11 +600,16 @@ def onnx_folding(config, checkpoint, shape=None, batch=1, runs=10, threads=1,
             start = time.perf_counter()
             sess = ort_session(path, threads, opt)
             report['results'][key] = dict(
-                max_abs_diff=rep['max_abs_diff'], num_nodes=rep['num_nodes'],
-                ops=rep['ops'], ort_graph_optimizations=opt,
+                max_abs_diff=rep['max_abs_diff'],
+                num_nodes=rep['num_nodes'],
+                ops=rep['ops'],
+                ort_graph_optimizations=opt,
                 session_create_ms=(time.perf_counter() - start) * 1e3)
-            runners.append(Runner(key, lambda s=sess, x=inputs: s.run(
-                None, {s.get_inputs()[0].name: x})))
+            runners.append(
+                Runner(
+                    key,
+                    lambda s=sess, x=inputs: s.run(
+                        None, {s.get_inputs()[0].name: x})))
     time_interleaved(runners, 2, runs, torch.device('cpu'))
     by_name = {r.name: r for r in runners}
     for r in runners:

@@ -16,10 +16,10 @@ from .harness import markdown_table, write_json
 TARGETS = [
     ('F0 bf16 training, ours compiled / timm eager >= 1.3x',
      'train: ours / timm speed (paired)', 'compile', 1.3, False),
-    ('training peak memory, ours / timm <= 1',
-     'train: ours / timm peak mem', 'eager', 1.0, True),
-    ('AGC share of our training step <= 2%',
-     'train: ours AGC share of step', 'eager', 0.02, True),
+    ('training peak memory, ours / timm <= 1', 'train: ours / timm peak mem',
+     'eager', 1.0, True),
+    ('AGC share of our training step <= 2%', 'train: ours AGC share of step',
+     'eager', 0.02, True),
     ('SAM(0.2) step / plain step <= 1.3x',
      'train: ours SAM0.2 / ours train_step step time', 'eager', 1.3, True),
     ('folded inference, ours (deploy) / timm >= 1.1x',
@@ -46,8 +46,8 @@ def speed_markdown(result: Dict) -> str:
     for section in ('train', 'infer'):
         for name, r in result[section].items():
             if 'error' in r:
-                rows.append((section, name, f"error: {r['error']}", '', '',
-                             ''))
+                rows.append(
+                    (section, name, f"error: {r['error']}", '', '', ''))
                 continue
             mfu = None if r['mfu'] is None else f"{100 * r['mfu']:.1f}%"
             rows.append((section, name, r['ms_per_step'], r['img_per_s'],
@@ -55,8 +55,9 @@ def speed_markdown(result: Dict) -> str:
     text += markdown_table(
         ('mode', 'runner', 'ms/step', 'img/s', 'peak MiB', 'MFU'), rows)
     if result['ratios']:
-        text += '\n' + markdown_table(('ratio', 'value'), [
-            (k, round(val, 3)) for k, val in result['ratios'].items()])
+        text += '\n' + markdown_table(
+            ('ratio', 'value'), [(k, round(val, 3))
+                                 for k, val in result['ratios'].items()])
     for name, e in result.get('explain', {}).items():
         text += f'\nexplain {name}: {e}\n'
     return text
@@ -69,11 +70,18 @@ def gpu_report(work_dir: str) -> Dict:
         for line in f:
             name, budget, rc, seconds = line.split('\t')
             rc = int(rc)
-            status = {0: 'ok', 124: 'timed out', 137: 'killed',
-                      -1: 'skipped (deadline)'}.get(
-                rc, f'failed (exit {rc})')
-            step = dict(name=name, budget_s=int(budget), rc=rc,
-                        seconds=int(seconds), status=status)
+            status = {
+                0: 'ok',
+                124: 'timed out',
+                137: 'killed',
+                -1: 'skipped (deadline)'
+            }.get(rc, f'failed (exit {rc})')
+            step = dict(
+                name=name,
+                budget_s=int(budget),
+                rc=rc,
+                seconds=int(seconds),
+                status=status)
             path = osp.join(work_dir, f'{name}.json')
             if osp.exists(path):
                 with open(path) as r:
@@ -81,8 +89,9 @@ def gpu_report(work_dir: str) -> Dict:
             log = osp.join(work_dir, 'fashion-mnist.log')
             if name == 'fashion-mnist' and osp.exists(log):
                 with open(log) as r:  # the last validation top-1, its epoch
-                    top1 = re.findall(r'Epoch\(val\) \[(\d+)\].*?'
-                                      r'accuracy/top1: ([\d.]+)', r.read())
+                    top1 = re.findall(
+                        r'Epoch\(val\) \[(\d+)\].*?'
+                        r'accuracy/top1: ([\d.]+)', r.read())
                 step['fashion_mnist'] = dict(
                     epochs=int(top1[-1][0]) if top1 else 0,
                     top1=float(top1[-1][1]) if top1 else None)
@@ -92,11 +101,15 @@ def gpu_report(work_dir: str) -> Dict:
         found = [(step['name'], step['result']['ratios'][key])
                  for step in steps if step['name'].startswith(prefix)
                  and key in step.get('result', {}).get('ratios', {})]
-        rows = [dict(target=label, step=name, value=value,
-                     met=value <= bound if at_most else value >= bound)
-                for name, value in found]
-        targets += rows or [dict(target=label, step='-', value=None,
-                                 met=None)]
+        rows = [
+            dict(
+                target=label,
+                step=name,
+                value=value,
+                met=value <= bound if at_most else value >= bound)
+            for name, value in found
+        ]
+        targets += rows or [dict(target=label, step='-', value=None, met=None)]
     return dict(steps=steps, targets=targets)
 
 
@@ -109,14 +122,16 @@ def report_markdown(report: Dict) -> str:
         text += (f"Device: {env['device_name']}; torch "
                  f"{env['versions']['torch']}, CUDA "
                  f"{env['versions'].get('cuda')}.\n\n")
-    text += markdown_table(('target', 'step', 'measured', 'met'), [
-        (t['target'], t['step'], t['value'] and round(t['value'], 3),
-         {True: 'yes', False: '**no**', None: 'not measured'}[t['met']])
-        for t in report['targets']])
+    text += markdown_table(
+        ('target', 'step', 'measured', 'met'),
+        [(t['target'], t['step'], t['value'] and round(t['value'], 3), {
+            True: 'yes',
+            False: '**no**',
+            None: 'not measured'
+        }[t['met']]) for t in report['targets']])
     text += '\n' + markdown_table(
         ('step', 'budget s', 'took s', 'status'),
-        [(s['name'], s['budget_s'], s['seconds'], s['status'])
-         for s in steps])
+        [(s['name'], s['budget_s'], s['seconds'], s['status']) for s in steps])
     for s in steps:
         if 'fashion_mnist' in s:
             fm = s['fashion_mnist']

@@ -41,15 +41,19 @@ def test_time_interleaved_rotates_skips_warmup_and_isolates_errors():
     calls = []
 
     def runner(name, fail_at=None, setup=None):
+
         def step():
             calls.append(name)
             if calls.count(name) == fail_at:
                 raise RuntimeError(f'{name} broke\nsecond line')
+
         return harness.Runner(name, step, setup=setup)
 
     a = runner('a', setup=lambda: time.sleep(0.2))  # untimed
     b, c = runner('b'), runner('c', fail_at=2)
-    harness.time_interleaved([a, b, c], warmup=1, steps=3,
+    harness.time_interleaved([a, b, c],
+                             warmup=1,
+                             steps=3,
                              device=torch.device('cpu'))
     assert calls == ['a', 'b', 'c', 'b', 'c', 'a', 'a', 'b', 'a', 'b']
     assert c.error == 'RuntimeError: c broke' and c.times == []
@@ -82,8 +86,8 @@ def test_timm_counterpart_is_the_same_network():
     torch.manual_seed(0)
     theirs = harness.build_timm(harness.TINY_ARCH, num_classes=10).eval()
     ours = harness.build_ours(
-        'tiny', num_classes=10,
-        act_cfg=dict(type='GELU', approximate='none')).eval()
+        'tiny', num_classes=10, act_cfg=dict(type='GELU',
+                                             approximate='none')).eval()
     with torch.no_grad():  # non-zero skip gains, so every block matters
         for name, p in theirs.named_parameters():
             if name.endswith('skipinit_gain'):
@@ -94,18 +98,19 @@ def test_timm_counterpart_is_the_same_network():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         # WS eps differs (timm: var + 1e-5, ours: max(var * fan_in, 1e-4))
-        torch.testing.assert_close(ours(x, mode='tensor'), theirs(x),
-                                   rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(
+            ours(x, mode='tensor'), theirs(x), rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match='stem_widths'):
-        harness.timm_cfg_from_arch(dict(harness.TINY_ARCH,
-                                        stem_widths=[8, 16, 16, 32]))
+        harness.timm_cfg_from_arch(
+            dict(harness.TINY_ARCH, stem_widths=[8, 16, 16, 32]))
 
 
 # ---------------------------------------------------------- command lines
 def test_benchmark_arguments_are_checked(capsys):
     bench = importlib.import_module('lab.benchmark')
-    for argv, words in ((['f9'], ["'f9'", 'f0', 'f6']),
-                        (['f0', '--padding', 'reflect'], ['reflect']),
+    for argv, words in ((['f9'], ["'f9'", 'f0',
+                                  'f6']), (['f0', '--padding',
+                                            'reflect'], ['reflect']),
                         (['{"depths": [1]}'], ['--img-size']),
                         (['f0', '--sam', '1.5'], ['--sam', '1.5'])):
         with pytest.raises(SystemExit):
@@ -128,9 +133,10 @@ def test_quick_speed_run_writes_the_documented_json(tmp_path):
                for m in ('torch', 'timm', 'mmengine', 'mmpretrain'))
     # the tiny arch is the same network in timm
     assert res['params']['ours'] == res['params']['timm'] > 0
-    assert set(res['train']) == {'ours', 'ours (no AGC)', 'timm',
-                                 'timm (no AGC)', 'ours train_step',
-                                 'ours SAM0.2'}
+    assert set(res['train']) == {
+        'ours', 'ours (no AGC)', 'timm', 'timm (no AGC)', 'ours train_step',
+        'ours SAM0.2'
+    }
     assert set(res['infer']) == {'ours', 'ours (deploy)', 'timm'}
     for section in ('train', 'infer'):
         for name, r in res[section].items():
@@ -143,7 +149,8 @@ def test_quick_speed_run_writes_the_documented_json(tmp_path):
         'train: ours AGC share of step', 'train: timm AGC share of step',
         'train: ours SAM0.2 / ours train_step step time',
         'infer: ours / timm speed (paired)',
-        'infer: ours (deploy) / timm speed (paired)'}
+        'infer: ours (deploy) / timm speed (paired)'
+    }
     assert all(v > 0 for k, v in res['ratios'].items() if 'share' not in k)
     text = md.read_text()
     assert '| mode | runner | ms/step | img/s | peak MiB | MFU |' in text
@@ -165,9 +172,10 @@ def test_agc_kernel_clips_as_timm_and_spares_the_classifier(tmp_path):
 
 @pytest.mark.slow
 def test_sam_cost_runs_the_sam_steps(tmp_path):
-    res = importlib.import_module('lab.benchmark_sam').main(
-        ['--quick', '--fractions', '0.2', '1', '--out',
-         str(tmp_path / 'sam.json')])
+    res = importlib.import_module('lab.benchmark_sam').main([
+        '--quick', '--fractions', '0.2', '1', '--out',
+        str(tmp_path / 'sam.json')
+    ])
     assert list(res['results']) == ['train_step', 'SAM0.2', 'SAM1']
     for r in res['results'].values():
         assert 'error' not in r and len(r['ms_all']) == 2
@@ -179,9 +187,10 @@ def test_sam_cost_runs_the_sam_steps(tmp_path):
 
 @pytest.mark.slow
 def test_ws_folding_drops_the_standardisation_ops():
-    res = importlib.import_module('lab.benchmark_deploy').main(
-        ['--arch', 'tiny', '--img-size', '32', '--batch', '1', '--steps', '1',
-         '--warmup', '0'])
+    res = importlib.import_module('lab.benchmark_deploy').main([
+        '--arch', 'tiny', '--img-size', '32', '--batch', '1', '--steps', '1',
+        '--warmup', '0'
+    ])
     ops = res['aten_ops_per_forward']
     # per WS conv the standardisation (mean, norm, clamp, rsqrt, ...) is gone
     assert ops['folded'] < ops['unfolded'] - 4 * 17
@@ -196,8 +205,9 @@ def test_onnx_benchmark_times_both_graphs(tmp_path):
     config = 'configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py'
     res = measures.onnx_folding(osp.join(ROOT, config), 'none', runs=2)
     r = res['results']
-    assert set(r) == {'folded', 'unfolded', 'folded (ORT opt off)',
-                      'unfolded (ORT opt off)'}
+    assert set(r) == {
+        'folded', 'unfolded', 'folded (ORT opt off)', 'unfolded (ORT opt off)'
+    }
     assert r['folded']['num_nodes'] < r['unfolded']['num_nodes']
     assert all(v['max_abs_diff'] <= 1e-4 and len(v['ms_all']) == 2
                for v in r.values())
@@ -212,23 +222,31 @@ def test_dataloader_benchmark_counts_the_reference_pairing(tmp_path):
     from mmengine.config import Config
 
     from lab.benchmarks.dataloader import dataloader_throughput
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'nfnet',
-                                   'nfnet-f0_8xb128_in1k.py'))
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', 'nfnet', 'nfnet-f0_8xb128_in1k.py'))
     threads = torch.get_num_threads()
-    rows = {r['flow']: r for r in dataloader_throughput(
-        cfg, batch_size=4, batches=2, images=8)}
+    rows = {
+        r['flow']: r
+        for r in dataloader_throughput(cfg, batch_size=4, batches=2, images=8)
+    }
     assert torch.get_num_threads() == threads  # a loader worker's 1, restored
     calls = {flow: r['calls_per_image'] for flow, r in rows.items()}
-    assert [calls[f]['decode'] for f in ('old', 'new', 'new-batch',
-                                         'ra-first')] == [1, 2, 1, 2]
+    assert [
+        calls[f]['decode'] for f in ('old', 'new', 'new-batch', 'ra-first')
+    ] == [1, 2, 1, 2]
     assert 'mix' not in calls['old'] and calls['new']['mix'] == 1
     assert calls['new']['randaugment'] == 1
     assert calls['ra-first']['randaugment'] == 2
     assert all(r['images_per_s'] > 0 for r in rows.values())
-    proc = subprocess.run(
-        [sys.executable, '-m', 'lab.benchmark_dataloader',
-         osp.join(ROOT, 'configs', 'nfnet', 'nfnet-f0_in1k-pre_8xb32_cifar10.py')],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run([
+        sys.executable, '-m', 'lab.benchmark_dataloader',
+        osp.join(ROOT, 'configs', 'nfnet',
+                 'nfnet-f0_in1k-pre_8xb32_cifar10.py')
+    ],
+                          capture_output=True,
+                          text=True,
+                          timeout=300,
+                          cwd=ROOT)
     # a fine-tuning config (no mixing): one usage error naming the config
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert 'cifar10.py: the config\'s training dataset must be a ' \
@@ -237,16 +255,23 @@ def test_dataloader_benchmark_counts_the_reference_pairing(tmp_path):
 
 # ------------------------------------------------------------ gpu_report.sh
 def _gpu_report(*args, env=None, timeout=900):
-    return subprocess.run(
-        ['bash', GPU_REPORT, *args], capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, 'PYTHONPATH': ROOT, **(env or {})})
+    return subprocess.run(['bash', GPU_REPORT, *args],
+                          capture_output=True,
+                          text=True,
+                          timeout=timeout,
+                          env={
+                              **os.environ, 'PYTHONPATH': ROOT,
+                              **(env or {})
+                          })
 
 
 def test_gpu_report_dry_run_lists_steps_within_budget(tmp_path):
     proc = _gpu_report('--dry-run', str(tmp_path / 'out'))
     assert proc.returncode == 0, proc.stderr
-    steps = [line.split()[:3] for line in proc.stdout.splitlines()
-             if line.split()[2:3] == ['s']]
+    steps = [
+        line.split()[:3] for line in proc.stdout.splitlines()
+        if line.split()[2:3] == ['s']
+    ]
     names = [name for name, _, _ in steps]
     budgets = {name: int(budget) for name, budget, _ in steps}
     assert names[0] == 'cuda-tests' and names[-1] == 'fashion-mnist'
@@ -269,10 +294,14 @@ def test_gpu_report_reports_each_step_even_when_one_fails(tmp_path):
                     "if '--no-inference' in sys.argv: sys.exit(3)\n"
                     "time.sleep(600)\n")
     out = tmp_path / 'out'
-    proc = _gpu_report(str(out), '--quick', env=dict(
-        BENCH=f'{sys.executable} {fake}', GPU_REPORT_STEP_S='2',
-        FASHION_MNIST_ROOT=str(tmp_path / 'nowhere'),
-        GPU_REPORT_STEPS='eager-b4,eager-b4-contiguous,fashion-mnist'))
+    proc = _gpu_report(
+        str(out),
+        '--quick',
+        env=dict(
+            BENCH=f'{sys.executable} {fake}',
+            GPU_REPORT_STEP_S='2',
+            FASHION_MNIST_ROOT=str(tmp_path / 'nowhere'),
+            GPU_REPORT_STEPS='eager-b4,eager-b4-contiguous,fashion-mnist'))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((out / 'report.json').read_text())
     assert [(s['name'], s['status'], s['budget_s']) for s in report['steps']] \
@@ -289,8 +318,8 @@ def test_gpu_report_reports_each_step_even_when_one_fails(tmp_path):
 
 def test_gpu_report_deadline_skips_the_rest_and_still_reports(tmp_path):
     out = tmp_path / 'out'
-    proc = _gpu_report(str(out), '--quick',
-                       env=dict(GPU_REPORT_DEADLINE_S='0'))
+    proc = _gpu_report(
+        str(out), '--quick', env=dict(GPU_REPORT_DEADLINE_S='0'))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((out / 'report.json').read_text())
     assert [s['name'] for s in report['steps']][-1] == 'fashion-mnist'
@@ -302,13 +331,17 @@ def test_gpu_report_deadline_skips_the_rest_and_still_reports(tmp_path):
 def test_gpu_report_quick_fashion_mnist_step_trains_and_reports(tmp_path):
     """The step's --cfg-options reach the config's (nested) datasets: the
     quick run trains one epoch on 1,024 images and reports its top-1."""
-    if not osp.exists(osp.join(DEFAULT_FASHION_MNIST_ROOT,
-                               't10k-images-idx3-ubyte.gz')):
+    if not osp.exists(
+            osp.join(DEFAULT_FASHION_MNIST_ROOT, 't10k-images-idx3-ubyte.gz')):
         pytest.skip('no Fashion-MNIST (apt-get install dataset-fashion-mnist)')
     out = tmp_path / 'out'
-    proc = _gpu_report(str(out), '--quick', env=dict(
-        GPU_REPORT_STEPS='fashion-mnist', GPU_REPORT_STEP_S='300',
-        FASHION_MNIST_ROOT=DEFAULT_FASHION_MNIST_ROOT))
+    proc = _gpu_report(
+        str(out),
+        '--quick',
+        env=dict(
+            GPU_REPORT_STEPS='fashion-mnist',
+            GPU_REPORT_STEP_S='300',
+            FASHION_MNIST_ROOT=DEFAULT_FASHION_MNIST_ROOT))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (step, ) = json.loads((out / 'report.json').read_text())['steps']
     assert step['status'] == 'ok', (out / 'steps.log').read_text()
@@ -319,20 +352,24 @@ def test_gpu_report_quick_fashion_mnist_step_trains_and_reports(tmp_path):
 @pytest.mark.slow
 def test_gpu_report_quick_run_checks_the_targets(tmp_path):
     out = tmp_path / 'out'
-    proc = _gpu_report(str(out), '--quick',
-                       env=dict(GPU_REPORT_STEPS='eager-b2',
-                                GPU_REPORT_STEP_S='600'))
+    proc = _gpu_report(
+        str(out),
+        '--quick',
+        env=dict(GPU_REPORT_STEPS='eager-b2', GPU_REPORT_STEP_S='600'))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((out / 'report.json').read_text())
     assert [s['status'] for s in report['steps']] == ['ok']
     assert report['steps'][0]['result']['settings']['sam_fraction'] == 0.2
-    targets = {t['target']: t for t in report['targets']
-               if t['met'] is not None}
+    targets = {
+        t['target']: t
+        for t in report['targets'] if t['met'] is not None
+    }
     assert set(targets) == {
         'AGC share of our training step <= 2%',
         'SAM(0.2) step / plain step <= 1.3x',
         'folded inference, ours (deploy) / timm >= 1.1x',
-        'F0 bf16 training, ours / timm, both eager (info: >= 1.0x)'}
+        'F0 bf16 training, ours / timm, both eager (info: >= 1.0x)'
+    }
     sam = targets['SAM(0.2) step / plain step <= 1.3x']
     assert sam['met'] == (sam['value'] <= 1.3)
     text = (out / 'report.md').read_text()
@@ -342,9 +379,16 @@ def test_gpu_report_quick_run_checks_the_targets(tmp_path):
 
 @pytest.mark.cuda
 def test_speed_on_cuda_reports_memory_and_mfu():
-    res = measures.speed('f0', batch=2, img_size=64, device='cuda',
-                         dtype='bf16', channels_last=True, sam_fraction=0.5,
-                         steps=2, warmup=1)
+    res = measures.speed(
+        'f0',
+        batch=2,
+        img_size=64,
+        device='cuda',
+        dtype='bf16',
+        channels_last=True,
+        sam_fraction=0.5,
+        steps=2,
+        warmup=1)
     for section in ('train', 'infer'):
         for name, r in res[section].items():
             assert 'error' not in r, (section, name, r)

@@ -35,8 +35,8 @@ from mmengine.runner.checkpoint import \
 from mmengine.utils import digit_version
 
 from ..utils.checkpoint import (NotACheckpointError, UnsafeCheckpointError,
-                                atomic_save, atomic_write,
-                                describe_unreadable, forbidden_globals)
+                                atomic_save, atomic_write, describe_unreadable,
+                                forbidden_globals)
 
 __all__ = [
     'SAFE_CHECKPOINT_GLOBALS', 'TARGETED_MMENGINE', 'load_checkpoint_file',
@@ -56,13 +56,16 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
         return getattr(HistoryBuffer, name)
     raise UnsafeCheckpointError(
         f'the checkpoint asks for getattr({obj!r}, {name!r}); only '
-        f'getattr(HistoryBuffer, m) for m in {list(_HISTORY_BUFFER_METHODS)} is allowed')
+        f'getattr(HistoryBuffer, m) for m in {list(_HISTORY_BUFFER_METHODS)} is allowed'
+    )
 
 
 def _safe_globals() -> List[Tuple[Any, str]]:
     """Numpy objects under their numpy 1.x and 2.x names, HistoryBuffer, getattr."""
-    multiarray = (np._core if hasattr(np, '_core') else np.core).multiarray  # numpy 2|1
-    entries = [(HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
+    multiarray = (np._core
+                  if hasattr(np, '_core') else np.core).multiarray  # numpy 2|1
+    entries = [(HistoryBuffer,
+                'mmengine.logging.history_buffer.HistoryBuffer'),
                (_history_buffer_getattr, 'builtins.getattr'),
                (np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype')]
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
@@ -83,8 +86,8 @@ SAFE_CHECKPOINT_GLOBALS: List[Tuple[Any, str]] = _safe_globals()
 # torch >= 2.6 loads weights-only by default and lets
 # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 lift that for callers that pass nothing:
 # there we pass nothing, before we insist.
-_WEIGHTS_ONLY = (None if digit_version(torch.__version__) >=
-                 digit_version('2.6.0') else True)
+_WEIGHTS_ONLY = (None if digit_version(torch.__version__)
+                 >= digit_version('2.6.0') else True)
 
 
 def _allow_listed() -> contextlib.AbstractContextManager:
@@ -96,7 +99,8 @@ def _allow_listed() -> contextlib.AbstractContextManager:
         [g for g in SAFE_CHECKPOINT_GLOBALS if g not in held])
 
 
-def load_checkpoint_file(path: Union[str, os.PathLike], map_location: Any = 'cpu') -> Any:
+def load_checkpoint_file(path: Union[str, os.PathLike],
+                         map_location: Any = 'cpu') -> Any:
     """Load a checkpoint file weights-only, with one clear error naming the file.
 
     Args:
@@ -112,10 +116,12 @@ def load_checkpoint_file(path: Union[str, os.PathLike], map_location: Any = 'cpu
     """
     path = osp.expanduser(os.fspath(path))
     if not osp.isfile(path):
-        raise NotACheckpointError(f'checkpoint {path!r} does not exist or is no file')
+        raise NotACheckpointError(
+            f'checkpoint {path!r} does not exist or is no file')
     try:
         with _allow_listed():
-            return torch.load(path, map_location=map_location, weights_only=_WEIGHTS_ONLY)
+            return torch.load(
+                path, map_location=map_location, weights_only=_WEIGHTS_ONLY)
     except Exception as err:  # noqa: BLE001 - every failure becomes one of two errors
         names = forbidden_globals(err)
         if names:
@@ -124,19 +130,20 @@ def load_checkpoint_file(path: Union[str, os.PathLike], map_location: Any = 'cpu
                 f'weights-only allow-list: {names}. Nothing from it was run. If you '
                 'trust this file, allow those objects first with '
                 '`torch.serialization.add_safe_globals([...])`.') from None
-        if _is_torch_archive(path) and not isinstance(err, pickle.UnpicklingError):
+        if _is_torch_archive(path) and not isinstance(err,
+                                                      pickle.UnpicklingError):
             raise  # a sound file: the error is not about the file (e.g. map_location)
         raise NotACheckpointError(
             f'{path!r} {describe_unreadable(path)}, not a PyTorch checkpoint '
-            f'({type(err).__name__} from torch.load)'
-        ) from None
+            f'({type(err).__name__} from torch.load)') from None
 
 
 def _is_torch_archive(path: str) -> bool:
     """Whether ``path`` is a complete zip archive holding a pickled ``data.pkl``."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(n.rsplit('/', 1)[-1] == 'data.pkl' for n in archive.namelist())
+            return any(
+                n.rsplit('/', 1)[-1] == 'data.pkl' for n in archive.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
 
@@ -146,20 +153,25 @@ def load_from_local(filename: str, map_location: Any = None) -> Any:
     return load_checkpoint_file(filename, map_location=map_location)
 
 
-def atomic_save_checkpoint(checkpoint: dict, filename: str, file_client_args=None,
+def atomic_save_checkpoint(checkpoint: dict,
+                           filename: str,
+                           file_client_args=None,
                            backend_args=None) -> None:
     """MMEngine's ``save_checkpoint``, atomic for local files; others go to MMEngine's."""
     if (file_client_args is not None or str(filename).startswith('pavi://')
-            or not isinstance(get_file_backend(filename, backend_args=backend_args),
-                              LocalBackend)):
-        _mmengine_save_checkpoint(checkpoint, filename, file_client_args, backend_args)
+            or not isinstance(
+                get_file_backend(filename, backend_args=backend_args),
+                LocalBackend)):
+        _mmengine_save_checkpoint(checkpoint, filename, file_client_args,
+                                  backend_args)
         return
     atomic_save(checkpoint, filename)
 
 
 def _hook_open(file: Any, mode: str = 'r', *args, **kwargs) -> IO:
     """``open`` for ``CheckpointHook``: its ``last_checkpoint`` write becomes atomic."""
-    if (mode == 'w' and not args and not kwargs and isinstance(file, (str, os.PathLike))
+    if (mode == 'w' and not args and not kwargs
+            and isinstance(file, (str, os.PathLike))
             and osp.basename(os.fspath(file)) == 'last_checkpoint'):
         return atomic_write(file, 'w')
     return open(file, mode, *args, **kwargs)
@@ -188,7 +200,8 @@ def enable_safe_checkpoints() -> None:
         print_log(
             f'nfnet_mm: MMEngine {mmengine.__version__} is newer than '
             f'{TARGETED_MMENGINE}, the last version our checkpoint fixes '
-            'target; they are not applied.', logger='current')
+            'target; they are not applied.',
+            logger='current')
         return
     from mmengine import runner as mm_runner
     from mmengine.hooks import checkpoint_hook
@@ -197,12 +210,11 @@ def enable_safe_checkpoints() -> None:
 
     if hasattr(torch.serialization, 'add_safe_globals'):  # torch >= 2.4
         torch.serialization.add_safe_globals(list(SAFE_CHECKPOINT_GLOBALS))
-    mm_ckpt.CheckpointLoader.register_scheme(prefixes='', loader=load_from_local,
-                                             force=True)
+    mm_ckpt.CheckpointLoader.register_scheme(
+        prefixes='', loader=load_from_local, force=True)
     for module in (mm_ckpt, mm_runner, mm_runner_module,
                    sys.modules.get('mmengine._strategy.deepspeed'),
                    sys.modules.get('mmengine._strategy.colossalai')):
         if getattr(module, 'save_checkpoint', None) is not None:
             module.save_checkpoint = atomic_save_checkpoint
     checkpoint_hook.open = _hook_open
-

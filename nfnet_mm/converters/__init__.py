@@ -7,6 +7,8 @@ from .common import ConversionError, check_converted, infer_arch
 from .deepmind import convert_deepmind_file, convert_deepmind_params
 from .timm import convert_timm_file, convert_timm_state_dict
 
-__all__ = ['ConversionError', 'check_converted', 'infer_arch',
-           'convert_deepmind_file', 'convert_deepmind_params',
-           'convert_timm_file', 'convert_timm_state_dict']
+__all__ = [
+    'ConversionError', 'check_converted', 'infer_arch',
+    'convert_deepmind_file', 'convert_deepmind_params', 'convert_timm_file',
+    'convert_timm_state_dict'
+]

@@ -9,8 +9,10 @@ import torch
 
 from ..utils.checkpoint import describe_unreadable, forbidden_globals
 
-__all__ = ['ConversionError', 'unreadable_error', 'infer_arch',
-           'check_converted', 'run_converter']
+__all__ = [
+    'ConversionError', 'unreadable_error', 'infer_arch', 'check_converted',
+    'run_converter'
+]
 
 
 class ConversionError(ValueError):
@@ -54,46 +56,56 @@ def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Union[str, dict]:
     shows, are F0's; a shortcut in a block that keeps the width means a
     stride of 2)."""
     from ..models.backbones.nfnet import NFNet
-    blocks = [tuple(map(int, m.groups())) for m in (
-        re.match(r'backbone\.stages\.(\d+)\.(\d+)\.', k) for k in state_dict)
-        if m]
+    blocks = [
+        tuple(map(int, m.groups()))
+        for m in (re.match(r'backbone\.stages\.(\d+)\.(\d+)\.', k)
+                  for k in state_dict) if m
+    ]
     if not blocks:
         raise ConversionError('Cannot infer the arch: no backbone.stages.* '
                               'key; name it with --arch.')
     num_stages = max(s for s, _ in blocks) + 1
-    depths = [max([b + 1 for s2, b in blocks if s2 == s], default=0)
-              for s in range(num_stages)]
+    depths = [
+        max([b + 1 for s2, b in blocks if s2 == s], default=0)
+        for s in range(num_stages)
+    ]
     stem, s = [], 1
     while any(k.startswith(f'backbone.stem.conv{s}.') for k in state_dict):
         stem.append(_first(state_dict, rf'backbone\.stem\.conv{s}\.weight')[0])
         s += 1
     stage = r'backbone\.stages\.{}\.\d+\.{}\.weight'
-    widths = [_first(state_dict, stage.format(s, 'conv3'))[0]
-              for s in range(num_stages)]
+    widths = [
+        _first(state_dict, stage.format(s, 'conv3'))[0]
+        for s in range(num_stages)
+    ]
     f_arch = NFNet.arch_settings['f0']
     for name, arch in NFNet.arch_settings.items():
-        if (arch['depths'], arch['widths'], arch['stem_widths']) == (
-                depths, widths, stem):
+        if (arch['depths'], arch['widths'],
+                arch['stem_widths']) == (depths, widths, stem):
             return name
     conv1 = _first(state_dict, stage.format(0, 'conv1'))
     fc1 = _first(state_dict, stage.format(0, 'se.fc1'))
     in_ch, strides = stem[-1], []
     for s, width in enumerate(widths):
-        has_shortcut = any(k.startswith(f'backbone.stages.{s}.0.shortcut.')
-                           for k in state_dict)
+        has_shortcut = any(
+            k.startswith(f'backbone.stages.{s}.0.shortcut.')
+            for k in state_dict)
         strides.append(2 if has_shortcut and in_ch == width else
                        f_arch['strides'][s] if has_shortcut else 1)
         in_ch = width
     final = _first(state_dict, r'backbone\.final_conv\.weight')[0]
     return dict(
-        depths=depths, widths=widths, stem_widths=stem,
+        depths=depths,
+        widths=widths,
+        stem_widths=stem,
         group_width=_first(state_dict, stage.format(0, 'conv2'))[1],
         bottleneck_ratio=_ratio(conv1[0], widths[0]),
         se_ratio=_ratio(fc1[0], widths[0]),
         final_expansion=_ratio(final, widths[-1]),
-        alpha=f_arch['alpha'], strides=strides,
-        stem_strides=(f_arch['stem_strides'] if len(stem) == 4 else
-                      [1] * len(stem)))
+        alpha=f_arch['alpha'],
+        strides=strides,
+        stem_strides=(f_arch['stem_strides'] if len(stem) == 4 else [1] *
+                      len(stem)))
 
 
 def check_converted(state_dict: Dict[str, torch.Tensor],
@@ -117,21 +129,26 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
             backbone = NFNet(arch=arch)
     except (ValueError, TypeError) as err:  # an unknown arch name or key
         raise ConversionError(str(err)) from None
-    expected = {f'backbone.{k}': tuple(v.shape)
-                for k, v in backbone.state_dict().items()}
+    expected = {
+        f'backbone.{k}': tuple(v.shape)
+        for k, v in backbone.state_dict().items()
+    }
     head = state_dict.get('head.fc.weight', state_dict.get('head.fc.bias'))
     num_classes = 1000 if head is None else head.shape[0]
     expected['head.fc.weight'] = (num_classes, backbone.num_features)
     expected['head.fc.bias'] = (num_classes, )
     got = {k: tuple(v.shape) for k, v in state_dict.items()}
     problems = {
-        'source keys no rule converts': sorted(unused),
-        'missing in the source': [source_name(k) for k in expected
-                                  if k not in got],
-        'not in the model': sorted(set(got) - set(expected)),
+        'source keys no rule converts':
+        sorted(unused),
+        'missing in the source':
+        [source_name(k) for k in expected if k not in got],
+        'not in the model':
+        sorted(set(got) - set(expected)),
         'shape mismatches (file vs model)': [
             f'{k}: {got[k]} vs {v}' for k, v in expected.items()
-            if k in got and got[k] != v],
+            if k in got and got[k] != v
+        ],
     }
     found = {k: v for k, v in problems.items() if v}
     if found:

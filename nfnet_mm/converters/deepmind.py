@@ -34,20 +34,32 @@ from ..utils.checkpoint import atomic_save
 from .common import (ConversionError, check_converted, infer_arch,
                      unreadable_error)
 
-__all__ = ['UnsafePickleError', 'SafeNumpyUnpickler', 'load_deepmind_file',
-           'infer_depths', 'convert_deepmind_params', 'convert_deepmind_file']
+__all__ = [
+    'UnsafePickleError', 'SafeNumpyUnpickler', 'load_deepmind_file',
+    'infer_depths', 'convert_deepmind_params', 'convert_deepmind_file'
+]
 
 Params = Dict[str, Dict[str, np.ndarray]]
 
 SEP = '/~/'
 _BLOCK = re.compile(r'nf_block(?:_(\d+))?')
 # DeepMind's part of a block -> ours
-_BLOCK_PARTS = {'conv0': 'conv1', 'conv1': 'conv2', 'conv1b': 'conv2b',
-                'conv2': 'conv3', 'conv_shortcut': 'shortcut.conv',
-                f'squeeze_excite{SEP}linear': 'se.fc1',
-                f'squeeze_excite{SEP}linear_1': 'se.fc2'}
-_PARAMS = {'w': 'weight', 'b': 'bias', 'gain': 'gain', 'bias': 'bias',
-           'skip_gain': 'skip_gain'}
+_BLOCK_PARTS = {
+    'conv0': 'conv1',
+    'conv1': 'conv2',
+    'conv1b': 'conv2b',
+    'conv2': 'conv3',
+    'conv_shortcut': 'shortcut.conv',
+    f'squeeze_excite{SEP}linear': 'se.fc1',
+    f'squeeze_excite{SEP}linear_1': 'se.fc2'
+}
+_PARAMS = {
+    'w': 'weight',
+    'b': 'bias',
+    'gain': 'gain',
+    'bias': 'bias',
+    'skip_gain': 'skip_gain'
+}
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -74,7 +86,9 @@ def _encode_latin1(text: str, encoding: str = 'latin1') -> bytes:
     return text.encode('latin1')
 
 
-def _dill_create_array(f: Callable, args: tuple, state: Any,
+def _dill_create_array(f: Callable,
+                       args: tuple,
+                       state: Any,
                        npdict: Optional[dict] = None) -> np.ndarray:
     # dill pickles an ndarray as _create_array(f, args, state, npdict); ``f``
     # was itself resolved through the allow-list (numpy's _reconstruct)
@@ -88,14 +102,20 @@ def _dill_create_array(f: Callable, args: tuple, state: Any,
 def _allowed_globals() -> Dict[Tuple[str, str], Callable]:
     mult = ('numpy._core.multiarray', 'numpy.core.multiarray')
     numeric = ('numpy._core.numeric', 'numpy.core.numeric')
-    table = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
-             ('collections', 'OrderedDict'): OrderedDict,
-             ('_codecs', 'encode'): _encode_latin1,
-             ('dill._dill', '_create_array'): _dill_create_array}
+    table = {
+        ('numpy', 'ndarray'): np.ndarray,
+        ('numpy', 'dtype'): np.dtype,
+        ('collections', 'OrderedDict'): OrderedDict,
+        ('_codecs', 'encode'): _encode_latin1,
+        ('dill._dill', '_create_array'): _dill_create_array
+    }
     for modules, names in ((mult, ('_reconstruct', 'scalar')),
                            (numeric, ('_frombuffer', ))):
-        table.update({(module, name): _numpy_attr(modules, name)
-                      for module in modules for name in names})
+        table.update({
+            (module, name): _numpy_attr(modules, name)
+            for module in modules
+            for name in names
+        })
     return table
 
 
@@ -145,8 +165,9 @@ def load_deepmind_file(path: str) -> Params:
         for name, array in group.items():
             if name is None:  # flat tree: '<module>/<param>' -> array
                 module, _, name = str(module).rpartition('/')
-            if not isinstance(array, (np.ndarray, np.generic)) or (
-                    not np.issubdtype(np.asarray(array).dtype, np.floating)):
+            if not isinstance(array,
+                              (np.ndarray, np.generic)) or (not np.issubdtype(
+                                  np.asarray(array).dtype, np.floating)):
                 raise ConversionError(
                     f'{path}: {module}:{name} is a {type(array).__name__} '
                     f'({getattr(array, "dtype", "no dtype")}), not a float '
@@ -188,7 +209,8 @@ def _tensor(name: str, array: Any) -> torch.Tensor:
     return t.contiguous()
 
 
-def convert_deepmind_params(params: Params, depths: Sequence[int],
+def convert_deepmind_params(params: Params,
+                            depths: Sequence[int],
                             arch: Optional[Any] = None,
                             root: str = 'NFNet') -> 'OrderedDict':
     """Map DeepMind's NFNet parameter tree onto nfnet_mm's keys.
@@ -213,26 +235,29 @@ def convert_deepmind_params(params: Params, depths: Sequence[int],
     out, unused = OrderedDict(), []
     for module, group in params.items():
         parts = module.split(SEP)
-        tail, m = SEP.join(parts[2:]), _BLOCK.fullmatch(parts[1]) if len(
-            parts) > 1 else None
+        tail, m = SEP.join(
+            parts[2:]), _BLOCK.fullmatch(parts[1]) if len(parts) > 1 else None
         prefix = None
         if parts[0] != root or len(parts) < 2:
             pass
         elif m and (not tail or tail in _BLOCK_PARTS):
             s, b = positions[int(m.group(1) or 0)]
-            prefix = f'backbone.stages.{s}.{b}' + (
-                f'.{_BLOCK_PARTS[tail]}' if tail else '')
+            prefix = f'backbone.stages.{s}.{b}' + (f'.{_BLOCK_PARTS[tail]}'
+                                                   if tail else '')
         elif re.fullmatch(r'stem_conv\d+', parts[1]) and not tail:
             prefix = f'backbone.stem.conv{int(parts[1][9:]) + 1}'
         elif parts[1] in ('final_conv', 'linear') and not tail:
-            prefix = {'final_conv': 'backbone.final_conv',
-                      'linear': 'head.fc'}[parts[1]]
+            prefix = {
+                'final_conv': 'backbone.final_conv',
+                'linear': 'head.fc'
+            }[parts[1]]
         for name, array in group.items():
             if prefix is None or name not in _PARAMS:
                 unused.append(f'{module}:{name}')
             elif f'{prefix}.{_PARAMS[name]}' in out:  # e.g. both 'b' and 'bias'
-                raise ConversionError(f'{module}:{name} and another array both '
-                                      f'give {prefix}.{_PARAMS[name]}')
+                raise ConversionError(
+                    f'{module}:{name} and another array both '
+                    f'give {prefix}.{_PARAMS[name]}')
             else:
                 out[f'{prefix}.{_PARAMS[name]}'] = _tensor(name, array)
 
@@ -243,22 +268,26 @@ def convert_deepmind_params(params: Params, depths: Sequence[int],
         if m:
             k = positions.index((int(m[1]), int(m[2])))
             part = {v: p for p, v in _BLOCK_PARTS.items()}.get(m[3], m[3])
-            module = (f'nf_block_{k}' if k else 'nf_block') + (
-                f'{SEP}{part}' if part else '')
+            module = (f'nf_block_{k}' if k else 'nf_block') + (f'{SEP}{part}'
+                                                               if part else '')
         elif path.startswith('backbone.stem.conv'):
             module = f'stem_conv{int(path[18:]) - 1}'
         else:
             module = {'backbone.final_conv': 'final_conv'}.get(path, 'linear')
         linear = module.endswith(('linear', 'linear_1'))
-        name = {'weight': 'w', 'bias': 'b' if linear else 'bias'}.get(
-            param, param)
+        name = {
+            'weight': 'w',
+            'bias': 'b' if linear else 'bias'
+        }.get(param, param)
         return f'{root}{SEP}{module}:{name}'
 
     check_converted(out, arch or infer_arch(out), unused, deepmind_name)
     return out
 
 
-def convert_deepmind_file(src: str, dst: str, arch: Optional[str] = None,
+def convert_deepmind_file(src: str,
+                          dst: str,
+                          arch: Optional[str] = None,
                           depths: Optional[Sequence[int]] = None) -> dict:
     """Read ``src``, convert, check, then (only then) write ``dst``.
 
@@ -284,9 +313,11 @@ def convert_deepmind_file(src: str, dst: str, arch: Optional[str] = None,
         arch, depths = infer_depths(params)
     state_dict = convert_deepmind_params(params, depths, arch)
     checkpoint = dict(
-        meta=dict(source='deepmind-haiku', source_file=osp.basename(src),
-                  arch=arch or infer_arch(state_dict),
-                  depths=[int(d) for d in depths]),
+        meta=dict(
+            source='deepmind-haiku',
+            source_file=osp.basename(src),
+            arch=arch or infer_arch(state_dict),
+            depths=[int(d) for d in depths]),
         state_dict=state_dict)
     atomic_save(checkpoint, dst)
     return checkpoint

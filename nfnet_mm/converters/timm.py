@@ -19,8 +19,10 @@ from ..utils.checkpoint import atomic_save
 from .common import (ConversionError, check_converted, infer_arch,
                      unreadable_error)
 
-__all__ = ['TIMM_KEY_RULES', 'convert_timm_state_dict', 'load_timm_file',
-           'convert_timm_file']
+__all__ = [
+    'TIMM_KEY_RULES', 'convert_timm_state_dict', 'load_timm_file',
+    'convert_timm_file'
+]
 
 _CONV = (r'(?P<p>(?:stem\.conv\d|final_conv|stages\.\d+\.\d+\.'
          r'(?:conv1|conv2|conv2b|conv3|downsample\.conv)))')
@@ -53,8 +55,8 @@ def _timm_name(target: str) -> str:
     """Our key -> the timm key it comes from."""
     key = re.sub(r'^backbone\.', '', target)
     for ours, theirs in (('.shortcut.conv', '.downsample.conv'),
-                         ('.skip_gain', '.skipinit_gain'),
-                         ('.se.fc', '.attn_last.fc')):
+                         ('.skip_gain', '.skipinit_gain'), ('.se.fc',
+                                                            '.attn_last.fc')):
         key = key.replace(ours, theirs)
     return key
 
@@ -116,15 +118,16 @@ def load_timm_file(path: str) -> Dict[str, torch.Tensor]:
     return obj
 
 
-def convert_timm_file(src: str, dst: str,
-                      arch: Optional[str] = None) -> dict:
+def convert_timm_file(src: str, dst: str, arch: Optional[str] = None) -> dict:
     """Read ``src``, convert, check, then (only then) write ``dst``; return
     the saved ``{'state_dict', 'meta'}``."""
     arch = arch and arch.lower()
     converted = convert_timm_state_dict(load_timm_file(src), arch)
     meta = dict(
-        converted_from='timm', source=osp.basename(src),
-        arch=arch or infer_arch(converted), padding='same',
+        converted_from='timm',
+        source=osp.basename(src),
+        arch=arch or infer_arch(converted),
+        padding='same',
         note='timm numerics: exact GELU, WS eps 1e-5 inside the variance')
     checkpoint = dict(state_dict=converted, meta=meta)
     atomic_save(checkpoint, dst)

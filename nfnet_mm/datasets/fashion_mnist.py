@@ -31,8 +31,10 @@ _APT = ('`apt-get install dataset-fashion-mnist` (into '
 def _read_idx(path: str) -> np.ndarray:
     """MMPretrain's idx reader, with an error naming a truncated or corrupt file."""
     try:
-        with warnings.catch_warnings():  # it wraps the read-only bytes without copy
-            warnings.filterwarnings('ignore', 'The given NumPy array is not writable')
+        with warnings.catch_warnings(
+        ):  # it wraps the read-only bytes without copy
+            warnings.filterwarnings('ignore',
+                                    'The given NumPy array is not writable')
             return read_sn3_pascalvincent_tensor(path, strict=True).numpy()
     except PermissionError:
         raise
@@ -79,7 +81,8 @@ class FashionMNISTIdx(FashionMNIST):
             split = 'test' if test_mode else 'train'
         if split not in ('train', 'test'):
             raise ValueError(
-                f"FashionMNISTIdx split must be 'train' or 'test', got {split!r}")
+                f"FashionMNISTIdx split must be 'train' or 'test', got {split!r}"
+            )
         # MMPretrain 1.2's MNIST picks the files from test_mode, not split.
         self._idx_split = split
         super().__init__(
@@ -100,10 +103,13 @@ class FashionMNISTIdx(FashionMNIST):
     def _paths(self) -> List[str]:
         """The split's image and label files; one error if the folder lacks them."""
         root = osp.normpath(self.data_prefix['root'])
-        names = [item[0] for item in (
-            self.train_list if self._idx_split == 'train' else self.test_list)]
+        names = [
+            item[0] for item in (self.train_list if self._idx_split ==
+                                 'train' else self.test_list)
+        ]
         if not osp.isdir(root):
-            problem = 'does not exist' if not osp.exists(root) else 'is not a folder'
+            problem = 'does not exist' if not osp.exists(
+                root) else 'is not a folder'
         elif not os.access(root, os.R_OK | os.X_OK):
             problem = 'cannot be read (permissions)'
         else:
@@ -129,7 +135,8 @@ class FashionMNISTIdx(FashionMNIST):
             self.test_mode = self._idx_split == 'test'
             try:
                 return super().load_data_list()
-            except (OSError, RuntimeError, AssertionError) as err:  # URLError: OSError
+            except (OSError, RuntimeError,
+                    AssertionError) as err:  # URLError: OSError
                 root = osp.normpath(self.data_prefix['root'])
                 raise RuntimeError(
                     f'Downloading Fashion-MNIST from {self.url_prefix} into {root!r} '

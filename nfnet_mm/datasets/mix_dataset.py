@@ -99,8 +99,8 @@ class MixupCutMixDataset:
                                  'dataset as a config dict; subset the built '
                                  'dataset itself instead.')
             dataset = dict(dataset, indices=indices)
-        self.dataset = DATASETS.build(dataset) if isinstance(
-            dataset, dict) else dataset
+        self.dataset = DATASETS.build(dataset) if isinstance(dataset,
+                                                             dict) else dataset
         if num_classes is None:
             num_classes = len(self.dataset.metainfo.get('classes', ()))
         if num_classes < 2:
@@ -145,13 +145,16 @@ class MixupCutMixDataset:
         """Rows ``[0, cutmix_from)`` MixUp, the others CutMix."""
         n = len(indices)
         images = [self.dataset[i] for i in indices]
-        mix = np.random.rand() < self.mix_prob and (
-            self.partners == 'distinct' or n > 1)
+        mix = np.random.rand() < self.mix_prob and (self.partners == 'distinct'
+                                                    or n > 1)
         if self.augment_before_mix or not mix:
             images = [self.augment(r) for r in images]
         if not mix:  # soft labels too: single reads (RepeatDataset) share batches
-            return [self.pack(dict(r, gt_score=self._score(r, r, 1.)) if
-                              self.mix_prob > 0 else r) for r in images]
+            return [
+                self.pack(
+                    dict(r, gt_score=self._score(r, r, 1.)) if self.mix_prob >
+                    0 else r) for r in images
+            ]
         if self.partners == 'distinct':
             others = [self._other(i) for i in indices]
             seconds = [self.dataset[j] for j in others]
@@ -195,8 +198,9 @@ class MixupCutMixDataset:
             img = b.copy()
             img[y1:y2, x1:x2] = a[y1:y2, x1:x2]
             ratio = (y2 - y1) * (x2 - x1) / (h * w)
-            info = dict(mix_mode='cutmix',
-                        mix_box=tuple(int(v) for v in (y1, y2, x1, x2)))
+            info = dict(
+                mix_mode='cutmix',
+                mix_box=tuple(int(v) for v in (y1, y2, x1, x2)))
         else:
             ratio = np.random.beta(self.mixup_alpha, self.mixup_alpha)
             blend = ratio * a.astype(np.float32) + (1 - ratio) * b.astype(
@@ -205,8 +209,11 @@ class MixupCutMixDataset:
             img = np.clip(blend, 0, 255).astype(np.uint8)
             info = dict(mix_mode='mixup')
         info['mix_ratio'] = float(ratio)
-        return dict(first, img=img, gt_score=self._score(first, second, ratio),
-                    mix_info=info)
+        return dict(
+            first,
+            img=img,
+            gt_score=self._score(first, second, ratio),
+            mix_info=info)
 
     def _score(self, first: dict, second: dict, ratio: float) -> np.ndarray:
         """Soft label: ``ratio`` of ``first``'s class, the rest ``second``'s."""

@@ -34,10 +34,19 @@ class WarmupLR(LinearLR):
     """MMEngine's ``LinearLR``; from epochs, at least two iterations long."""
 
     @classmethod
-    def build_iter_from_epoch(cls, *args, begin=0, end=INF, by_epoch=True,
-                              epoch_length=None, **kwargs):
-        return cls(*args, begin=_iters(begin, epoch_length),
-                   end=_iters(end, epoch_length, 2), by_epoch=False, **kwargs)
+    def build_iter_from_epoch(cls,
+                              *args,
+                              begin=0,
+                              end=INF,
+                              by_epoch=True,
+                              epoch_length=None,
+                              **kwargs):
+        return cls(
+            *args,
+            begin=_iters(begin, epoch_length),
+            end=_iters(end, epoch_length, 2),
+            by_epoch=False,
+            **kwargs)
 
 
 @PARAM_SCHEDULERS.register_module()
@@ -59,8 +68,18 @@ class CosineAfterWarmupLR(CosineAnnealingLR):
         super().__init__(optimizer, begin=begin, end=end, **kwargs)
 
     @classmethod
-    def build_iter_from_epoch(cls, *args, T_max=None, begin=0, end=INF,
-                              by_epoch=True, epoch_length=None, **kwargs):
-        return cls(*args, T_max=T_max and T_max * epoch_length,
-                   begin=_iters(begin, epoch_length, 2),
-                   end=_iters(end, epoch_length), by_epoch=False, **kwargs)
+    def build_iter_from_epoch(cls,
+                              *args,
+                              T_max=None,
+                              begin=0,
+                              end=INF,
+                              by_epoch=True,
+                              epoch_length=None,
+                              **kwargs):
+        return cls(
+            *args,
+            T_max=T_max and T_max * epoch_length,
+            begin=_iters(begin, epoch_length, 2),
+            end=_iters(end, epoch_length),
+            by_epoch=False,
+            **kwargs)

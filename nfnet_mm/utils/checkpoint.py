@@ -63,8 +63,9 @@ def describe_unreadable(path: str) -> str:
     if not head:
         return 'is empty'
     if head.startswith(b'PK\x03\x04'):
-        return ('is a zip archive of something else' if zipfile.is_zipfile(path)
-                else 'is a damaged or truncated zip archive')
+        return ('is a zip archive of something else'
+                if zipfile.is_zipfile(path) else
+                'is a damaged or truncated zip archive')
     if head[:1] == b'\x80' and head[1:2] in b'\x02\x03\x04\x05':
         return 'is a damaged or truncated pickle, or a pickle of something else'
     if all(32 <= c < 127 or c in b'\t\r\n' for c in head):
@@ -78,8 +79,10 @@ def strip_prefix(state_dict: Mapping[str, Any],
 
     The default is DDP's ``module.``, which MMEngine's loaders strip too.
     """
-    return {k[len(prefix):] if k.startswith(prefix) else k: v
-            for k, v in state_dict.items()}
+    return {
+        k[len(prefix):] if k.startswith(prefix) else k: v
+        for k, v in state_dict.items()
+    }
 
 
 def _list(keys: List[str], limit: int = 8) -> str:
@@ -87,7 +90,8 @@ def _list(keys: List[str], limit: int = 8) -> str:
     return ', '.join(keys[:limit]) + more
 
 
-def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any],
+def check_state_dict(expected: Mapping[str, Any],
+                     given: Mapping[str, Any],
                      source: str,
                      fix: str = 'Is it a checkpoint of this config?',
                      error: Optional[type] = None) -> None:
@@ -107,15 +111,20 @@ def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any],
     """
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
-    misshaped = [f'{k} {list(getattr(given[k], "shape", ()))} (model: {list(v.shape)})'
-                 for k, v in expected.items() if k in given
-                 and tuple(getattr(given[k], 'shape', ())) != tuple(v.shape)]
-    problems = [f'{len(keys)} {what}: {_list(keys)}'
-                for what, keys in (('missing', missing), ('unexpected', unexpected),
-                                   ('with another shape', misshaped)) if keys]
+    misshaped = [
+        f'{k} {list(getattr(given[k], "shape", ()))} (model: {list(v.shape)})'
+        for k, v in expected.items() if k in given
+        and tuple(getattr(given[k], 'shape', ())) != tuple(v.shape)
+    ]
+    problems = [
+        f'{len(keys)} {what}: {_list(keys)}'
+        for what, keys in (('missing', missing), ('unexpected', unexpected),
+                           ('with another shape', misshaped)) if keys
+    ]
     if problems:
-        raise (error or CheckpointMismatchError)(
-            f'{source} does not match the model: ' + '; '.join(problems) + f'. {fix}')
+        raise (error or CheckpointMismatchError
+               )(f'{source} does not match the model: ' + '; '.join(problems) +
+                 f'. {fix}')
 
 
 @contextlib.contextmanager
@@ -134,12 +143,13 @@ def atomic_write(path: PathLike, mode: str = 'wb') -> Iterator[IO]:
         IO: The open temporary file.
     """
     if mode not in ('wb', 'w'):
-        raise ValueError(f'atomic_write mode must be "wb" or "w", got {mode!r}')
+        raise ValueError(
+            f'atomic_write mode must be "wb" or "w", got {mode!r}')
     target = osp.realpath(os.fspath(path))
     dirname = osp.dirname(target)
     os.makedirs(dirname, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dirname, prefix=f'.{osp.basename(target)}.',
-                               suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(
+        dir=dirname, prefix=f'.{osp.basename(target)}.', suffix='.tmp')
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -153,7 +163,8 @@ def atomic_write(path: PathLike, mode: str = 'wb') -> Iterator[IO]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError):  # the rename itself, where directories sync
+    with contextlib.suppress(
+            OSError):  # the rename itself, where directories sync
         dir_fd = os.open(dirname, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

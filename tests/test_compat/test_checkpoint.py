@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+from foundation_helpers import StopAfterEpoch, make_runner, run_until_stopped
 from mmengine.logging import MMLogger
 from mmengine.runner import checkpoint as mm_ckpt
 from mmengine.runner.checkpoint import _load_checkpoint, find_latest_checkpoint
@@ -13,7 +14,6 @@ from mmengine.runner.checkpoint import _load_checkpoint, find_latest_checkpoint
 import nfnet_mm
 from nfnet_mm.compat import checkpoint as ckpt
 from nfnet_mm.utils import checkpoint as ckpt_utils
-from foundation_helpers import StopAfterEpoch, make_runner, run_until_stopped
 
 # The opt-in, as tools/train.py and tools/test.py do; idempotent.
 nfnet_mm.enable_safe_checkpoints()
@@ -21,7 +21,10 @@ nfnet_mm.enable_safe_checkpoints()
 
 
 def _weights(runner):
-    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+    return {
+        k: v.detach().clone()
+        for k, v in runner.model.state_dict().items()
+    }
 
 
 @pytest.mark.slow
@@ -31,7 +34,8 @@ def test_resume_is_bitwise_exact(tmp_path):
     expected = _weights(straight)
 
     # The same run, killed after epoch 1's checkpoint, then resumed by a fresh Runner.
-    killed = make_runner(tmp_path / 'resumed', custom_hooks=[StopAfterEpoch(1)])
+    killed = make_runner(
+        tmp_path / 'resumed', custom_hooks=[StopAfterEpoch(1)])
     run_until_stopped(killed)
     assert killed.epoch == 0  # it never finished epoch 1's bookkeeping
     resumed = make_runner(tmp_path / 'resumed', resume=True)
@@ -46,13 +50,14 @@ def test_resume_is_bitwise_exact(tmp_path):
     for name in expected:
         assert torch.equal(got[name], expected[name]), name
     # and it differs from a run that ignores the momentum buffers (state matters)
-    assert not torch.equal(_weights(killed)['conv.weight'], expected['conv.weight'])
+    assert not torch.equal(
+        _weights(killed)['conv.weight'], expected['conv.weight'])
 
 
 @pytest.mark.slow
 def test_real_checkpoint_needs_only_allow_listed_globals(tmp_path):
-    runner = make_runner(tmp_path, max_epochs=1,
-                         custom_hooks=[dict(type='EMAHook')])
+    runner = make_runner(
+        tmp_path, max_epochs=1, custom_hooks=[dict(type='EMAHook')])
     runner.train()
     path = osp.join(tmp_path, 'epoch_1.pth')
     allowed = {name for _, name in ckpt.SAFE_CHECKPOINT_GLOBALS}
@@ -60,7 +65,8 @@ def test_real_checkpoint_needs_only_allow_listed_globals(tmp_path):
     registered = torch.serialization.get_safe_globals()
     torch.serialization.clear_safe_globals()
     try:
-        needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        needed = set(
+            torch.serialization.get_unsafe_globals_in_checkpoint(path))
         with pytest.raises(pickle.UnpicklingError):
             torch.load(path, weights_only=True)
     finally:
@@ -68,8 +74,10 @@ def test_real_checkpoint_needs_only_allow_listed_globals(tmp_path):
     assert needed, 'a Runner checkpoint should need more than torch defaults'
     assert needed <= allowed, needed - allowed
     loaded = ckpt.load_checkpoint_file(path)
-    assert {'meta', 'state_dict', 'message_hub', 'optimizer',
-            'param_schedulers', 'ema_state_dict'} <= set(loaded)
+    assert {
+        'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers',
+        'ema_state_dict'
+    } <= set(loaded)
     # and MMEngine's own loader (what Runner.resume / load_checkpoint call) works
     assert _load_checkpoint(path, map_location='cpu')['meta']['epoch'] == 1
 
@@ -81,7 +89,7 @@ class _RunsCommand:
         self.marker = marker
 
     def __reduce__(self):
-        return (os.system, (f'touch {self.marker}',))
+        return (os.system, (f'touch {self.marker}', ))
 
 
 class _ReachesThroughGetattr:
@@ -145,7 +153,8 @@ def _kill_before_rename(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('kill', [_kill_mid_serialization, _kill_before_rename])
+@pytest.mark.parametrize('kill',
+                         [_kill_mid_serialization, _kill_before_rename])
 def test_killed_save_leaves_previous_checkpoint_and_pointer_intact(
         tmp_path, monkeypatch, kill):
     work_dir = tmp_path / 'run'
@@ -172,7 +181,8 @@ def test_killed_save_leaves_previous_checkpoint_and_pointer_intact(
     third = make_runner(work_dir, max_epochs=2, resume=True)
     third.train()
     assert third.epoch == 2
-    assert find_latest_checkpoint(str(work_dir)) == osp.join(work_dir, 'epoch_2.pth')
+    assert find_latest_checkpoint(str(work_dir)) == osp.join(
+        work_dir, 'epoch_2.pth')
     resumed = ckpt.load_checkpoint_file(osp.join(work_dir, 'epoch_2.pth'))
     assert resumed['meta']['epoch'] == 2
 
@@ -206,19 +216,29 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 def test_env_escape_hatch_keeps_torch_meaning(tmp_path, monkeypatch):
     """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 loads a trusted file, as plain MMEngine does."""
     path = str(tmp_path / 'trusted.pth')
-    torch.save({'state_dict': {'w': torch.ones(2)},
-                'meta': {'args': argparse.Namespace(lr=0.1)}}, path)
-    with pytest.raises(ckpt_utils.UnsafeCheckpointError, match='argparse.Namespace'):
+    torch.save(
+        {
+            'state_dict': {
+                'w': torch.ones(2)
+            },
+            'meta': {
+                'args': argparse.Namespace(lr=0.1)
+            }
+        }, path)
+    with pytest.raises(
+            ckpt_utils.UnsafeCheckpointError, match='argparse.Namespace'):
         _load_checkpoint(path)
     monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
     assert _load_checkpoint(path)['meta']['args'].lr == 0.1
-    assert ckpt.load_checkpoint_file(path)['meta']['args'] == argparse.Namespace(lr=0.1)
+    assert ckpt.load_checkpoint_file(
+        path)['meta']['args'] == argparse.Namespace(lr=0.1)
 
 
 def test_mmengine_log_keeps_its_loader_name(tmp_path, capsys):
     path = str(tmp_path / 'w.pth')
     torch.save({'state_dict': {}}, path)
-    assert mm_ckpt.CheckpointLoader._get_checkpoint_loader(path) is ckpt.load_from_local
+    assert mm_ckpt.CheckpointLoader._get_checkpoint_loader(
+        path) is ckpt.load_from_local
     logger = MMLogger.get_instance('ckpt_log_name')
     mm_ckpt.CheckpointLoader.load_checkpoint(path, logger=logger)
     log = capsys.readouterr().out
@@ -232,10 +252,12 @@ def test_atomic_saves_write_through_a_symlink(tmp_path):
     target, link = tmp_path / 'real.pth', tmp_path / 'latest.pth'
     target.write_bytes(b'old')
     link.symlink_to(target)
-    mm_runner.save_checkpoint({'state_dict': {'w': torch.arange(3.)}}, str(link))
+    mm_runner.save_checkpoint({'state_dict': {
+        'w': torch.arange(3.)
+    }}, str(link))
     assert link.is_symlink() and os.readlink(link) == str(target)
-    assert torch.equal(ckpt.load_checkpoint_file(target)['state_dict']['w'],
-                       torch.arange(3.))
+    assert torch.equal(
+        ckpt.load_checkpoint_file(target)['state_dict']['w'], torch.arange(3.))
     pointer, pointed = tmp_path / 'last_checkpoint', tmp_path / 'pointer.txt'
     pointed.write_text('old')
     pointer.symlink_to(pointed)
@@ -246,14 +268,19 @@ def test_atomic_saves_write_through_a_symlink(tmp_path):
         ['real.pth', 'latest.pth', 'last_checkpoint', 'pointer.txt'])
 
 
-@pytest.mark.parametrize('content, says', [
-    (os.urandom(4096), 'neither a zip archive nor a pickle'),
-    (b'hello, this is a text file\n', 'neither a zip archive nor a pickle'),
-    (b'', 'is empty'),
-    (b'\x1f\x8b\x08\x00' + os.urandom(64), 'neither a zip archive nor a pickle'),
-    (b'\x80\x02' + os.urandom(64), 'damaged or truncated pickle'),
-], ids=['random', 'text', 'empty', 'gzip', 'pickle-junk'])
-def test_a_file_that_is_no_checkpoint_is_named_not_called_unsafe(tmp_path, content, says):
+@pytest.mark.parametrize(
+    'content, says', [
+        (os.urandom(4096), 'neither a zip archive nor a pickle'),
+        (b'hello, this is a text file\n',
+         'neither a zip archive nor a pickle'),
+        (b'', 'is empty'),
+        (b'\x1f\x8b\x08\x00' + os.urandom(64),
+         'neither a zip archive nor a pickle'),
+        (b'\x80\x02' + os.urandom(64), 'damaged or truncated pickle'),
+    ],
+    ids=['random', 'text', 'empty', 'gzip', 'pickle-junk'])
+def test_a_file_that_is_no_checkpoint_is_named_not_called_unsafe(
+        tmp_path, content, says):
     path = str(tmp_path / 'model.pth')
     with open(path, 'wb') as f:
         f.write(content)
@@ -272,9 +299,12 @@ def test_a_truncated_or_missing_checkpoint_is_named(tmp_path):
         data = f.read()
     with open(path, 'wb') as f:
         f.write(data[:len(data) // 2])
-    with pytest.raises(ckpt_utils.NotACheckpointError, match='damaged or truncated zip'):
+    with pytest.raises(
+            ckpt_utils.NotACheckpointError, match='damaged or truncated zip'):
         ckpt.load_checkpoint_file(path)
-    with pytest.raises(ckpt_utils.NotACheckpointError, match='missing.pth.*does not exist'):
+    with pytest.raises(
+            ckpt_utils.NotACheckpointError,
+            match='missing.pth.*does not exist'):
         ckpt.load_checkpoint_file(tmp_path / 'missing.pth')
 
 

@@ -5,7 +5,6 @@ import sys
 import textwrap
 
 import pytest
-
 from foundation_helpers import write_image_folder
 
 # Run in a fresh interpreter that never imports nfnet_mm itself: only the config's
@@ -33,16 +32,22 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize('imports, saver', [
-    (['nfnet_mm'], 'mmengine.runner.checkpoint'),  # a guest: MMEngine's own saver
-    (['nfnet_mm', 'nfnet_mm.compat.safe_checkpoints'], 'nfnet_mm.compat.checkpoint'),
-])
+@pytest.mark.parametrize(
+    'imports, saver',
+    [
+        (['nfnet_mm'
+          ], 'mmengine.runner.checkpoint'),  # a guest: MMEngine's own saver
+        (['nfnet_mm', 'nfnet_mm.compat.safe_checkpoints'
+          ], 'nfnet_mm.compat.checkpoint'),
+    ])
 @pytest.mark.slow
-def test_mmpretrain_config_with_custom_imports_trains(tmp_path, imports, saver):
+def test_mmpretrain_config_with_custom_imports_trains(tmp_path, imports,
+                                                      saver):
     data_root = write_image_folder(tmp_path / 'data')
     cfg_dir = tmp_path / 'other_project'
     cfg_dir.mkdir()
-    (cfg_dir / 'cfg.py').write_text(textwrap.dedent(f'''
+    (cfg_dir / 'cfg.py').write_text(
+        textwrap.dedent(f'''
         _base_ = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'
         custom_imports = dict(imports={imports!r}, allow_failed_imports=False)
         work_dir = {str(tmp_path / 'work')!r}
@@ -68,10 +73,15 @@ def test_mmpretrain_config_with_custom_imports_trains(tmp_path, imports, saver):
         test_evaluator = None
     '''))
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.run(
-        [sys.executable, '-c', SCRIPT, str(cfg_dir / 'cfg.py'),
-         'resume' if len(imports) > 1 else 'no'],
-        capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
+    proc = subprocess.run([
+        sys.executable, '-c', SCRIPT,
+        str(cfg_dir / 'cfg.py'), 'resume' if len(imports) > 1 else 'no'
+    ],
+                          capture_output=True,
+                          text=True,
+                          cwd=str(tmp_path),
+                          env=env,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'ITERS 1' in proc.stdout
     assert f'SAVER {saver}' in proc.stdout

@@ -12,21 +12,20 @@ import mmcv
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 from mmengine.config import Config
 from mmengine.dataset import BaseDataset, Compose
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
-
-import nfnet_mm  # noqa: F401
 from mmpretrain.registry import DATASETS, MODELS, TRANSFORMS
 from shared_archs import TINY_ARCH
-from helpers import REPO
+
+import nfnet_mm  # noqa: F401
 
 CONFIG_DIR = osp.join(REPO, 'configs')
 # mmdet/mmseg/mmdeploy configs belong to other test folders
 OTHER_OWNERS = ('deploy', 'downstream', '_base_')
-
 
 # paper values (NFNET_FACTS.md): train px, test px, RA magnitude, dropout
 PAPER = {
@@ -65,20 +64,26 @@ def _load(rel):
 class _RecipeTinyFakeDataset(BaseDataset):
     """Random 32 px RGB images (already at network size)."""
 
-    def __init__(self, num=4, num_classes=10, size=32,
-                 pipeline=(dict(type='PackInputs'), ), **kwargs):
+    def __init__(self,
+                 num=4,
+                 num_classes=10,
+                 size=32,
+                 pipeline=(dict(type='PackInputs'), ),
+                 **kwargs):
         self.num, self.num_classes, self.size = num, num_classes, size
         super().__init__(
-            pipeline=pipeline, serialize_data=False,
+            pipeline=pipeline,
+            serialize_data=False,
             metainfo=dict(classes=[str(c) for c in range(num_classes)]),
             **kwargs)
 
     def load_data_list(self):
         rng = np.random.RandomState(0)
         return [
-            dict(img=rng.randint(0, 256, (self.size, self.size, 3),
-                                 dtype=np.uint8),
-                 gt_label=int(i % self.num_classes)) for i in range(self.num)
+            dict(
+                img=rng.randint(
+                    0, 256, (self.size, self.size, 3), dtype=np.uint8),
+                gt_label=int(i % self.num_classes)) for i in range(self.num)
         ]
 
 
@@ -106,14 +111,13 @@ def _sample_for(pipeline, tmp_path):
     rng = np.random.RandomState(0)
     if first == 'LoadImageFromFile':
         path = str(tmp_path / 'img.jpg')
-        mmcv.imwrite(rng.randint(0, 256, (300, 400, 3), dtype=np.uint8),
-                     path)
+        mmcv.imwrite(rng.randint(0, 256, (300, 400, 3), dtype=np.uint8), path)
         return dict(img_path=path, gt_label=1)
     if first == 'GrayToRGB':  # Fashion-MNIST: 28 x 28 grey
-        return dict(img=rng.randint(0, 256, (28, 28), dtype=np.uint8),
-                    gt_label=1)
-    return dict(img=rng.randint(0, 256, (32, 32, 3), dtype=np.uint8),
-                gt_label=1)
+        return dict(
+            img=rng.randint(0, 256, (28, 28), dtype=np.uint8), gt_label=1)
+    return dict(
+        img=rng.randint(0, 256, (32, 32, 3), dtype=np.uint8), gt_label=1)
 
 
 def _pipeline(dataset):
@@ -172,7 +176,9 @@ def test_config_trains_two_iterations(rel, tmp_path, fast_runner):
         dataset.dataset = dict(fake, pipeline=[])
         fake = dataset
     cfg.train_dataloader = dict(
-        batch_size=4, num_workers=0, dataset=fake,
+        batch_size=4,
+        num_workers=0,
+        dataset=fake,
         sampler=dict(type='DefaultSampler', shuffle=False))
     by_epoch = cfg.train_cfg.get('by_epoch', True)
     if by_epoch:
@@ -187,8 +193,7 @@ def test_config_trains_two_iterations(rel, tmp_path, fast_runner):
         cfg[f'{key}_cfg'] = None
         cfg[f'{key}_evaluator'] = None
     cfg.default_hooks.checkpoint = dict(
-        type='CheckpointHook', interval=1,
-        by_epoch=cfg.train_cfg['by_epoch'])
+        type='CheckpointHook', interval=1, by_epoch=cfg.train_cfg['by_epoch'])
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.log_level = 'WARNING'
     cfg.visualizer = dict(type='UniversalVisualizer', vis_backends=[])
@@ -250,11 +255,14 @@ def test_imagenet_configs_carry_paper_values(rel, tmp_path):
     assert ra == dict(type='NFRandAugment', num_layers=4, magnitude=magnitude)
     # evaluation: DeepMind's resize_crop_32, a square bicubic resize
     test = cfg.test_dataloader.dataset.pipeline
-    assert [t['type'] for t in test] == [
-        'LoadImageFromFile', 'Resize', 'CenterCrop', 'PackInputs']
-    assert test[1] == dict(type='Resize', scale=(test_px + 32, test_px + 32),
-                           keep_ratio=False, backend='pillow',
-                           interpolation='bicubic')
+    assert [t['type'] for t in test
+            ] == ['LoadImageFromFile', 'Resize', 'CenterCrop', 'PackInputs']
+    assert test[1] == dict(
+        type='Resize',
+        scale=(test_px + 32, test_px + 32),
+        keep_ratio=False,
+        backend='pillow',
+        interpolation='bicubic')
     assert test[2]['crop_size'] == test_px
     assert cfg.test_dataloader.dataset.data_root == 'data/imagenet'
     # realised sizes
@@ -268,8 +276,8 @@ def test_imagenet_configs_carry_paper_values(rel, tmp_path):
     assert m.backbone.arch == v and m.backbone.drop_path_rate == 0.25
     assert m.head.type == 'NFNetClsHead' and m.head.dropout_rate == dropout
     assert m.head.in_channels == 3072 and m.head.num_classes == 1000
-    assert m.head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1,
-                               mode='original')
+    assert m.head.loss == dict(
+        type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
     assert 'train_cfg' not in m  # no batch augments on the model side
 
     # optimizer: lr = 0.1 x total batch / 256, Nesterov 0.9, wd 2e-5
@@ -331,8 +339,9 @@ def test_eval_preprocessing_is_the_references(variant, tmp_path):
     path = str(tmp_path / 'wide.png')
     mmcv.imwrite(img, path)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        pipeline = Compose([TRANSFORMS.build(t)
-                            for t in cfg.test_dataloader.dataset.pipeline])
+        pipeline = Compose([
+            TRANSFORMS.build(t) for t in cfg.test_dataloader.dataset.pipeline
+        ])
     ours = pipeline(dict(img_path=path))['inputs'].permute(1, 2, 0).numpy()
     expected = _reference_resize_crop_32(mmcv.imread(path), test_px)
     np.testing.assert_array_equal(ours, expected)
@@ -342,8 +351,8 @@ def _realised_groups(cfg):
     model = MODELS.build(_tiny_model_cfg(cfg))
     # as the Runner does: our wrappers live in MMPretrain's scope
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        wrapper = build_optim_wrapper(
-            model, _cpu_optim_wrapper(cfg.optim_wrapper))
+        wrapper = build_optim_wrapper(model,
+                                      _cpu_optim_wrapper(cfg.optim_wrapper))
     names = {id(p): n for n, p in model.named_parameters()}
     decay = {}
     for group in wrapper.optimizer.param_groups:
@@ -352,11 +361,10 @@ def _realised_groups(cfg):
     return model, wrapper, decay
 
 
-@pytest.mark.parametrize(
-    'rel', [
-        'nfnet/nfnet-f0_8xb128_in1k.py', 'nfnet/nfnet-f6-sam_8xb128_in1k.py',
-        'nfnet/nfnet-f0_in1k-pre_8xb32_cifar10.py'
-    ])
+@pytest.mark.parametrize('rel', [
+    'nfnet/nfnet-f0_8xb128_in1k.py', 'nfnet/nfnet-f6-sam_8xb128_in1k.py',
+    'nfnet/nfnet-f0_in1k-pre_8xb32_cifar10.py'
+])
 def test_realised_weight_decay_groups(rel):
     cfg = _load(rel)
     base_wd = cfg.optim_wrapper.optimizer.weight_decay

@@ -9,7 +9,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from deploy_helpers import TINY_ARCH, deepmind_tree, run_tool
 
 TIMM = 'tools/model_converters/timm_to_mmpretrain.py'
@@ -18,9 +17,10 @@ DEEPMIND = 'tools/model_converters/deepmind_to_mmpretrain.py'
 
 def timm_state_dict():
     nfnet = pytest.importorskip('timm.models.nfnet')
-    cfg = replace(nfnet._dm_nfnet_cfg((1, 2, 1, 1),
-                                      channels=(32, 64, 96, 128)),
-                  stem_chs=32, group_size=16)
+    cfg = replace(
+        nfnet._dm_nfnet_cfg((1, 2, 1, 1), channels=(32, 64, 96, 128)),
+        stem_chs=32,
+        group_size=16)
     return nfnet.NormFreeNet(cfg, num_classes=10).state_dict()
 
 
@@ -36,31 +36,39 @@ def _set(container, key, value):
 
 
 def _timm(edit):
+
     def write(path):
         torch.save(edit(timm_state_dict()), path)
+
     return write
 
 
 def _deepmind(edit):
+
     def write(path):
         with open(path, 'wb') as f:
             pickle.dump(edit(deepmind_tree(TINY_ARCH)), f, protocol=4)
+
     return write
 
 
 def _bytes(data):
+
     def write(path):
         with open(path, 'wb') as f:
             f.write(data)
+
     return write
 
 
 def _truncated(write_whole):
+
     def write(path):
         write_whole(path)
         with open(path, 'rb') as f:
             data = f.read()
         _bytes(data[:len(data) // 2])(path)
+
     return write
 
 
@@ -78,17 +86,16 @@ CASES = [
      [], r"missing in the source \(2\): \['stages\.1\.1\.conv2b\.weight', "
      r"'head\.fc\.bias'\]"),
     (TIMM, 'key no rule converts',
-     _timm(lambda sd: _set(sd, 'stages.0.0.extra.weight', torch.zeros(1))),
-     [], r"no rule converts \(1\): \['stages\.0\.0\.extra\.weight'\]"),
+     _timm(lambda sd: _set(sd, 'stages.0.0.extra.weight', torch.zeros(1))), [],
+     r"no rule converts \(1\): \['stages\.0\.0\.extra\.weight'\]"),
     (TIMM, 'shape mismatch',
-     _timm(lambda sd: _set(sd, 'final_conv.bias', torch.zeros(3))),
-     [], r'backbone\.final_conv\.bias: \(3,\) vs \(256,\)'),
+     _timm(lambda sd: _set(sd, 'final_conv.bias', torch.zeros(3))), [],
+     r'backbone\.final_conv\.bias: \(3,\) vs \(256,\)'),
     (TIMM, 'other arch', _timm(lambda sd: sd), ['--arch', 'f0'],
      r'NFNet\(f0\).*shape mismatches'),
     (TIMM, 'random bytes', _bytes(RANDOM), [],
      'is neither a zip archive nor a pickle, not a PyTorch checkpoint'),
-    (TIMM, 'text file', _bytes(TEXT), [],
-     'is a text file'),
+    (TIMM, 'text file', _bytes(TEXT), [], 'is a text file'),
     (TIMM, 'truncated file', _truncated(_timm(lambda sd: sd)), [],
      'is a damaged or truncated zip archive'),
     (TIMM, 'empty file', _bytes(b''), [], 'is empty'),
@@ -96,24 +103,26 @@ CASES = [
      r"holds objects .*\['argparse\.Namespace'\]"),
     (TIMM, 'unknown arch name', _timm(lambda sd: sd), ['--arch', 'f9'],
      r"Unknown NFNet arch 'f9'; valid names: \['f0', "),
-    (TIMM, 'no such file', None, [], r'No such file or directory: .*source\.bin'),
+    (TIMM, 'no such file', None, [],
+     r'No such file or directory: .*source\.bin'),
     (DEEPMIND, 'no such file', None, DEPTHS,
      r'No such file or directory: .*source\.bin'),
     (DEEPMIND, "both 'b' and 'bias'",
-     _deepmind(lambda t: _set(t, 'NFNet/~/linear', dict(t['NFNet/~/linear'],
-                                                         bias=np.ones(10)))),
-     DEPTHS, r'NFNet/~/linear:bias and another array both give head\.fc\.bias'),
+     _deepmind(lambda t: _set(t, 'NFNet/~/linear',
+                              dict(t['NFNet/~/linear'], bias=np.ones(10)))),
+     DEPTHS,
+     r'NFNet/~/linear:bias and another array both give head\.fc\.bias'),
     (DEEPMIND, 'module removed',
      _deepmind(lambda t: _drop(t, 'NFNet/~/nf_block_2/~/conv1b')), DEPTHS,
      r'missing in the source \(3\): .*nf_block_2/~/conv1b:w'),
     (DEEPMIND, 'module no rule converts',
-     _deepmind(lambda t: _set(t, 'NFNet/~/extra', {'w': np.ones(2)})),
-     DEPTHS,
+     _deepmind(lambda t: _set(t, 'NFNet/~/extra', {'w': np.ones(2)})), DEPTHS,
      r"no rule converts \(1\): \['NFNet/~/extra:w'\]"),
     (DEEPMIND, 'shape mismatch',
-     _deepmind(lambda t: _set(t, 'NFNet/~/linear',
-                              {'w': np.ones((256, 10)), 'b': np.ones(9)})),
-     DEPTHS, r'head\.fc\.bias: \(9,\) vs \(10,\)'),
+     _deepmind(lambda t: _set(t, 'NFNet/~/linear', {
+         'w': np.ones((256, 10)),
+         'b': np.ones(9)
+     })), DEPTHS, r'head\.fc\.bias: \(9,\) vs \(10,\)'),
     (DEEPMIND, 'random bytes', _bytes(RANDOM), [],
      'is neither a zip archive nor a pickle, not a DeepMind parameter file'),
     (DEEPMIND, 'text file', _bytes(TEXT), [], 'is a text file'),
@@ -126,9 +135,13 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize('tool,row,write,extra,message', CASES,
-                         ids=[f'{"timm" if c[0] == TIMM else "deepmind"}: '
-                              f'{c[1]}' for c in CASES])
+@pytest.mark.parametrize(
+    'tool,row,write,extra,message',
+    CASES,
+    ids=[
+        f'{"timm" if c[0] == TIMM else "deepmind"}: '
+        f'{c[1]}' for c in CASES
+    ])
 def test_bad_input_one_error_nothing_written(tmp_path, capsys, tool, row,
                                              write, extra, message):
     src, dst = tmp_path / 'source.bin', tmp_path / 'out' / 'converted.pth'
@@ -143,7 +156,8 @@ def test_bad_input_one_error_nothing_written(tmp_path, capsys, tool, row,
         assert str(src) in lines[0]
     assert lines[0].isascii() and lines[0].isprintable()
     assert captured.out == ''
-    assert not dst.parent.exists() or not os.listdir(dst.parent)  # no temp file
+    assert not dst.parent.exists() or not os.listdir(
+        dst.parent)  # no temp file
 
 
 @pytest.mark.parametrize('tool,write', [(TIMM, _timm(lambda sd: sd)),
@@ -158,5 +172,5 @@ def test_complete_input_is_converted(tmp_path, capsys, tool, write):
     # an unnamed arch: the meta's alpha and strides are F0's, and it says so
     assert "custom; its meta has F0's alpha and strides" in out
     ckpt = torch.load(dst, weights_only=True)
-    assert ckpt['meta']['arch']['depths'] == (
-        [1, 1, 1, 1] if tool == DEEPMIND else [1, 2, 1, 1])
+    assert ckpt['meta']['arch']['depths'] == ([1, 1, 1, 1] if tool == DEEPMIND
+                                              else [1, 2, 1, 1])

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from deploy_helpers import F0_ARCH, REPO, TINY_ARCH, deepmind_tree, run_tool
 
 from nfnet_mm.converters import ConversionError, check_converted
@@ -20,15 +19,19 @@ TOOL = 'tools/model_converters/deepmind_to_mmpretrain.py'
 
 
 def _classifier(arch):
-    import nfnet_mm  # noqa: F401  (registers NFNet, NFNetClsHead)
     from mmpretrain.registry import MODELS
-    head = dict(type='NFNetClsHead', num_classes=NUM_CLASSES,
-                in_channels=arch['widths'][-1] * arch['final_expansion'])
+
+    import nfnet_mm  # noqa: F401  (registers NFNet, NFNetClsHead)
+    head = dict(
+        type='NFNetClsHead',
+        num_classes=NUM_CLASSES,
+        in_channels=arch['widths'][-1] * arch['final_expansion'])
     return MODELS.build(
-        dict(type='ImageClassifier',
-             backbone=dict(type='NFNet', arch=arch),
-             neck=dict(type='GlobalAveragePooling'),
-             head=head)).eval()
+        dict(
+            type='ImageClassifier',
+            backbone=dict(type='NFNet', arch=arch),
+            neck=dict(type='GlobalAveragePooling'),
+            head=head)).eval()
 
 
 def _roundtrip(tmp_path, tree, protocol=4):
@@ -79,15 +82,14 @@ def _nhwc_conv_same_s1(x, w, bias, groups):
         for dy in range(kh):
             for dx in range(kw):
                 y[..., g * og:(g + 1) * og] += np.einsum(
-                    'nhwi,io->nhwo', xs[:, dy:dy + h, dx:dx + wd],
-                    ws[dy, dx])
+                    'nhwi,io->nhwo', xs[:, dy:dy + h, dx:dx + wd], ws[dy, dx])
     return y + bias
 
 
 def test_grouped_conv_and_linear_values(tmp_path):
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES, seed=1)
-    sd = convert_deepmind_params(_roundtrip(tmp_path, tree),
-                                 TINY_ARCH['depths'])
+    sd = convert_deepmind_params(
+        _roundtrip(tmp_path, tree), TINY_ARCH['depths'])
     model = _classifier(TINY_ARCH)
     model.load_state_dict(sd, strict=True)
 
@@ -104,27 +106,28 @@ def test_grouped_conv_and_linear_values(tmp_path):
     # our conv may carry the preceding activation's constant gain gamma
     # (``input_scale``), which DeepMind applies in the activation
     scale = float(getattr(conv, 'input_scale', 1.0))
-    ref = _nhwc_conv_same_s1(x.astype(np.float64) * scale, w_hat, dm['bias'],
-                             groups)
+    ref = _nhwc_conv_same_s1(
+        x.astype(np.float64) * scale, w_hat, dm['bias'], groups)
     ours = conv(torch.from_numpy(x).permute(0, 3, 1, 2))
     np.testing.assert_allclose(
-        ours.detach().permute(0, 2, 3, 1).numpy(), ref, rtol=1e-4,
-        atol=1e-4)
+        ours.detach().permute(0, 2, 3, 1).numpy(), ref, rtol=1e-4, atol=1e-4)
 
     # squeeze_excite/~/linear: IO kernel -> nn.Linear
     dm_fc = tree['NFNet/~/nf_block_2/~/squeeze_excite/~/linear']
     h = rng.standard_normal((3, dm_fc['w'].shape[0])).astype(np.float32)
     ours = model.backbone.stages[2][0].se.fc1(torch.from_numpy(h))
-    np.testing.assert_allclose(ours.detach().numpy(),
-                               h @ dm_fc['w'] + dm_fc['b'], rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        ours.detach().numpy(),
+        h @ dm_fc['w'] + dm_fc['b'],
+        rtol=1e-5,
+        atol=1e-5)
     # classifier
     dm_fc = tree['NFNet/~/linear']
     h = rng.standard_normal((3, dm_fc['w'].shape[0])).astype(np.float32)
-    ours = F.linear(torch.from_numpy(h), sd['head.fc.weight'],
-                    sd['head.fc.bias'])
-    np.testing.assert_allclose(ours.numpy(), h @ dm_fc['w'] + dm_fc['b'],
-                               rtol=1e-5, atol=1e-5)
+    ours = F.linear(
+        torch.from_numpy(h), sd['head.fc.weight'], sd['head.fc.bias'])
+    np.testing.assert_allclose(
+        ours.numpy(), h @ dm_fc['w'] + dm_fc['b'], rtol=1e-5, atol=1e-5)
     # skip gain scalar and a gain vector stay as they are
     assert sd['backbone.stages.3.0.skip_gain'].shape == ()
     assert float(sd['backbone.stages.3.0.skip_gain']) == pytest.approx(
@@ -136,8 +139,7 @@ def test_grouped_conv_and_linear_values(tmp_path):
 def test_unknown_module_and_param_are_named():
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     tree['NFNet/~/nf_block_2/~/conv3'] = tree['NFNet/~/nf_block_2/~/conv2']
-    with pytest.raises(ConversionError,
-                       match=r'nf_block_2/~/conv3'):
+    with pytest.raises(ConversionError, match=r'nf_block_2/~/conv3'):
         convert_deepmind_params(tree, TINY_ARCH['depths'])
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     tree['NFNet/~/final_conv']['scale'] = np.ones(3, np.float32)
@@ -148,13 +150,11 @@ def test_unknown_module_and_param_are_named():
 def test_missing_module_is_named():
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     del tree['NFNet/~/nf_block_2/~/conv1b']
-    with pytest.raises(ConversionError,
-                       match=r'nf_block_2/~/conv1b'):
+    with pytest.raises(ConversionError, match=r'nf_block_2/~/conv1b'):
         convert_deepmind_params(tree, TINY_ARCH['depths'])
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     del tree['NFNet/~/nf_block_3']
-    with pytest.raises(ConversionError,
-                       match=r'nf_block_3:skip_gain'):
+    with pytest.raises(ConversionError, match=r'nf_block_3:skip_gain'):
         convert_deepmind_params(tree, TINY_ARCH['depths'])
 
 
@@ -167,8 +167,7 @@ def test_wrong_depths_are_refused():
     tree = deepmind_tree(arch, NUM_CLASSES)
     with pytest.raises(ConversionError, match='shortcut'):
         convert_deepmind_params(tree, [1, 1, 2, 1])
-    with pytest.raises(ConversionError,
-                       match='--arch NAME or --depths'):
+    with pytest.raises(ConversionError, match='--arch NAME or --depths'):
         infer_depths(tree)
 
 
@@ -181,8 +180,7 @@ def test_f0_shapes_and_inferred_arch(tmp_path):
     sd = convert_deepmind_params(tree, [1, 2, 6, 3], 'f0')
     assert sum(v.numel() for v in sd.values()) == 71_489_284  # timm's count
     del sd['backbone.stages.2.3.conv2b.gain']
-    with pytest.raises(ConversionError,
-                       match=r'stages\.2\.3\.conv2b\.gain'):
+    with pytest.raises(ConversionError, match=r'stages\.2\.3\.conv2b\.gain'):
         check_converted(sd, 'f0')
 
 
@@ -205,8 +203,11 @@ def test_cli_writes_checkpoint(tmp_path, capsys):
 def test_real_npz_archive_is_accepted(tmp_path):
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     buf = io.BytesIO()
-    np.savez(buf, **{f'{m}/{p}': a
-                     for m, g in tree.items() for p, a in g.items()})
+    np.savez(buf, **{
+        f'{m}/{p}': a
+        for m, g in tree.items()
+        for p, a in g.items()
+    })
     (tmp_path / 'params.npz').write_bytes(buf.getvalue())
     params = load_deepmind_file(str(tmp_path / 'params.npz'))
     assert params.keys() == tree.keys()
@@ -230,8 +231,9 @@ def test_pickle_with_code_is_refused_and_nothing_runs(tmp_path):
     tree = deepmind_tree(TINY_ARCH, NUM_CLASSES)
     tree['NFNet/~/final_conv']['w'] = _Payload(str(sentinel))
     data = pickle.dumps(tree)
-    with pytest.raises(ConversionError,
-                       match=r"params.pkl holds objects .*\['\S*open'\]"):
+    with pytest.raises(
+            ConversionError,
+            match=r"params.pkl holds objects .*\['\S*open'\]"):
         _roundtrip(tmp_path, tree)
     assert not sentinel.exists()
     # control: a plain unpickler does run it
@@ -276,23 +278,30 @@ def test_tools_test_evaluates_converted_weights(tmp_path):
     src, dst = tmp_path / 'demo_haiku.npz', tmp_path / 'demo.pth'
     src.write_bytes(pickle.dumps(deepmind_tree(arch, NUM_CLASSES, seed=5)))
     convert_deepmind_file(str(src), str(dst), depths=arch['depths'])
-    out = subprocess.run(
-        [sys.executable, os.path.join(REPO, 'tools/test.py'), DEMO_CONFIG,
-         str(dst), '--work-dir', str(tmp_path / 'work'), '--out',
-         str(tmp_path / 'preds.pkl'), '--out-item', 'pred', '--cfg-options',
-         'test_dataloader.dataset.indices=16', 'test_dataloader.num_workers=0',
-         'test_dataloader.persistent_workers=False'],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([
+        sys.executable,
+        os.path.join(REPO, 'tools/test.py'), DEMO_CONFIG,
+        str(dst), '--work-dir',
+        str(tmp_path / 'work'), '--out',
+        str(tmp_path / 'preds.pkl'), '--out-item', 'pred', '--cfg-options',
+        'test_dataloader.dataset.indices=16', 'test_dataloader.num_workers=0',
+        'test_dataloader.persistent_workers=False'
+    ],
+                         cwd=REPO,
+                         capture_output=True,
+                         text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     with open(tmp_path / 'preds.pkl', 'rb') as f:
         preds = pickle.load(f)
     assert len(preds) == 16
 
     # the same weights, evaluated here on the same samples
-    import nfnet_mm  # noqa: F401
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import DATASETS, MODELS
+
+    import nfnet_mm  # noqa: F401
     init_default_scope('mmpretrain')
     dataset_cfg = cfg.test_dataloader.dataset.copy()
     dataset_cfg['indices'] = 16
@@ -302,9 +311,10 @@ def test_tools_test_evaluates_converted_weights(tmp_path):
     model = MODELS.build(model_cfg).eval()
     model.load_state_dict(torch.load(dst)['state_dict'], strict=True)
     with torch.no_grad():
-        ours = model.test_step(pseudo_collate([dataset[i]
-                                               for i in range(16)]))
+        ours = model.test_step(pseudo_collate([dataset[i] for i in range(16)]))
     for theirs, mine in zip(preds, ours):
         torch.testing.assert_close(
-            torch.as_tensor(theirs['pred_score']), mine.pred_score,
-            rtol=1e-4, atol=1e-6)
+            torch.as_tensor(theirs['pred_score']),
+            mine.pred_score,
+            rtol=1e-4,
+            atol=1e-6)

@@ -4,7 +4,6 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-
 from deploy_helpers import REPO
 
 from nfnet_mm.converters import (convert_deepmind_params,
@@ -25,12 +24,15 @@ def _timm_to_deepmind(sd):
     are 1x1 convs = Haiku ``squeeze_excite/~/linear`` / ``linear_1``.
     Conv kernels OIHW -> HWIO, gains [O,1,1,1] -> [O], linears OI -> IO.
     """
+
     def np32(t):
         return t.detach().numpy().astype(np.float32)
 
     tree = {}
-    blocks = sorted({tuple(int(i) for i in k.split('.')[1:3])
-                     for k in sd if k.startswith('stages.')})
+    blocks = sorted({
+        tuple(int(i) for i in k.split('.')[1:3])
+        for k in sd if k.startswith('stages.')
+    })
     flat = {sb: k for k, sb in enumerate(blocks)}
 
     def conv(dst, src):
@@ -72,8 +74,10 @@ def _timm_to_deepmind(sd):
 def test_timm_and_deepmind_paths_agree_f0():
     timm = pytest.importorskip('timm')
     with torch.device('meta'):
-        shapes = {k: v.shape for k, v in
-                  timm.create_model('dm_nfnet_f0').state_dict().items()}
+        shapes = {
+            k: v.shape
+            for k, v in timm.create_model('dm_nfnet_f0').state_dict().items()
+        }
     gen = torch.Generator().manual_seed(0)
     sd = {k: torch.randn(shape, generator=gen) for k, shape in shapes.items()}
     from_timm = convert_timm_state_dict(sd, 'f0')
@@ -93,15 +97,21 @@ def test_f0_config_exports_and_folds():
     pytest.importorskip('onnxruntime')
     if not osp.exists(F0_CONFIG):
         pytest.skip(f'{F0_CONFIG} not present')
-    from nfnet_mm import deploy
     import tempfile
+
+    from nfnet_mm import deploy
     with tempfile.TemporaryDirectory() as tmp:
         img = osp.join(REPO, 'demo', 'demo.png')
-        report = deploy.export_and_check(F0_CONFIG, 'none', osp.join(tmp, 'f0.onnx'),
-                                 img=img, shape=(64, 64))
+        report = deploy.export_and_check(
+            F0_CONFIG,
+            'none',
+            osp.join(tmp, 'f0.onnx'),
+            img=img,
+            shape=(64, 64))
     assert report['max_abs_diff'] <= 1e-4
     ops = report['ops']
     # 4 stem + 12 blocks x 4 + 4 shortcuts + final conv
     assert ops['Conv'] == 4 + 12 * 4 + 4 + 1
-    assert ops.get('Sqrt', 0) == ops.get('ReduceL2', 0) == ops.get('Clip', 0) == 0
+    assert ops.get('Sqrt', 0) == ops.get('ReduceL2', 0) == ops.get('Clip',
+                                                                   0) == 0
     assert ops.get('ReduceMean', 0) == 12  # SE squeeze only

@@ -9,13 +9,13 @@ import os.path as osp
 import mmcv
 import numpy as np
 import pytest
+from helpers import REPO
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
+from mmpretrain.registry import DATASETS, TRANSFORMS
 
 import nfnet_mm  # noqa: F401
-from mmpretrain.registry import DATASETS, TRANSFORMS
 from nfnet_mm.datasets import MixupCutMixDataset
-from helpers import REPO
 
 F0 = osp.join(REPO, 'configs/nfnet/nfnet-f0_8xb128_in1k.py')
 A, B = 50, 200  # grey levels of the two classes (RandAugment fills 128)
@@ -56,13 +56,16 @@ def _f0_flow(tmp_path, monkeypatch, augment_before_mix):
     """
     for label, level in enumerate((A, B)):
         for k in range(8):
-            mmcv.imwrite(np.full((60, 80, 3), level, np.uint8),
-                         str(tmp_path / f'c{label}' / f'{k}.png'))
+            mmcv.imwrite(
+                np.full((60, 80, 3), level, np.uint8),
+                str(tmp_path / f'c{label}' / f'{k}.png'))
     cfg = Config.fromfile(F0).train_dataloader.dataset
     assert cfg.type == 'MixupCutMixDataset' and cfg.partners == 'distinct'
     assert not cfg.augment_before_mix
-    cfg.dataset = dict(type='CustomDataset', data_root=str(tmp_path),
-                       pipeline=cfg.dataset.pipeline)
+    cfg.dataset = dict(
+        type='CustomDataset',
+        data_root=str(tmp_path),
+        pipeline=cfg.dataset.pipeline)
     cfg.augment_before_mix = augment_before_mix
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         ds = DATASETS.build(cfg)
@@ -157,10 +160,10 @@ def test_mix_matches_the_reference_formulas():
     ds = MixupCutMixDataset(_Constant([0], [0]), num_classes=3)
     rng = np.random.RandomState(1)
     for seed in range(20):
-        a = dict(img=rng.randint(0, 256, (9, 13, 3)).astype(np.uint8),
-                 gt_label=0)
-        b = dict(img=rng.randint(0, 256, (9, 13, 3)).astype(np.uint8),
-                 gt_label=2)
+        a = dict(
+            img=rng.randint(0, 256, (9, 13, 3)).astype(np.uint8), gt_label=0)
+        b = dict(
+            img=rng.randint(0, 256, (9, 13, 3)).astype(np.uint8), gt_label=2)
         np.random.seed(seed)
         cut = ds._mix(a, b, cutmix=True)
         np.random.seed(seed)
@@ -168,15 +171,15 @@ def test_mix_matches_the_reference_formulas():
         expected = mask * a['img'] + (1 - mask) * b['img']
         np.testing.assert_array_equal(cut['img'], expected.astype(np.uint8))
         ratio = mask.mean()
-        np.testing.assert_allclose(cut['gt_score'], [ratio, 0, 1 - ratio],
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            cut['gt_score'], [ratio, 0, 1 - ratio], atol=1e-6)
 
         np.random.seed(seed)
         mix = ds._mix(a, b, cutmix=False)
         np.random.seed(seed)
         r = np.random.beta(0.2, 0.2)
-        expected = np.clip(r * a['img'] + (1 - r) * b['img'].astype(float),
-                           0, 255).astype(np.uint8)
+        expected = np.clip(r * a['img'] + (1 - r) * b['img'].astype(float), 0,
+                           255).astype(np.uint8)
         assert np.abs(mix['img'].astype(int) - expected).max() <= 1
         np.testing.assert_allclose(mix['gt_score'], [r, 0, 1 - r], atol=1e-6)
 
@@ -186,8 +189,10 @@ def test_mixup_ratios_follow_beta_02():
     ds = MixupCutMixDataset(_Constant([0], [0]), num_classes=2)
     img = dict(img=np.zeros((2, 2, 3), np.uint8), gt_label=0)
     np.random.seed(0)
-    ratios = [ds._mix(img, img, cutmix=False)['mix_info']['mix_ratio']
-              for _ in range(2000)]
+    ratios = [
+        ds._mix(img, img, cutmix=False)['mix_info']['mix_ratio']
+        for _ in range(2000)
+    ]
     assert scipy_stats.kstest(ratios, 'beta', args=(0.2, 0.2)).pvalue > 1e-3
 
 
@@ -241,8 +246,9 @@ def test_bad_arguments():
         MixupCutMixDataset(data)
     ds = MixupCutMixDataset(data, num_classes=2)
     with pytest.raises(ValueError, match='fixed-size crop'):
-        ds._mix(dict(img=np.zeros((4, 4, 3), np.uint8), gt_label=0),
-                dict(img=np.zeros((4, 5, 3), np.uint8), gt_label=1), True)
+        ds._mix(
+            dict(img=np.zeros((4, 4, 3), np.uint8), gt_label=0),
+            dict(img=np.zeros((4, 5, 3), np.uint8), gt_label=1), True)
 
 
 def test_single_reads_are_half_mixup_half_cutmix():
@@ -256,14 +262,16 @@ def test_single_reads_are_half_mixup_half_cutmix():
     assert 0.4 < modes.count('cutmix') / len(modes) < 0.6
     # with mix_prob < 1 the unmixed single reads carry a one-hot gt_score too: the
     # head picks hard or soft labels for a whole batch from its first sample
-    light = MixupCutMixDataset(_Constant(list(range(n)), list(range(n))), mix_prob=0.5)
+    light = MixupCutMixDataset(
+        _Constant(list(range(n)), list(range(n))), mix_prob=0.5)
     samples = [light[i % n]['data_samples'] for i in range(40)]
     plain = [(i % n, s) for i, s in enumerate(samples) if 'mix_mode' not in s]
     assert 5 < len(plain) < 35 and all('gt_score' in s for s in samples)
     for i, s in plain:
         assert s.gt_score.argmax() == i and float(s.gt_score.sum()) == 1.
-    assert 'gt_score' not in MixupCutMixDataset(_Constant([A], [0]), num_classes=2,
-                                                mix_prob=0.)[0]['data_samples']
-    batch_pairs = MixupCutMixDataset(_Constant([A, B], [0, 1]), partners='batch')
+    assert 'gt_score' not in MixupCutMixDataset(
+        _Constant([A], [0]), num_classes=2, mix_prob=0.)[0]['data_samples']
+    batch_pairs = MixupCutMixDataset(
+        _Constant([A, B], [0, 1]), partners='batch')
     with pytest.raises(TypeError, match='read by batches'):
         batch_pairs[0]

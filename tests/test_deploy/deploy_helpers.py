@@ -6,11 +6,10 @@ import sys
 from typing import Dict
 
 import numpy as np
+from helpers import REPO
 from shared_archs import TINY_ARCH  # noqa: F401  (re-exported)
 
 from nfnet_mm.models.backbones.nfnet import NFNet
-from helpers import REPO
-
 
 F0_ARCH = copy.deepcopy(NFNet.arch_settings['f0'])
 

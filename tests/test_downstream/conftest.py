@@ -9,7 +9,8 @@ import importlib.util
 import os.path as osp
 import sys
 
-STANDIN_PATH = osp.join(osp.dirname(osp.abspath(__file__)), 'mmcv_ext_standin.py')
+STANDIN_PATH = osp.join(
+    osp.dirname(osp.abspath(__file__)), 'mmcv_ext_standin.py')
 
 
 def _install_mmcv_ext_standin() -> None:

@@ -65,7 +65,8 @@ def roi_align_forward(input: torch.Tensor, rois: torch.Tensor,
     _check_avg(pool_mode)
     output.copy_(
         torchvision.ops.roi_align(
-            input, rois, (aligned_height, aligned_width),
+            input,
+            rois, (aligned_height, aligned_width),
             spatial_scale=spatial_scale,
             sampling_ratio=sampling_ratio if sampling_ratio > 0 else -1,
             aligned=aligned))
@@ -87,7 +88,8 @@ def roi_align_backward(grad_output: torch.Tensor, rois: torch.Tensor,
     with torch.enable_grad():
         probe = grad_input.new_zeros(grad_input.shape, requires_grad=True)
         out = torchvision.ops.roi_align(
-            probe, rois, (aligned_height, aligned_width),
+            probe,
+            rois, (aligned_height, aligned_width),
             spatial_scale=spatial_scale,
             sampling_ratio=sampling_ratio if sampling_ratio > 0 else -1,
             aligned=aligned)

@@ -9,20 +9,26 @@ import pytest
 import torch
 
 pytest.importorskip(
-    'mmdet', reason='MMDetection 3.3.0 is not installed (the `downstream` '
+    'mmdet',
+    reason='MMDetection 3.3.0 is not installed (the `downstream` '
     'extra: pip install -e ".[downstream]")')
 pytest.importorskip(
-    'mmseg', reason='MMSegmentation 1.2.2 is not installed (the `downstream` '
+    'mmseg',
+    reason='MMSegmentation 1.2.2 is not installed (the `downstream` '
     'extra: pip install -e ".[downstream]")')
 pytest.importorskip(
-    'mmdet.models', reason='mmdet.models cannot be imported here (needs mmcv '
-    'ops)', exc_type=ImportError)
+    'mmdet.models',
+    reason='mmdet.models cannot be imported here (needs mmcv '
+    'ops)',
+    exc_type=ImportError)
 pytest.importorskip(
-    'mmseg.models', reason='mmseg.models cannot be imported here (needs mmcv '
-    'ops and ftfy)', exc_type=ImportError)
+    'mmseg.models',
+    reason='mmseg.models cannot be imported here (needs mmcv '
+    'ops and ftfy)',
+    exc_type=ImportError)
 
-from _downstream_helpers import (F0_CHANNELS,  # noqa: E402
-                                 check_backbone_config, load_config)
+from _downstream_helpers import F0_CHANNELS  # noqa: E402
+from _downstream_helpers import check_backbone_config, load_config
 from mmengine.registry import DefaultScope  # noqa: E402
 
 from nfnet_mm.models.backbones import NFNet  # noqa: E402
@@ -69,8 +75,7 @@ def test_shipped_config_f0_backbone_matches_the_neck(config):
         outs = backbone(torch.empty(1, 3, 256, 320))
     assert isinstance(backbone, NFNet)
     assert [tuple(o.shape) for o in outs] == [
-        (1, c, 256 // s, 320 // s)
-        for c, s in zip(F0_CHANNELS, (4, 8, 16, 32))
+        (1, c, 256 // s, 320 // s) for c, s in zip(F0_CHANNELS, (4, 8, 16, 32))
     ]
     if scope == 'mmseg':
         assert cfg.model.pretrained is None
@@ -82,6 +87,5 @@ def test_shipped_config_f0_backbone_matches_the_neck(config):
         assert cfg.model.neck.in_channels == F0_CHANNELS
         frozen = [backbone.stem, backbone.stages[0]]
         assert cfg.model.backbone.frozen_stages == 1
-        assert all(not p.requires_grad for m in frozen
-                   for p in m.parameters())
+        assert all(not p.requires_grad for m in frozen for p in m.parameters())
         assert all(p.requires_grad for p in backbone.stages[1].parameters())

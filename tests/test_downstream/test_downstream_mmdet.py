@@ -3,15 +3,22 @@ import pytest
 import torch
 
 pytest.importorskip(
-    'mmdet', reason='MMDetection 3.3.0 is not installed (the `downstream` '
+    'mmdet',
+    reason='MMDetection 3.3.0 is not installed (the `downstream` '
     'extra: pip install -e ".[downstream]")')
 pytest.importorskip(
-    'mmdet.models', reason='mmdet.models cannot be imported here (needs mmcv '
-    'ops)', exc_type=ImportError)
+    'mmdet.models',
+    reason='mmdet.models cannot be imported here (needs mmcv '
+    'ops)',
+    exc_type=ImportError)
 
-from _downstream_helpers import (F0_CHANNELS, TINY_ARCH,  # noqa: E402
-                                 TINY_CHANNELS, check_backbone_config,
-                                 check_backbone_grads, load_config)
+from _downstream_helpers import (
+    F0_CHANNELS,
+    TINY_ARCH,  # noqa: E402
+    TINY_CHANNELS,
+    check_backbone_config,
+    check_backbone_grads,
+    load_config)
 from mmengine.registry import DefaultScope  # noqa: E402
 
 from nfnet_mm.models.backbones import NFNet  # noqa: E402
@@ -24,12 +31,16 @@ def mmdet_scope():
     """Build and run under the MMDet scope, as its runner would; restore after."""
     with DefaultScope.overwrite_default_scope('mmdet'):
         yield
+
+
 WIDTH = 32  # neck / head channels, small for CPU
 
 
 def _shrink_retinanet(model_cfg) -> None:
     model_cfg.bbox_head.update(
-        num_classes=NUM_CLASSES, in_channels=WIDTH, feat_channels=WIDTH,
+        num_classes=NUM_CLASSES,
+        in_channels=WIDTH,
+        feat_channels=WIDTH,
         stacked_convs=1)
     # keep low-score boxes so that NMS really runs on a random-init model
     model_cfg.test_cfg.update(score_thr=0., nms_pre=100, max_per_img=20)
@@ -48,8 +59,8 @@ def _shrink_faster_rcnn(model_cfg) -> None:
 
 
 DETECTORS = {
-    'retinanet_nfnet-f0_fpn_1x_coco.py': ('RetinaNet', _shrink_retinanet,
-                                          {'loss_cls', 'loss_bbox'}),
+    'retinanet_nfnet-f0_fpn_1x_coco.py':
+    ('RetinaNet', _shrink_retinanet, {'loss_cls', 'loss_bbox'}),
     'faster-rcnn_nfnet-f0_fpn_1x_coco.py':
     ('FasterRCNN', _shrink_faster_rcnn,
      {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox'}),
@@ -83,15 +94,16 @@ def test_detector_nfnet_loss_backward_predict(config):
 
     model.train()
     packed = demo_mm_inputs(
-        batch_size=2, image_shapes=[(3, 128, 160), (3, 160, 128)],
-        num_items=[3, 2], num_classes=NUM_CLASSES)
+        batch_size=2,
+        image_shapes=[(3, 128, 160), (3, 160, 128)],
+        num_items=[3, 2],
+        num_classes=NUM_CLASSES)
     data = model.data_preprocessor(packed, True)
     assert tuple(data['inputs'].shape) == (2, 3, 160, 160)
     feats = model.backbone(data['inputs'])
-    assert [tuple(f.shape) for f in feats] == [
-        (2, c, 160 // s, 160 // s)
-        for c, s in zip(TINY_CHANNELS, (4, 8, 16, 32))
-    ]
+    assert [tuple(f.shape)
+            for f in feats] == [(2, c, 160 // s, 160 // s)
+                                for c, s in zip(TINY_CHANNELS, (4, 8, 16, 32))]
 
     losses = model(**data, mode='loss')
     assert DETECTORS[config][2] <= set(losses)

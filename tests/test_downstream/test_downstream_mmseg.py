@@ -3,15 +3,22 @@ import pytest
 import torch
 
 pytest.importorskip(
-    'mmseg', reason='MMSegmentation 1.2.2 is not installed (the `downstream` '
+    'mmseg',
+    reason='MMSegmentation 1.2.2 is not installed (the `downstream` '
     'extra: pip install -e ".[downstream]")')
 pytest.importorskip(
-    'mmseg.models', reason='mmseg.models cannot be imported here (needs mmcv '
-    'ops and ftfy)', exc_type=ImportError)
+    'mmseg.models',
+    reason='mmseg.models cannot be imported here (needs mmcv '
+    'ops and ftfy)',
+    exc_type=ImportError)
 
-from _downstream_helpers import (F0_CHANNELS, TINY_ARCH,  # noqa: E402
-                                 TINY_CHANNELS, check_backbone_config,
-                                 check_backbone_grads, load_config)
+from _downstream_helpers import (
+    F0_CHANNELS,
+    TINY_ARCH,  # noqa: E402
+    TINY_CHANNELS,
+    check_backbone_config,
+    check_backbone_grads,
+    load_config)
 from mmengine.registry import DefaultScope  # noqa: E402
 from mmengine.structures import PixelData  # noqa: E402
 
@@ -25,6 +32,8 @@ def mmseg_scope():
     """Build and run under the MMSeg scope, as its runner would; restore after."""
     with DefaultScope.overwrite_default_scope('mmseg'):
         yield
+
+
 NUM_CLASSES = 4
 
 
@@ -52,13 +61,14 @@ def _seg_batch(shape, with_gt: bool):
     gen = torch.Generator().manual_seed(0)
     inputs, samples = [], []
     for _ in range(2):
-        inputs.append(torch.randint(0, 256, (3, ) + shape, generator=gen,
-                                    dtype=torch.uint8))
-        sample = SegDataSample(metainfo=dict(img_shape=shape,
-                                             ori_shape=shape))
+        inputs.append(
+            torch.randint(
+                0, 256, (3, ) + shape, generator=gen, dtype=torch.uint8))
+        sample = SegDataSample(metainfo=dict(img_shape=shape, ori_shape=shape))
         if with_gt:
-            sample.gt_sem_seg = PixelData(data=torch.randint(
-                0, NUM_CLASSES, (1, ) + shape, generator=gen))
+            sample.gt_sem_seg = PixelData(
+                data=torch.randint(
+                    0, NUM_CLASSES, (1, ) + shape, generator=gen))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
@@ -74,10 +84,9 @@ def test_upernet_nfnet_loss_backward_predict():
     model.train()
     data = model.data_preprocessor(_seg_batch((128, 160), True), True)
     feats = model.backbone(data['inputs'])
-    assert [tuple(f.shape) for f in feats] == [
-        (2, c, 128 // s, 160 // s)
-        for c, s in zip(TINY_CHANNELS, (4, 8, 16, 32))
-    ]
+    assert [tuple(f.shape)
+            for f in feats] == [(2, c, 128 // s, 160 // s)
+                                for c, s in zip(TINY_CHANNELS, (4, 8, 16, 32))]
 
     losses = model(**data, mode='loss')
     assert {'decode.loss_ce', 'aux.loss_ce'} <= set(losses)

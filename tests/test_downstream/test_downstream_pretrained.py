@@ -10,7 +10,6 @@ import logging
 
 import pytest
 import torch
-
 from _downstream_helpers import TINY_ARCH, load_config
 from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
@@ -36,8 +35,11 @@ def _classifier_state(arch) -> dict:
                 type='ImageClassifier',
                 backbone=dict(type='NFNet', arch=arch),
                 neck=dict(type='GlobalAveragePooling'),
-                head=dict(type='NFNetClsHead', num_classes=1000,
-                          in_channels=width, dropout_rate=0.2)))
+                head=dict(
+                    type='NFNetClsHead',
+                    num_classes=1000,
+                    in_channels=width,
+                    dropout_rate=0.2)))
     gen = torch.Generator().manual_seed(0)
     return {
         k: torch.randn(v.shape, generator=gen).to(v.dtype)
@@ -59,10 +61,14 @@ def _backbone_keys(state: dict) -> dict:
 
 def _need_mmdet():
     """Only the detector tests need MMDetection (the `downstream` extra)."""
-    pytest.importorskip('mmdet', reason='MMDetection 3.3.0 is not installed (the '
-                        '`downstream` extra: pip install -e ".[downstream]")')
-    pytest.importorskip('mmdet.models', exc_type=ImportError,
-                        reason='mmdet.models cannot be imported here (needs mmcv ops)')
+    pytest.importorskip(
+        'mmdet',
+        reason='MMDetection 3.3.0 is not installed (the '
+        '`downstream` extra: pip install -e ".[downstream]")')
+    pytest.importorskip(
+        'mmdet.models',
+        exc_type=ImportError,
+        reason='mmdet.models cannot be imported here (needs mmcv ops)')
 
 
 def _detector(arch, checkpoint: str):
@@ -84,8 +90,6 @@ def _tiny_backbone(**kwargs):
 
 
 @pytest.fixture(scope='module')
-
-
 def tiny_state():
     return _classifier_state(TINY_ARCH)
 
@@ -163,9 +167,12 @@ def test_non_strict_logs_problems_and_loads_the_rest(tmp_path, tiny_state):
             assert torch.equal(value, expected[key]), key
 
 
-def test_ddp_prefixed_checkpoint_loads_as_pretrained_does(tmp_path, tiny_state):
-    state = {f'module.{k[9:]}': v for k, v in tiny_state.items()
-             if k.startswith('backbone.')}
+def test_ddp_prefixed_checkpoint_loads_as_pretrained_does(
+        tmp_path, tiny_state):
+    state = {
+        f'module.{k[9:]}': v
+        for k, v in tiny_state.items() if k.startswith('backbone.')
+    }
     backbone = _tiny_backbone()
     StrictPretrained(_save(state, tmp_path / 'c.pth'))(backbone)
     for key, value in backbone.state_dict().items():
@@ -175,8 +182,9 @@ def test_ddp_prefixed_checkpoint_loads_as_pretrained_does(tmp_path, tiny_state):
 def test_wrong_prefix_names_the_prefixes_present(tmp_path, tiny_state):
     path = _save(tiny_state, tmp_path / 'c.pth')
     backbone = _tiny_backbone()
-    with pytest.raises(PretrainedKeysError,
-                       match=r"prefix 'model\.'.*\['backbone\.', 'head\.'\]"):
+    with pytest.raises(
+            PretrainedKeysError,
+            match=r"prefix 'model\.'.*\['backbone\.', 'head\.'\]"):
         StrictPretrained(path, prefix='model')(backbone)
 
 

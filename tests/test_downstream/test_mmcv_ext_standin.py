@@ -13,8 +13,9 @@ pytest.importorskip('mmcv', reason='mmcv is not installed')
 ops = pytest.importorskip(
     'mmcv.ops', reason='mmcv.ops cannot be imported', exc_type=ImportError)
 if not getattr(sys.modules.get('mmcv._ext'), 'IS_STANDIN', False):
-    pytest.skip('full mmcv installed: real kernels, no stand-in',
-                allow_module_level=True)
+    pytest.skip(
+        'full mmcv installed: real kernels, no stand-in',
+        allow_module_level=True)
 
 
 def _greedy_nms(boxes, scores, thr, offset):
@@ -61,12 +62,15 @@ def test_roi_align_forward_and_backward():
     gen = torch.Generator().manual_seed(0)
     feat = torch.randn(2, 3, 9, 11, generator=gen, dtype=torch.float64)
     rois = torch.tensor([[0, 1.3, 0.7, 8.2, 6.9], [1, 0., 2.5, 5.5, 8.],
-                         [1, 3.1, 1.2, 20., 9.5]], dtype=torch.float64)
-    layer = ops.RoIAlign((3, 4), spatial_scale=0.8, sampling_ratio=2,
+                         [1, 3.1, 1.2, 20., 9.5]],
+                        dtype=torch.float64)
+    layer = ops.RoIAlign((3, 4),
+                         spatial_scale=0.8,
+                         sampling_ratio=2,
                          aligned=True)
     out = layer(feat, rois)
-    ref = torchvision.ops.roi_align(feat, rois, (3, 4), spatial_scale=0.8,
-                                    sampling_ratio=2, aligned=True)
+    ref = torchvision.ops.roi_align(
+        feat, rois, (3, 4), spatial_scale=0.8, sampling_ratio=2, aligned=True)
     assert torch.allclose(out, ref)
 
     feat.requires_grad_(True)
@@ -74,12 +78,15 @@ def test_roi_align_forward_and_backward():
 
 
 def test_other_ops_raise_a_clear_error():
-    with pytest.raises(NotImplementedError, match="'roi_pool_forward'.*"
-                       'stand-in.*full mmcv'):
+    with pytest.raises(
+            NotImplementedError,
+            match="'roi_pool_forward'.*"
+            'stand-in.*full mmcv'):
         ops.roi_pool(torch.zeros(1, 1, 4, 4), torch.zeros(1, 5), 2)
     with pytest.raises(NotImplementedError, match='pool_mode="max"'):
-        ops.RoIAlign(2, pool_mode='max')(torch.zeros(1, 1, 4, 4),
-                                         torch.tensor([[0., 0, 0, 2, 2]]))
+        ops.RoIAlign(
+            2, pool_mode='max')(torch.zeros(1, 1, 4, 4),
+                                torch.tensor([[0., 0, 0, 2, 2]]))
 
 
 def test_standin_is_not_shipped():
@@ -91,8 +98,7 @@ def test_standin_is_not_shipped():
     standin_dir = osp.dirname(sys.modules['mmcv._ext'].__file__)
     assert osp.samefile(standin_dir, osp.dirname(osp.abspath(__file__)))
     names = [
-        m.name
-        for m in pkgutil.walk_packages(nfnet_mm.__path__, 'nfnet_mm.')
+        m.name for m in pkgutil.walk_packages(nfnet_mm.__path__, 'nfnet_mm.')
     ]
     assert 'nfnet_mm.models.utils.strict_pretrained' in names
     assert not any('standin' in n or n.endswith('_ext') for n in names)

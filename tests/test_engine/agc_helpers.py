@@ -9,8 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['TinyNet', 'make_batches', 'reference_agc', 'train_steps',
-           'ddp_worker']
+__all__ = [
+    'TinyNet', 'make_batches', 'reference_agc', 'train_steps', 'ddp_worker'
+]
 
 
 class TinyNet(nn.Module):
@@ -52,7 +53,8 @@ def reference_agc(weights, grads, clipping: float, eps: float):
         if w.ndim <= 1:  # scalars and vectors: one unit, the whole tensor
             units = [(w.reshape(-1), g.view(-1))]
         else:  # one unit per output row (dim 0)
-            units = [(w[i].reshape(-1), g[i].view(-1)) for i in range(w.shape[0])]
+            units = [(w[i].reshape(-1), g[i].view(-1))
+                     for i in range(w.shape[0])]
         for w_i, g_i in units:
             w_norm = torch.sqrt(torch.sum(w_i * w_i)).item()
             g_norm = torch.sqrt(torch.sum(g_i * g_i)).item()
@@ -105,8 +107,11 @@ def ddp_worker(rank: int, world: int, port: int, out_dir: str, steps: int,
                    for x, y in make_batches(steps, batch)]
         fracs = train_steps(wrapper, model, batches, wrapped=ddp)
         torch.save(
-            dict(params={n: p.detach().clone()
-                         for n, p in model.named_parameters()},
-                 fracs=fracs), os.path.join(out_dir, f'rank{rank}.pt'))
+            dict(
+                params={
+                    n: p.detach().clone()
+                    for n, p in model.named_parameters()
+                },
+                fracs=fracs), os.path.join(out_dir, f'rank{rank}.pt'))
     finally:
         dist.destroy_process_group()

@@ -11,7 +11,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from sam_helpers import build_model, make_batch  # noqa: E402
 from test_sam import LR, reference_sam_grad  # noqa: E402
 
-from nfnet_mm.engine.model_wrappers import SAMDistributedDataParallel  # noqa: E402
+from nfnet_mm.engine.model_wrappers import \
+    SAMDistributedDataParallel  # noqa: E402
 from nfnet_mm.engine.optimizers import SAMOptimWrapper  # noqa: E402
 
 BATCH = 6
@@ -41,7 +42,8 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
             dict(type='SAMDistributedDataParallel', module=model))
         assert isinstance(ddp, SAMDistributedDataParallel)
         wrapper = SAMOptimWrapper(
-            optimizer=torch.optim.SGD(ddp.parameters(), lr=LR), rho=0.05,
+            optimizer=torch.optim.SGD(ddp.parameters(), lr=LR),
+            rho=0.05,
             ascent_fraction=0.5)
         names = [n for n, _ in model.named_parameters()]
 
@@ -57,8 +59,8 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
             seed = 100 * step + rank  # the ranks' data differ
             w = {n: p.detach().clone() for n, p in model.named_parameters()}
             data = model.data_preprocessor(make_batch(BATCH, seed), True)
-            local, _, _ = reference_sam_grad(model, data['inputs'],
-                                             data['data_samples'], ASCENT, w=w)
+            local, _, _ = reference_sam_grad(
+                model, data['inputs'], data['data_samples'], ASCENT, w=w)
             local = _flat(local[n] for n in names)
             expected = local.clone()
             dist.all_reduce(expected)
@@ -76,10 +78,11 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
             assert (perturbations[0] - perturbations[1]).abs().max() > 1e-4, \
                 'ascent was synced: both ranks perturbed the same way'
             # descent gradient: the all-rank average of the local ones
-            torch.testing.assert_close(step_grads[-1], expected, rtol=1e-5,
-                                       atol=1e-6)
+            torch.testing.assert_close(
+                step_grads[-1], expected, rtol=1e-5, atol=1e-6)
             # the local ascent gradient norm is logged, not an averaged one
-            norms = _gather(log_vars['sam_ascent_grad_norm'].reshape(1), world_size)
+            norms = _gather(log_vars['sam_ascent_grad_norm'].reshape(1),
+                            world_size)
             assert not torch.equal(norms[0], norms[1])
             assert not wrapper.is_perturbed
 
@@ -91,7 +94,8 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
         seen_weights.clear()
         plain = OptimWrapper(torch.optim.SGD(ddp.parameters(), lr=LR))
         log_vars = ddp.train_step(make_batch(BATCH, 1000 + rank), plain)
-        assert len(seen_weights) == 1 and 'sam_ascent_grad_norm' not in log_vars
+        assert len(
+            seen_weights) == 1 and 'sam_ascent_grad_norm' not in log_vars
         params = _gather(_flat(model.parameters()), world_size)
         torch.testing.assert_close(params[0], params[1], rtol=0, atol=0)
     finally:

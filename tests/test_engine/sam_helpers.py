@@ -24,22 +24,30 @@ class SAMTestConvNet(nn.Module):
         return (self.act(self.conv2(self.act(self.conv1(x)))), )
 
 
-def model_cfg(model_type: str = 'SAMImageClassifier', batch_augments=None) -> dict:
+def model_cfg(model_type: str = 'SAMImageClassifier',
+              batch_augments=None) -> dict:
     """A tiny classifier config (8x8 RGB inputs, 3 classes)."""
-    preprocessor = dict(type='ClsDataPreprocessor', mean=[0., 0., 0.],
-                        std=[1., 1., 1.], num_classes=NUM_CLASSES)
+    preprocessor = dict(
+        type='ClsDataPreprocessor',
+        mean=[0., 0., 0.],
+        std=[1., 1., 1.],
+        num_classes=NUM_CLASSES)
     if batch_augments is not None:
         preprocessor['batch_augments'] = batch_augments
     return dict(
         type=model_type,
         backbone=dict(type='SAMTestConvNet'),
         neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=4,
-                  loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+        head=dict(
+            type='LinearClsHead',
+            num_classes=NUM_CLASSES,
+            in_channels=4,
+            loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
         data_preprocessor=preprocessor)
 
 
-def build_model(model_type: str = 'SAMImageClassifier', seed: int = 0,
+def build_model(model_type: str = 'SAMImageClassifier',
+                seed: int = 0,
                 batch_augments=None) -> nn.Module:
     torch.manual_seed(seed)
     return MODELS.build(model_cfg(model_type, batch_augments))
@@ -60,8 +68,8 @@ class SAMFakeClsDataset(Dataset):
 
     def __init__(self, length: int = 20, seed: int = 0):
         gen = torch.Generator().manual_seed(seed)
-        self.images = torch.randint(0, 256, (length, 3, 8, 8), generator=gen,
-                                    dtype=torch.uint8)
+        self.images = torch.randint(
+            0, 256, (length, 3, 8, 8), generator=gen, dtype=torch.uint8)
         self.labels = torch.randint(0, NUM_CLASSES, (length, ), generator=gen)
         self.metainfo = dict(classes=[str(i) for i in range(NUM_CLASSES)])
 
@@ -69,5 +77,6 @@ class SAMFakeClsDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index):
-        return dict(inputs=self.images[index],
-                    data_samples=DataSample().set_gt_label(int(self.labels[index])))
+        return dict(
+            inputs=self.images[index],
+            data_samples=DataSample().set_gt_label(int(self.labels[index])))

@@ -10,16 +10,17 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 from mmengine.config import Config
 from mmengine.dataset import BaseDataset
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
+from mmpretrain.registry import DATASETS, PARAM_SCHEDULERS
 
 import nfnet_mm  # noqa: F401
-from mmpretrain.registry import DATASETS, PARAM_SCHEDULERS
-from helpers import REPO
 
-DEMO = osp.join(REPO, 'configs', 'fashion_mnist', 'nfnet-demo_1xb128_fashion-mnist.py')
+DEMO = osp.join(REPO, 'configs', 'fashion_mnist',
+                'nfnet-demo_1xb128_fashion-mnist.py')
 
 
 @DATASETS.register_module()
@@ -33,7 +34,8 @@ class _ScheduleFakeFashionMNIST(BaseDataset):
         super().__init__(serialize_data=False, **kwargs)
 
     def load_data_list(self):
-        img = np.random.RandomState(0).randint(0, 256, (28, 28), dtype=np.uint8)
+        img = np.random.RandomState(0).randint(
+            0, 256, (28, 28), dtype=np.uint8)
         return [dict(img=img, gt_label=i % 10) for i in range(self.num)]
 
 
@@ -46,7 +48,8 @@ def _demo_runner(tmp_path, **options):
     cfg.train_dataloader.update(num_workers=0, persistent_workers=False)
     cfg.merge_from_dict(options)
     for key in ('val', 'test'):
-        cfg[f'{key}_dataloader'] = cfg[f'{key}_cfg'] = cfg[f'{key}_evaluator'] = None
+        cfg[f'{key}_dataloader'] = cfg[f'{key}_cfg'] = cfg[
+            f'{key}_evaluator'] = None
     cfg.default_hooks.checkpoint = None
     cfg.visualizer = dict(type='UniversalVisualizer', vis_backends=[])
     cfg.log_level = 'WARNING'
@@ -74,21 +77,30 @@ def _recipe(lr, start_factor, warmup, total):
     return np.where(t < warmup, warm, cosine)
 
 
-@pytest.mark.parametrize('options, iters_per_epoch, epochs', [
-    ({}, 469, 6),  # the demo as configured: 60,000 / 128 images
-    ({'train_cfg.max_epochs': 3}, 469, 3),
-    ({'train_dataloader.dataset.indices': 128}, 1, 6),
-])
-def test_demo_schedule_follows_the_run(tmp_path, options, iters_per_epoch, epochs):
+@pytest.mark.parametrize(
+    'options, iters_per_epoch, epochs',
+    [
+        ({}, 469, 6),  # the demo as configured: 60,000 / 128 images
+        ({
+            'train_cfg.max_epochs': 3
+        }, 469, 3),
+        ({
+            'train_dataloader.dataset.indices': 128
+        }, 1, 6),
+    ])
+def test_demo_schedule_follows_the_run(tmp_path, options, iters_per_epoch,
+                                       epochs):
     runner = _demo_runner(tmp_path, **options)
     lrs, (warm, cos) = _scheduled_lrs(runner)
     total = iters_per_epoch * epochs
     assert len(lrs) == total
     warmup = max(iters_per_epoch // 2, 2)  # half an epoch, >= 2 iterations
-    assert (warm.begin, warm.end, cos.begin, cos.end) == (0, warmup, warmup, total)
-    np.testing.assert_allclose(lrs, _recipe(0.4, 1e-3, warmup, total), rtol=1e-6,
-                               atol=1e-9)
-    assert lrs[0] == pytest.approx(4e-4) and lrs[warmup - 1] == pytest.approx(0.4)
+    assert (warm.begin, warm.end, cos.begin, cos.end) == (0, warmup, warmup,
+                                                          total)
+    np.testing.assert_allclose(
+        lrs, _recipe(0.4, 1e-3, warmup, total), rtol=1e-6, atol=1e-9)
+    assert lrs[0] == pytest.approx(4e-4) and lrs[warmup -
+                                                 1] == pytest.approx(0.4)
     # annealed: the last iteration is the cosine's last step, 0.4 sin^2(pi / 2n)
     steps = total - warmup
     assert lrs[-1] == lrs[warmup:].min() <= 0.4 * (math.pi / (2 * steps))**2
@@ -97,7 +109,8 @@ def test_demo_schedule_follows_the_run(tmp_path, options, iters_per_epoch, epoch
 @pytest.mark.slow
 def test_one_iteration_epochs_train_with_warmup_and_cosine(tmp_path):
     """The run that died with 'end should be larger than begin' now trains."""
-    runner = _demo_runner(tmp_path, **{'train_dataloader.dataset.indices': 128})
+    runner = _demo_runner(tmp_path,
+                          **{'train_dataloader.dataset.indices': 128})
     runner.train()
     assert runner.iter == 6
     lrs = np.array(runner.message_hub.get_scalar('train/lr').data[0])
@@ -106,13 +119,15 @@ def test_one_iteration_epochs_train_with_warmup_and_cosine(tmp_path):
 
 def test_imagenet_schedule_resolves_to_the_paper_at_default_length():
     """F0 at 4096 images per step: 313 iterations per epoch, 5 warm-up epochs, 360."""
-    cfg = Config.fromfile(osp.join(REPO, 'configs', 'nfnet', 'nfnet-f0_64xb64_in1k.py'))
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs', 'nfnet', 'nfnet-f0_64xb64_in1k.py'))
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        warm, cos = (PARAM_SCHEDULERS.build(
-            dict(s, end=s.get('end', cfg.train_cfg.max_epochs)),
-            default_args=dict(optimizer=optimizer, epoch_length=313))
-                     for s in cfg.param_scheduler)
+        warm, cos = (
+            PARAM_SCHEDULERS.build(
+                dict(s, end=s.get('end', cfg.train_cfg.max_epochs)),
+                default_args=dict(optimizer=optimizer, epoch_length=313))
+            for s in cfg.param_scheduler)
     assert (warm.begin, warm.end, warm.start_factor) == (0, 5 * 313, 1e-6)
     assert (cos.begin, cos.end, cos.T_max, cos.eta_min) == (5 * 313, 360 * 313,
                                                             355 * 313, 0.)
@@ -123,9 +138,11 @@ def test_imagenet_schedule_resolves_to_the_paper_at_default_length():
      r'\(iteration 1565\)'),
     (False, 3000, 2000, r'ends at iteration 2000, .* \(iteration 3000\)'),
 ])
-def test_run_shorter_than_its_warmup_is_one_clear_error(by_epoch, warmup, end, message):
+def test_run_shorter_than_its_warmup_is_one_clear_error(
+        by_epoch, warmup, end, message):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
-    cfg = dict(type='CosineAfterWarmupLR', by_epoch=by_epoch, begin=warmup, end=end)
+    cfg = dict(
+        type='CosineAfterWarmupLR', by_epoch=by_epoch, begin=warmup, end=end)
     if by_epoch:
         cfg.update(convert_to_iter_based=True, epoch_length=313)
     with DefaultScope.overwrite_default_scope('mmpretrain'):

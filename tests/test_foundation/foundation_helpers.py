@@ -34,7 +34,8 @@ class FakeData(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         gen = torch.Generator().manual_seed(index)
-        return dict(inputs=torch.randn(3, 8, 8, generator=gen), labels=index % 3)
+        return dict(
+            inputs=torch.randn(3, 8, 8, generator=gen), labels=index % 3)
 
 
 class StopAfterEpoch(Hook):
@@ -54,7 +55,10 @@ class _Stopped(Exception):
     pass
 
 
-def make_runner(work_dir, max_epochs=2, resume=False, load_from=None,
+def make_runner(work_dir,
+                max_epochs=2,
+                resume=False,
+                load_from=None,
                 custom_hooks=None):
     """A CPU Runner with momentum SGD, a step LR schedule and a fixed seed.
 

@@ -41,6 +41,7 @@ def randomize_(model, trained_like=False):
             elif name.endswith('gain'):
                 p.copy_(0.9 + 0.2 * u if trained_like else 0.5 + u)
             elif name.endswith('bias'):
-                p.copy_(torch.randn(p.shape, generator=g) *
-                        (0.02 if trained_like else 0.1))
+                p.copy_(
+                    torch.randn(p.shape, generator=g) *
+                    (0.02 if trained_like else 0.1))
     return model

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from deploy_helpers import REPO, TINY_ARCH
 
 pytest.importorskip('onnxruntime')
@@ -49,13 +48,19 @@ def test_deploy_configs():
     from mmengine.config import Config
     static, dynamic = Config.fromfile(STATIC), Config.fromfile(DYNAMIC)
     for cfg in (static, dynamic):
-        assert cfg.codebase_config == dict(type='mmpretrain',
-                                           task='Classification')
+        assert cfg.codebase_config == dict(
+            type='mmpretrain', task='Classification')
         assert cfg.backend_config.type == 'onnxruntime'
         assert cfg.custom_imports.imports == ['nfnet_mm']
     assert 'dynamic_axes' not in static.onnx_config
     assert dynamic.onnx_config.dynamic_axes == {
-        'input': {0: 'batch'}, 'output': {0: 'batch'}}
+        'input': {
+            0: 'batch'
+        },
+        'output': {
+            0: 'batch'
+        }
+    }
     from mmdeploy.utils import Codebase
     assert Codebase.get('mmpretrain')  # the codebase name MMDeploy knows
 
@@ -65,10 +70,16 @@ def test_mmdeploy_onnxruntime_end_to_end(tmp_path):
     cfg = tmp_path / 'tiny.py'
     cfg.write_text(MODEL_CFG.format(arch=TINY_ARCH))
     work = tmp_path / 'work'
-    out = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools/deploy/mmdeploy.py'), DYNAMIC,
-         str(cfg), 'none', '--work-dir', str(work), '--dump-info'],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([
+        sys.executable,
+        osp.join(REPO, 'tools/deploy/mmdeploy.py'), DYNAMIC,
+        str(cfg), 'none', '--work-dir',
+        str(work), '--dump-info'
+    ],
+                         cwd=REPO,
+                         capture_output=True,
+                         text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout[out.stdout.index('{'):])
     # MMDeploy's onnxruntime backend model == our PyTorch model (not folded)
@@ -81,8 +92,8 @@ def test_mmdeploy_onnxruntime_end_to_end(tmp_path):
     graph = onnx.load(str(work / 'end2end.onnx')).graph
     ops = {n.op_type for n in graph.node}
     assert 'Conv' in ops and 'Sqrt' not in ops and 'ReduceL2' not in ops  # folded WS
-    sess = ort.InferenceSession(str(work / 'end2end.onnx'),
-                                providers=['CPUExecutionProvider'])
+    sess = ort.InferenceSession(
+        str(work / 'end2end.onnx'), providers=['CPUExecutionProvider'])
     for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal(
             (batch, 3, 64, 64)).astype(np.float32)
@@ -97,8 +108,11 @@ def test_import_with_the_old_env_request_patches_nothing(tmp_path):
     # NFNET_MM_ONNX_EXPORTER once patched torch.onnx.export at import
     code = ('import torch; before = torch.onnx.export; import nfnet_mm, '
             'nfnet_mm.deploy; print(torch.onnx.export is before)')
-    out = subprocess.run([sys.executable, '-c', code], cwd=str(tmp_path),
-                         env=dict(os.environ,
-                                  NFNET_MM_ONNX_EXPORTER='torchscript'),
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, '-c', code],
+                         cwd=str(tmp_path),
+                         env=dict(
+                             os.environ, NFNET_MM_ONNX_EXPORTER='torchscript'),
+                         capture_output=True,
+                         text=True,
+                         timeout=300)
     assert out.stdout.split()[-1:] == ['True'], out.stderr[-2000:]

@@ -9,15 +9,16 @@ import textwrap
 
 import pytest
 import torch
+from helpers import REPO as ROOT
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 
 import nfnet_mm  # noqa: F401  (registers NFNet)
-from helpers import REPO as ROOT
 
 TOOLS = osp.join(ROOT, 'tools')
-DEMO = osp.join(ROOT, 'configs', 'fashion_mnist', 'nfnet-demo_1xb128_fashion-mnist.py')
+DEMO = osp.join(ROOT, 'configs', 'fashion_mnist',
+                'nfnet-demo_1xb128_fashion-mnist.py')
 FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
 
 
@@ -57,8 +58,12 @@ def _evil(path):
 
 
 def _other_arch(path):
-    torch.save({'state_dict': _demo_state_dict(stem_widths=[16, 16, 16, 32],
-                                                       widths=[32, 64, 96, 160])}, path)
+    torch.save(
+        {
+            'state_dict':
+            _demo_state_dict(
+                stem_widths=[16, 16, 16, 32], widths=[32, 64, 96, 160])
+        }, path)
     return path
 
 
@@ -105,18 +110,29 @@ def test_bad_checkpoints_end_in_one_error_and_write_nothing(tmp_path):
     cases = []
     for name, make, _ in BAD_CHECKPOINTS:
         ckpt = make(str(tmp_path / f'{name}.pth'))
-        cases.append([DEMO, ckpt, '--work-dir', str(tmp_path / f'work_{name}'),
-                      '--out', str(tmp_path / f'out_{name}.pkl')])
+        cases.append([
+            DEMO, ckpt, '--work-dir',
+            str(tmp_path / f'work_{name}'), '--out',
+            str(tmp_path / f'out_{name}.pkl')
+        ])
     proc = subprocess.run(
-        [sys.executable, '-c', DRIVER.format(tool=osp.join(TOOLS, 'test.py')),
-         json.dumps(cases)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable, '-c',
+            DRIVER.format(tool=osp.join(TOOLS, 'test.py')),
+            json.dumps(cases)
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
         # as `python tools/test.py` does, the tool's folder is on the path
         env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=TOOLS))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads(line) for line in proc.stdout.splitlines()
-               if line.startswith('{')]
-    assert len(results) == len(BAD_CHECKPOINTS), proc.stdout + proc.stderr[-3000:]
+    results = [
+        json.loads(line) for line in proc.stdout.splitlines()
+        if line.startswith('{')
+    ]
+    assert len(results) == len(
+        BAD_CHECKPOINTS), proc.stdout + proc.stderr[-3000:]
     for (name, _, says), case, result in zip(BAD_CHECKPOINTS, cases, results):
         message = result['code']
         assert isinstance(message, str), (name, result)  # exit status 1
@@ -127,25 +143,32 @@ def test_bad_checkpoints_end_in_one_error_and_write_nothing(tmp_path):
         assert not osp.exists(case[3]) and not osp.exists(case[5]), name
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.pwned')]
     # the CLI itself: exit status 1 and the one line on stderr, no traceback
-    real = subprocess.run([sys.executable, osp.join(TOOLS, 'test.py'), *cases[0]],
-                          capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    real = subprocess.run(
+        [sys.executable, osp.join(TOOLS, 'test.py'), *cases[0]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert real.returncode == 1
     assert real.stderr.strip() == results[0]['code'], real.stderr[-2000:]
     assert 'Traceback' not in real.stdout + real.stderr
 
 
 def _tool(name, *args):
-    proc = subprocess.run([sys.executable, osp.join(TOOLS, f'{name}.py'), *args],
-                          capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    proc = subprocess.run(
+        [sys.executable, osp.join(TOOLS, f'{name}.py'), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     return log
 
 
 def _top1(log):
-    return float(re.findall(r'Epoch\(test\).*accuracy/top1: ([\d.]+)', log)[-1])
+    return float(
+        re.findall(r'Epoch\(test\).*accuracy/top1: ([\d.]+)', log)[-1])
 
 
 @pytest.mark.slow
@@ -153,44 +176,59 @@ def _top1(log):
 def test_tta_tests_the_ema_weights_of_a_demo_run(tmp_path):
     """100 iterations of the demo with its EMA hook, then test with and without TTA."""
     work = str(tmp_path / 'work')
-    short = ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=32',
-             'train_dataloader.dataset.indices=3200',
-             'val_dataloader.dataset.indices=500',
-             'optim_wrapper.optimizer.lr=0.1', 'train_dataloader.dataset.mix_prob=0.0']
+    short = [
+        'train_cfg.max_epochs=1', 'train_dataloader.batch_size=32',
+        'train_dataloader.dataset.indices=3200',
+        'val_dataloader.dataset.indices=500', 'optim_wrapper.optimizer.lr=0.1',
+        'train_dataloader.dataset.mix_prob=0.0'
+    ]
     subset = ['test_dataloader.dataset.indices=1000']
     train = _tool('train', DEMO, '--work-dir', work, '--cfg-options', *short)
     ckpt = osp.join(work, 'epoch_1.pth')
     assert 'ema_state_dict' in torch.load(ckpt, weights_only=False)
-    plain = _tool('test', DEMO, ckpt, '--work-dir', work, '--cfg-options', *subset)
-    tta = _tool('test', DEMO, ckpt, '--tta', '--work-dir', work, '--cfg-options', *subset)
+    plain = _tool('test', DEMO, ckpt, '--work-dir', work, '--cfg-options',
+                  *subset)
+    tta = _tool('test', DEMO, ckpt, '--tta', '--work-dir', work,
+                '--cfg-options', *subset)
     assert 'Start testing on EMA model.' in plain and 'Start testing on EMA model.' in tta
     assert _top1(plain) > 50 and _top1(tta) > 50  # chance is 10
     assert abs(_top1(plain) - _top1(tta)) < 5
     # MMEngine's own EMA model wraps the TTA model, so the checkpoint's EMA keys do not
     # fit it: that fails (it tested the EMA copy's random start before), naming keys
-    proc = subprocess.run(
-        [sys.executable, osp.join(TOOLS, 'test.py'), DEMO, ckpt, '--tta', '--work-dir',
-         work, '--cfg-options', *subset, 'custom_hooks.0.ema_type=ExponentialMovingAverage'],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(TOOLS, 'test.py'), DEMO, ckpt, '--tta', '--work-dir', work,
+        '--cfg-options', *subset,
+        'custom_hooks.0.ema_type=ExponentialMovingAverage'
+    ],
+                          capture_output=True,
+                          text=True,
+                          timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode != 0 and 'Epoch(test)' not in proc.stdout + proc.stderr
     assert 'module.module.backbone.stem' in proc.stderr, proc.stderr[-3000:]
     # quiet: no warning a user cannot act on
-    for noise in ('MultiScaleDeformableAttention', "'pin_memory' argument is set",
-                  '"FileClient" will be deprecated', '"HardDiskBackend" is the alias',
+    for noise in ('MultiScaleDeformableAttention',
+                  "'pin_memory' argument is set",
+                  '"FileClient" will be deprecated',
+                  '"HardDiskBackend" is the alias',
                   'pkg_resources is deprecated', 'Warning'):
         assert noise not in train + plain + tta, noise
 
 
 def test_ema_of_a_tta_model_keys_weights_as_checkpoints_do():
     """The root cause of TTA testing random weights: the EMA copy's keys."""
-    from mmpretrain.models import AverageClsScoreTTA
-    from nfnet_mm.models import NFNetEMA
     from foundation_helpers import TinyNet
+    from mmpretrain.models import AverageClsScoreTTA
+
+    from nfnet_mm.models import NFNetEMA
     model = TinyNet()
     keys = {'steps'} | {f'module.{k}' for k in model.state_dict()}
-    saved = NFNetEMA(model).state_dict()  # what EMAHook saves as ema_state_dict
+    saved = NFNetEMA(
+        model).state_dict()  # what EMAHook saves as ema_state_dict
     assert set(saved) == keys
-    ema = NFNetEMA(AverageClsScoreTTA(module=model))  # what the hook builds with --tta
+    ema = NFNetEMA(
+        AverageClsScoreTTA(module=model))  # what the hook builds with --tta
     assert set(ema.state_dict()) == keys
     ema.load_state_dict(saved, strict=True)
 
@@ -208,19 +246,32 @@ def test_strict_check_covers_ema_weights_and_non_strict_opts_out(tmp_path):
     from nfnet_mm.utils.checkpoint import CheckpointMismatchError
     tool = _test_tool()
     state = _demo_state_dict()
-    ema = {'steps': torch.tensor(3), **{f'module.{k}': v for k, v in state.items()}}
-    cfg = tool.merge_args(Config.fromfile(DEMO),
-                          tool.parse_args([DEMO, 'x.pth', '--tta']))
+    ema = {
+        'steps': torch.tensor(3),
+        **{
+            f'module.{k}': v
+            for k, v in state.items()
+        }
+    }
+    cfg = tool.merge_args(
+        Config.fromfile(DEMO), tool.parse_args([DEMO, 'x.pth', '--tta']))
     good = str(tmp_path / 'good.pth')
     # DDP's prefix is stripped as MMEngine's loader does; a TTA model is unwrapped
-    torch.save({'state_dict': {f'module.{k}': v for k, v in state.items()},
-                'ema_state_dict': ema}, good)
+    torch.save(
+        {
+            'state_dict': {
+                f'module.{k}': v
+                for k, v in state.items()
+            },
+            'ema_state_dict': ema
+        }, good)
     tool.check_checkpoint(cfg, good)
     del ema['module.head.fc.weight']
     bad_ema = str(tmp_path / 'bad_ema.pth')
     torch.save({'state_dict': state, 'ema_state_dict': ema}, bad_ema)
-    with pytest.raises(CheckpointMismatchError,
-                       match=r"\(its ema_state_dict\).*1 missing: module.head.fc.weight"):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r"\(its ema_state_dict\).*1 missing: module.head.fc.weight"):
         tool.check_checkpoint(cfg, bad_ema)
     partial = _without_head_bias(str(tmp_path / 'partial.pth'))
     with pytest.raises(CheckpointMismatchError, match='head.fc.bias'):
@@ -230,28 +281,36 @@ def test_strict_check_covers_ema_weights_and_non_strict_opts_out(tmp_path):
     # the EMA hook loads strictly, unless --non-strict
     ema_hooks = [h for h in cfg.custom_hooks if h.type == 'EMAHook']
     assert len(ema_hooks) == 1 and ema_hooks[0].strict_load is True
-    lax = tool.merge_args(Config.fromfile(DEMO),
-                          tool.parse_args([DEMO, 'x.pth', '--non-strict']))
+    lax = tool.merge_args(
+        Config.fromfile(DEMO), tool.parse_args([DEMO, 'x.pth',
+                                                '--non-strict']))
     assert 'strict_load' not in lax.custom_hooks[0]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not osp.isdir(FASHION_MNIST), reason='needs Fashion-MNIST')
-def test_non_strict_cli_tests_a_partial_checkpoint_and_names_what_is_missing(tmp_path):
+def test_non_strict_cli_tests_a_partial_checkpoint_and_names_what_is_missing(
+        tmp_path):
     partial = _without_head_bias(str(tmp_path / 'partial.pth'))
-    log = _tool('test', DEMO, partial, '--non-strict', '--work-dir', str(tmp_path / 'w'),
-                '--cfg-options', 'test_dataloader.dataset.indices=100')
+    log = _tool('test', DEMO, partial, '--non-strict', '--work-dir',
+                str(tmp_path / 'w'), '--cfg-options',
+                'test_dataloader.dataset.indices=100')
     assert 0 <= _top1(log) <= 100
-    assert re.search(r'missing keys in source state_dict: head\.fc\.bias', log), log[-3000:]
+    assert re.search(r'missing keys in source state_dict: head\.fc\.bias',
+                     log), log[-3000:]
 
 
 def test_strict_check_builds_models_that_need_real_tensors(tmp_path):
     """MMPretrain's ConvNeXt reads a tensor while built (meta tensors cannot):
     the key check then builds on the CPU instead of failing."""
-    model = dict(type='ImageClassifier', neck=dict(type='GlobalAveragePooling'),
-                 backbone=dict(type='ConvNeXt', drop_path_rate=0.1,
-                               arch=dict(depths=[1, 1, 1, 1], channels=[8, 16, 32, 64])),
-                 head=dict(type='LinearClsHead', num_classes=3, in_channels=64))
+    model = dict(
+        type='ImageClassifier',
+        neck=dict(type='GlobalAveragePooling'),
+        backbone=dict(
+            type='ConvNeXt',
+            drop_path_rate=0.1,
+            arch=dict(depths=[1, 1, 1, 1], channels=[8, 16, 32, 64])),
+        head=dict(type='LinearClsHead', num_classes=3, in_channels=64))
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         state = MODELS.build(dict(model)).state_dict()
     path = str(tmp_path / 'convnext.pth')
@@ -274,8 +333,11 @@ def test_strict_check_reads_urls_through_mmengine(tmp_path, monkeypatch):
     def load(path, map_location):
         seen.append(path)
         return {'state_dict': state}
-    monkeypatch.setattr(CheckpointLoader, 'load_checkpoint', staticmethod(load))
+
+    monkeypatch.setattr(CheckpointLoader, 'load_checkpoint',
+                        staticmethod(load))
     url = 'https://example.com/nfnet-demo.pth'
-    tool.check_checkpoint(tool.merge_args(Config.fromfile(DEMO),
-                                          tool.parse_args([DEMO, url])), url)
+    tool.check_checkpoint(
+        tool.merge_args(Config.fromfile(DEMO), tool.parse_args([DEMO, url])),
+        url)
     assert seen == [url]

@@ -30,17 +30,20 @@ sys.path[:] = [p for p in sys.path if osp.abspath(p or os.curdir) != _HERE]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from nfnet_mm.compat import (enable_safe_checkpoints,  # noqa: E402
-                             torchscript_onnx_exporter)
+from nfnet_mm.compat import enable_safe_checkpoints  # noqa: E402
+from nfnet_mm.compat import torchscript_onnx_exporter
 from nfnet_mm.deploy import DEFAULT_ATOL, build_classifier  # noqa: E402
 from nfnet_mm.utils.checkpoint import CheckpointError  # noqa: E402
 
 DEMO_IMAGE = osp.normpath(osp.join(_HERE, '..', '..', 'demo', 'demo.png'))
 
 
-def deploy_with_mmdeploy(deploy_cfg: str, model_cfg: str,
-                         checkpoint: Optional[str], work_dir: str,
-                         img: str, device: str = 'cpu',
+def deploy_with_mmdeploy(deploy_cfg: str,
+                         model_cfg: str,
+                         checkpoint: Optional[str],
+                         work_dir: str,
+                         img: str,
+                         device: str = 'cpu',
                          dump_info: bool = False,
                          atol: float = DEFAULT_ATOL) -> dict:
     """MMDeploy 1.3.1 (onnxruntime), checked against the PyTorch model.
@@ -81,10 +84,14 @@ def deploy_with_mmdeploy(deploy_cfg: str, model_cfg: str,
     onnx_file = osp.join(work_dir, save_file)
     if dump_info:
         from mmdeploy.backend.sdk.export_info import export2SDK
-        export2SDK(copy.deepcopy(deploy_cfg), copy.deepcopy(model_cfg),
-                   work_dir, pth=checkpoint, device=device)
-    task = build_task_processor(copy.deepcopy(model_cfg),
-                                copy.deepcopy(deploy_cfg), device)
+        export2SDK(
+            copy.deepcopy(deploy_cfg),
+            copy.deepcopy(model_cfg),
+            work_dir,
+            pth=checkpoint,
+            device=device)
+    task = build_task_processor(
+        copy.deepcopy(model_cfg), copy.deepcopy(deploy_cfg), device)
     outputs = []
     for model in (task.build_backend_model([onnx_file]),
                   build_classifier(copy.deepcopy(model_cfg), checkpoint)):
@@ -92,36 +99,47 @@ def deploy_with_mmdeploy(deploy_cfg: str, model_cfg: str,
         data, _ = task.create_input(img, get_input_shape(deploy_cfg))
         with torch.no_grad():
             samples = model.test_step(data)
-        outputs.append((np.stack([s.pred_score.float().cpu().numpy()
-                                  for s in samples]),
-                        [int(s.pred_label) for s in samples]))
+        outputs.append(
+            (np.stack([s.pred_score.float().cpu().numpy() for s in samples]),
+             [int(s.pred_label) for s in samples]))
     diff = float(np.abs(outputs[0][0] - outputs[1][0]).max())
-    return dict(onnx=onnx_file, max_abs_diff=diff, atol=atol,
-                labels=(outputs[0][1], outputs[1][1]), ok=diff <= atol)
+    return dict(
+        onnx=onnx_file,
+        max_abs_diff=diff,
+        atol=atol,
+        labels=(outputs[0][1], outputs[1][1]),
+        ok=diff <= atol)
 
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(
         description='MMDeploy (onnxruntime) for nfnet_mm with the '
         'TorchScript ONNX exporter.')
-    parser.add_argument('deploy_cfg', help='e.g. configs/deploy/'
-                        'classification_onnxruntime_static.py')
+    parser.add_argument(
+        'deploy_cfg',
+        help='e.g. configs/deploy/'
+        'classification_onnxruntime_static.py')
     parser.add_argument('model_cfg', help='model config')
     parser.add_argument('checkpoint', help="checkpoint ('none': random)")
-    parser.add_argument('img', nargs='?', default=DEMO_IMAGE,
-                        help='image used to export and check (default: '
-                        'demo/demo.png)')
+    parser.add_argument(
+        'img',
+        nargs='?',
+        default=DEMO_IMAGE,
+        help='image used to export and check (default: '
+        'demo/demo.png)')
     parser.add_argument('--work-dir', required=True)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--dump-info', action='store_true',
-                        help='write the MMDeploy SDK meta files')
+    parser.add_argument(
+        '--dump-info',
+        action='store_true',
+        help='write the MMDeploy SDK meta files')
     parser.add_argument('--atol', type=float, default=DEFAULT_ATOL)
     args = parser.parse_args()
     enable_safe_checkpoints()  # training checkpoints load weights-only
     try:
-        report = deploy_with_mmdeploy(
-            args.deploy_cfg, args.model_cfg, args.checkpoint, args.work_dir,
-            args.img, args.device, args.dump_info, args.atol)
+        report = deploy_with_mmdeploy(args.deploy_cfg, args.model_cfg,
+                                      args.checkpoint, args.work_dir, args.img,
+                                      args.device, args.dump_info, args.atol)
     except CheckpointError as err:
         sys.exit(f'ERROR: {err}')
     print(json.dumps(report, indent=2))

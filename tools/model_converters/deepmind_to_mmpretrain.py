@@ -20,11 +20,17 @@ if __name__ == '__main__':
         description='Convert DeepMind NFNet (Haiku) weights to nfnet_mm.')
     parser.add_argument('src', help='DeepMind file, e.g. F0_haiku.npz')
     parser.add_argument('dst', help='output checkpoint (.pth)')
-    parser.add_argument('--arch', help='NFNet arch name (f0..f7, f4+); '
-                        'inferred from the number of blocks when omitted')
-    parser.add_argument('--depths', type=int, nargs='+',
-                        help='blocks per stage, for an unnamed arch')
+    parser.add_argument(
+        '--arch',
+        help='NFNet arch name (f0..f7, f4+); '
+        'inferred from the number of blocks when omitted')
+    parser.add_argument(
+        '--depths',
+        type=int,
+        nargs='+',
+        help='blocks per stage, for an unnamed arch')
     args = parser.parse_args()
-    sys.exit(run_converter(
-        lambda: convert_deepmind_file(args.src, args.dst, args.arch,
-                                      args.depths), args.dst))
+    sys.exit(
+        run_converter(
+            lambda: convert_deepmind_file(args.src, args.dst, args.arch, args.
+                                          depths), args.dst))

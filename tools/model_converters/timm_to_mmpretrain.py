@@ -20,8 +20,10 @@ if __name__ == '__main__':
         description='Convert a timm dm_nfnet_f* checkpoint to MMPretrain.')
     parser.add_argument('src', help='timm checkpoint (.pth or .safetensors)')
     parser.add_argument('dst', help='output MMPretrain checkpoint (.pth)')
-    parser.add_argument('--arch', help='NFNet arch name (default: read from '
-                        'the tensors)')
+    parser.add_argument(
+        '--arch', help='NFNet arch name (default: read from '
+        'the tensors)')
     args = parser.parse_args()
-    sys.exit(run_converter(
-        lambda: convert_timm_file(args.src, args.dst, args.arch), args.dst))
+    sys.exit(
+        run_converter(lambda: convert_timm_file(args.src, args.dst, args.arch),
+                      args.dst))

@@ -40,7 +40,6 @@ import math
 from typing import Optional
 
 import mmcv
-
 from mmpretrain.datasets.transforms import Posterize, RandAugment, Translate
 from mmpretrain.registry import TRANSFORMS
 
@@ -123,15 +122,15 @@ def nf_randaug_policies(translate_const: float = 100.,
             level 10. Defaults to 40.
         pad_val (int): Fill value. Defaults to 128.
     """
-    enhance = dict(magnitude_range=(-0.9, 0.9), random_negative_prob=0.,
-                   prob=1.)
+    enhance = dict(
+        magnitude_range=(-0.9, 0.9), random_negative_prob=0., prob=1.)
     signed = dict(random_negative_prob=0.5, prob=1.)
     return [
         dict(type='AutoContrast', prob=1.),
         dict(type='Equalize', prob=1.),
         dict(type='Invert', prob=1.),
-        dict(type='Rotate', magnitude_range=(0, 30), pad_val=pad_val,
-             **signed),
+        dict(
+            type='Rotate', magnitude_range=(0, 30), pad_val=pad_val, **signed),
         dict(type='NFPosterize', magnitude_range=(0, 4), prob=1.),
         dict(type='Solarize', magnitude_range=(0, 256), prob=1.),
         dict(type='SolarizeAdd', magnitude_range=(0, 110), thr=128, prob=1.),
@@ -140,17 +139,36 @@ def nf_randaug_policies(translate_const: float = 100.,
         dict(type='Contrast', **enhance),
         dict(type='Brightness', **enhance),
         dict(type='Sharpness', **enhance),
-        dict(type='Shear', magnitude_range=(0, 0.3), direction='horizontal',
-             pad_val=pad_val, **signed),
-        dict(type='Shear', magnitude_range=(0, 0.3), direction='vertical',
-             pad_val=pad_val, **signed),
-        dict(type='NFTranslate', magnitude_range=(0, translate_const),
-             direction='horizontal', pad_val=pad_val, **signed),
-        dict(type='NFTranslate', magnitude_range=(0, translate_const),
-             direction='vertical', pad_val=pad_val, **signed),
+        dict(
+            type='Shear',
+            magnitude_range=(0, 0.3),
+            direction='horizontal',
+            pad_val=pad_val,
+            **signed),
+        dict(
+            type='Shear',
+            magnitude_range=(0, 0.3),
+            direction='vertical',
+            pad_val=pad_val,
+            **signed),
+        dict(
+            type='NFTranslate',
+            magnitude_range=(0, translate_const),
+            direction='horizontal',
+            pad_val=pad_val,
+            **signed),
+        dict(
+            type='NFTranslate',
+            magnitude_range=(0, translate_const),
+            direction='vertical',
+            pad_val=pad_val,
+            **signed),
         # square side 2 * int(cutout_const * M / 10)
-        dict(type='Cutout', magnitude_range=(0, 2 * cutout_const),
-             pad_val=pad_val, prob=1.),
+        dict(
+            type='Cutout',
+            magnitude_range=(0, 2 * cutout_const),
+            pad_val=pad_val,
+            prob=1.),
     ]
 
 
@@ -206,4 +224,3 @@ class NFRandAugment(RandAugment):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_layers={self.num_layers}, '
                 f'magnitude={self.magnitude}, ops={len(self.transforms)})')
-

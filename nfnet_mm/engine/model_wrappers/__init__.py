@@ -1,5 +1,3 @@
 from .sam_ddp import SAMDistributedDataParallel
 
-__all__ = [
-    'SAMDistributedDataParallel'
-]
+__all__ = ['SAMDistributedDataParallel']

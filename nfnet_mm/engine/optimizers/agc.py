@@ -44,22 +44,25 @@ def unitwise_clip_(params: Sequence[torch.Tensor], clipping: float,
     """
     whole = [p for p in params if p.ndim <= 1]
     rows = [p for p in params if p.ndim > 1]
-    grad_norms = list(torch._foreach_norm([p.grad for p in whole])) if whole else []
+    grad_norms = list(torch._foreach_norm([p.grad
+                                           for p in whole])) if whole else []
     weight_norms = list(torch._foreach_norm(whole)) if whole else []
     for p in rows:
         dims = tuple(range(1, p.ndim))
         grad_norms.append(torch.linalg.vector_norm(p.grad, dim=dims))
         weight_norms.append(torch.linalg.vector_norm(p, dim=dims))
     g = torch.cat([n.reshape(-1).float() for n in grad_norms])
-    w = torch.cat([n.reshape(-1).float() for n in weight_norms]).clamp_min_(eps)
+    w = torch.cat([n.reshape(-1).float()
+                   for n in weight_norms]).clamp_min_(eps)
     ratio = g / w
     clipped = ratio > clipping
     scale = torch.where(clipped, clipping * w / g, torch.ones_like(g))
     # the scale of each unit, viewed to broadcast over its parameter
     scales = [
-        s.view([-1] + [1] * (p.ndim - 1) if p.ndim > 1 else []).to(p.grad.dtype)
-        for s, p in zip(scale.split([1] * len(whole) +
-                                    [p.shape[0] for p in rows]), whole + rows)
+        s.view([-1] + [1] * (p.ndim - 1) if p.ndim > 1 else []).to(
+            p.grad.dtype) for s, p in zip(
+                scale.split([1] * len(whole) + [p.shape[0]
+                                                for p in rows]), whole + rows)
     ]
     torch._foreach_mul_([p.grad for p in whole + rows], scales)
     return torch.stack([g.sum(), clipped.float().mean(), ratio.max()])
@@ -102,8 +105,11 @@ class AGCOptimWrapper(OptimWrapper):
 
     amp_variant = 'AmpAGCOptimWrapper'
 
-    def __init__(self, optimizer: Optimizer, agc: Optional[dict] = None,
-                 max_consecutive_skips: int = 10, **kwargs) -> None:
+    def __init__(self,
+                 optimizer: Optimizer,
+                 agc: Optional[dict] = None,
+                 max_consecutive_skips: int = 10,
+                 **kwargs) -> None:
         super().__init__(optimizer=optimizer, **kwargs)
         if agc is not None:
             unknown = set(agc) - {'clipping', 'eps', 'exclude'}
@@ -112,14 +118,18 @@ class AGCOptimWrapper(OptimWrapper):
                     f'agc takes `clipping` (required), `eps` and `exclude`, '
                     f'got {agc!r}')
             agc = {'eps': 1e-3, 'exclude': ['head.fc.weight'], **agc}
-            if not all(isinstance(agc[k], (int, float)) and not isinstance(
-                    agc[k], bool) and agc[k] > 0 for k in ('clipping', 'eps')):
-                raise ValueError(f'agc clipping and eps must be > 0 (numbers), '
-                                 f'got {agc!r}')
+            if not all(
+                    isinstance(agc[k], (int, float))
+                    and not isinstance(agc[k], bool) and agc[k] > 0
+                    for k in ('clipping', 'eps')):
+                raise ValueError(
+                    f'agc clipping and eps must be > 0 (numbers), '
+                    f'got {agc!r}')
             if not (isinstance(agc['exclude'], (list, tuple))
                     and all(isinstance(p, str) for p in agc['exclude'])):
-                raise ValueError('agc exclude must be a list of parameter name '
-                                 f"patterns, got {agc['exclude']!r}")
+                raise ValueError(
+                    'agc exclude must be a list of parameter name '
+                    f"patterns, got {agc['exclude']!r}")
         if not max_consecutive_skips >= 1:
             raise ValueError('max_consecutive_skips must be >= 1, got '
                              f'{max_consecutive_skips!r}')
@@ -146,7 +156,8 @@ class AGCOptimWrapper(OptimWrapper):
             ValueError: If an ``exclude`` pattern matches no parameter.
         """
         while is_model_wrapper(model) or hasattr(model, '_orig_mod'):
-            model = model.module if is_model_wrapper(model) else model._orig_mod
+            model = model.module if is_model_wrapper(
+                model) else model._orig_mod
         self.param_names = {id(p): n for n, p in model.named_parameters()}
         named = [(self.param_names[id(p)], id(p)) for p in self._params()
                  if id(p) in self.param_names]
@@ -154,11 +165,13 @@ class AGCOptimWrapper(OptimWrapper):
         for pattern in (self.agc or {}).get('exclude', []):
             hits = {i for name, i in named if fnmatchcase(name, pattern)}
             if not hits:
-                close = difflib.get_close_matches(pattern, [n for n, _ in named])
+                close = difflib.get_close_matches(pattern,
+                                                  [n for n, _ in named])
                 raise ValueError(
                     f'agc.exclude pattern {pattern!r} matches no parameter of the '
                     f'optimizer; closest names: {close}, last parameters: '
-                    f'{[n for n, _ in named[-4:]]}. Use exclude=[] to clip all.')
+                    f'{[n for n, _ in named[-4:]]}. Use exclude=[] to clip all.'
+                )
             self._excluded |= hits
 
     @contextmanager
@@ -189,28 +202,36 @@ class AGCOptimWrapper(OptimWrapper):
             return None
         clipped = [p for p in grads if id(p) not in self._excluded]
         excluded = [p.grad for p in grads if id(p) in self._excluded]
-        stats = (unitwise_clip_(clipped, self.agc['clipping'], self.agc['eps'])
-                 if clipped else grads[0].new_zeros(3, dtype=torch.float32))
+        stats = (
+            unitwise_clip_(clipped, self.agc['clipping'], self.agc['eps'])
+            if clipped else grads[0].new_zeros(3, dtype=torch.float32))
         if excluded:  # not clipped, but part of the finiteness check
-            stats[0] += torch.stack(torch._foreach_norm(excluded)).float().sum()
+            stats[0] += torch.stack(
+                torch._foreach_norm(excluded)).float().sum()
         return stats
 
     def _clip_grad(self) -> None:
         """AGC, the skip of a non-finite update, then MMEngine's ``clip_grad``."""
         stats = self.agc_clip_() if self.agc is not None else None
         if stats is not None:
-            grad_norm_sum, clip_frac, max_ratio = stats.tolist()  # one host sync
+            grad_norm_sum, clip_frac, max_ratio = stats.tolist(
+            )  # one host sync
             if math.isfinite(grad_norm_sum):
                 self.consecutive_skips = 0
-                self.message_hub.update_scalar('train/agc_clip_frac', clip_frac)
-                self.message_hub.update_scalar('train/agc_max_ratio', max_ratio)
-            elif not (isinstance(self, AmpOptimWrapper)
-                      and self.loss_scaler.is_enabled()):  # else the scaler skips
-                self.optimizer.zero_grad(set_to_none=True)  # step() does nothing
+                self.message_hub.update_scalar('train/agc_clip_frac',
+                                               clip_frac)
+                self.message_hub.update_scalar('train/agc_max_ratio',
+                                               max_ratio)
+            elif not (isinstance(self, AmpOptimWrapper) and
+                      self.loss_scaler.is_enabled()):  # else the scaler skips
+                self.optimizer.zero_grad(
+                    set_to_none=True)  # step() does nothing
                 self.consecutive_skips += 1
-                print_log(f'{type(self).__name__}: non-finite gradient, update '
-                          f'skipped ({self.consecutive_skips} in a row).',
-                          logger='current', level=logging.WARNING)
+                print_log(
+                    f'{type(self).__name__}: non-finite gradient, update '
+                    f'skipped ({self.consecutive_skips} in a row).',
+                    logger='current',
+                    level=logging.WARNING)
                 if self.consecutive_skips >= self.max_consecutive_skips:
                     raise RuntimeError(
                         f'{self.consecutive_skips} consecutive updates had a '

@@ -19,8 +19,9 @@ def amp_optim_wrapper_type(type_name: str) -> str:
         for name, c in registry.module_dict.items()
         if c is OptimWrapper or getattr(c, 'amp_variant', None))
     if cls is None:
-        raise ValueError(f'Unknown optim_wrapper type {type_name!r}; types --amp '
-                         f'can switch: {known}')
+        raise ValueError(
+            f'Unknown optim_wrapper type {type_name!r}; types --amp '
+            f'can switch: {known}')
     if issubclass(cls, AmpOptimWrapper):
         return type_name
     if cls is OptimWrapper:

@@ -32,8 +32,12 @@ def _total_norm(tensors: List[torch.Tensor]) -> torch.Tensor:
 class _SAMMixin:
     """SAM settings and the perturbation; each wrapper keeps its AGC base's step."""
 
-    def __init__(self, *args, rho: float = 0.05, adaptive: bool = False,
-                 ascent_fraction: float = 0.2, eps: float = 1e-12,
+    def __init__(self,
+                 *args,
+                 rho: float = 0.05,
+                 adaptive: bool = False,
+                 ascent_fraction: float = 0.2,
+                 eps: float = 1e-12,
                  **kwargs) -> None:
         if not (rho > 0 and 0 < ascent_fraction <= 1 and eps >= 0
                 and isinstance(adaptive, bool)):
@@ -63,8 +67,8 @@ class _SAMMixin:
         Returns:
             tuple: ``||g||`` (a 0-d tensor) and whether the weights were moved.
         """
-        scale = (self.loss_scaler.get_scale()
-                 if isinstance(self, AmpOptimWrapper) else 1.0)  # 1.0 if disabled
+        scale = (self.loss_scaler.get_scale() if isinstance(
+            self, AmpOptimWrapper) else 1.0)  # 1.0 if disabled
         all_params = self._params()
         stash = [p.grad for p in all_params]
         self.optimizer.zero_grad(set_to_none=True)
@@ -86,7 +90,8 @@ class _SAMMixin:
                 if self.adaptive:
                     grads = torch._foreach_mul(grads, abs_w)  # |w|^2 g
                 self._backup = [(p, p.detach().clone()) for p in params]
-                torch._foreach_add_(params, grads, alpha=self.rho / (norm + self.eps))
+                torch._foreach_add_(
+                    params, grads, alpha=self.rho / (norm + self.eps))
                 return grad_norm, True
         finally:
             for p, grad in zip(all_params, stash):

@@ -55,8 +55,10 @@ class StochasticDepth(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.drop_rate == 0.:
             return x
-        keep = torch.empty((x.shape[0], ) + (1, ) * (x.ndim - 1),
-                           dtype=x.dtype, device=x.device)
+        keep = torch.empty(
+            (x.shape[0], ) + (1, ) * (x.ndim - 1),
+            dtype=x.dtype,
+            device=x.device)
         keep.bernoulli_(1. - self.drop_rate)
         return x * keep
 
@@ -165,9 +167,9 @@ class NFBlock(nn.Module):
             if not transition:
                 raise ValueError('Only a transition block may change the '
                                  'shape.')
-            pool = (nn.AvgPool2d(stride, ceil_mode=True,
-                                 count_include_pad=False)
-                    if stride > 1 else nn.Identity())
+            pool = (
+                nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False)
+                if stride > 1 else nn.Identity())
             self.shortcut = nn.Sequential(
                 OrderedDict(
                     pool=pool,
@@ -231,10 +233,12 @@ class NFNet(BaseModule):
     """
 
     arch_settings: Dict[str, dict] = {
-        **{f'f{n}': dict(_F0, depths=[d * (n + 1) for d in _F0['depths']])
-           for n in range(8)},
-        'f4+': dict(_F0, depths=[5, 10, 30, 15],
-                    widths=[384, 768, 2048, 2048]),
+        **{
+            f'f{n}': dict(_F0, depths=[d * (n + 1) for d in _F0['depths']])
+            for n in range(8)
+        },
+        'f4+':
+        dict(_F0, depths=[5, 10, 30, 15], widths=[384, 768, 2048, 2048]),
     }
 
     def __init__(self,
@@ -252,9 +256,11 @@ class NFNet(BaseModule):
         self.arch = arch = self.parse_arch(arch)
         num_stages = len(arch['depths'])
         if padding not in PADDING_MODES:
-            raise ValueError(f'Invalid padding {padding!r}; valid: {PADDING_MODES}.')
+            raise ValueError(
+                f'Invalid padding {padding!r}; valid: {PADDING_MODES}.')
         if not 0. <= drop_path_rate < 1.:
-            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}.')
+            raise ValueError(
+                f'drop_path_rate must be in [0, 1), got {drop_path_rate}.')
         self.num_stages = num_stages
         self.out_indices = self._parse_out_indices(out_indices, num_stages)
         if not -1 <= frozen_stages <= num_stages:
@@ -274,8 +280,12 @@ class NFNet(BaseModule):
             if i > 0:
                 stem[f'act{i}'] = self.act
             stem[f'conv{i + 1}'] = ScaledWSConv2d(
-                in_channels, width, 3, stride=stride,
-                input_scale=self.gamma if i > 0 else 1., **conv_cfg)
+                in_channels,
+                width,
+                3,
+                stride=stride,
+                input_scale=self.gamma if i > 0 else 1.,
+                **conv_cfg)
             in_channels = width
         self.stem = nn.Sequential(stem)
 
@@ -300,8 +310,7 @@ class NFNet(BaseModule):
                         act=self.act,
                         gamma=self.gamma,
                         conv_cfg=conv_cfg,
-                        drop_path_rate=drop_path_rate * block_idx /
-                        num_blocks,
+                        drop_path_rate=drop_path_rate * block_idx / num_blocks,
                         transition=b == 0))
                 # the transition block resets the variance, then it grows
                 if b == 0:
@@ -322,9 +331,8 @@ class NFNet(BaseModule):
         that differ from F0's."""
         if isinstance(arch, str):
             if arch.lower() not in cls.arch_settings:
-                raise ValueError(
-                    f'Unknown NFNet arch {arch!r}; valid names: '
-                    f'{sorted(cls.arch_settings)} (or a dict).')
+                raise ValueError(f'Unknown NFNet arch {arch!r}; valid names: '
+                                 f'{sorted(cls.arch_settings)} (or a dict).')
             return copy.deepcopy(cls.arch_settings[arch.lower()])
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
@@ -339,8 +347,9 @@ class NFNet(BaseModule):
                 raise ValueError(f'arch {a!r} and {b!r} differ in length: '
                                  f'{arch[a]} vs {arch[b]}.')
         if min(arch['depths']) < 1 or arch['final_expansion'] <= 0:
-            raise ValueError('arch depths must be >= 1 and final_expansion > 0, got '
-                             f"{arch['depths']} and {arch['final_expansion']}.")
+            raise ValueError(
+                'arch depths must be >= 1 and final_expansion > 0, got '
+                f"{arch['depths']} and {arch['final_expansion']}.")
         return arch
 
     @staticmethod
@@ -353,8 +362,8 @@ class NFNet(BaseModule):
             raise ValueError('out_indices must not be empty.')
         result = []
         for index in out_indices:
-            if not isinstance(index, int) or not (-num_stages <= index <
-                                                  num_stages):
+            if not isinstance(index,
+                              int) or not (-num_stages <= index < num_stages):
                 raise ValueError(
                     f'Invalid out_indices entry {index!r}; valid: '
                     f'{-num_stages} ... {num_stages - 1}.')

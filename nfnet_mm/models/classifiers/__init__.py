@@ -1,5 +1,3 @@
 from .sam_classifier import SAMImageClassifier
 
-__all__ = [
-    'SAMImageClassifier'
-]
+__all__ = ['SAMImageClassifier']

@@ -1,5 +1,3 @@
 from .nfnet_head import NFNetClsHead
 
-__all__ = [
-    'NFNetClsHead'
-]
+__all__ = ['NFNetClsHead']

@@ -66,8 +66,10 @@ def build_plain_act(act_cfg: dict) -> nn.Module:
     ``inplace`` are dropped: NF blocks reuse their inputs). A type of
     :data:`ACTIVATION_GAMMAS` is torch's class of that name where there is
     one (MMCV registers only some), else MMCV's (``Swish``)."""
-    kwargs = {k: v for k, v in act_cfg.items() if k not in ('gamma',
-                                                            'inplace')}
+    kwargs = {
+        k: v
+        for k, v in act_cfg.items() if k not in ('gamma', 'inplace')
+    }
     act_type = kwargs.pop('type', None)
     if act_type in ACTIVATION_GAMMAS and hasattr(nn, act_type):
         return getattr(nn, act_type)(**kwargs)

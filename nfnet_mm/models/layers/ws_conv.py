@@ -12,7 +12,9 @@ __all__ = ['ScaledWSConv2d', 'same_pads', 'standardize_weight']
 PADDING_MODES = ('same', 'symmetric')
 
 
-def same_pads(size: int, kernel_size: int, stride: int,
+def same_pads(size: int,
+              kernel_size: int,
+              stride: int,
               dilation: int = 1) -> Tuple[int, int]:
     """Padding (before, after) of TensorFlow's "SAME" along one dimension.
 
@@ -170,8 +172,8 @@ class ScaledWSConv2d(nn.Conv2d):
                         static.append(0)
                 conv_padding = tuple(static)
             else:
-                conv_padding = tuple((k - 1) * d // 2
-                                     for k, d in zip(kernel_size, dilation))
+                conv_padding = tuple(
+                    (k - 1) * d // 2 for k, d in zip(kernel_size, dilation))
         else:
             pad_mode = 'explicit'
             conv_padding = _pair(padding)
@@ -194,8 +196,8 @@ class ScaledWSConv2d(nn.Conv2d):
     def reset_parameters(self) -> None:
         """Weight ~ N(0, 1 / fan_in) (the scale is irrelevant after the
         standardisation), bias 0."""
-        nn.init.kaiming_normal_(self.weight, mode='fan_in',
-                                nonlinearity='linear')
+        nn.init.kaiming_normal_(
+            self.weight, mode='fan_in', nonlinearity='linear')
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 

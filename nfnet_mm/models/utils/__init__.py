@@ -4,6 +4,6 @@ from .sam_train_step import (SAMTrainStepMixin, is_sam_optim_wrapper,
 from .strict_pretrained import PretrainedKeysError, StrictPretrained
 
 __all__ = [
-    'NFNetEMA', 'SAMTrainStepMixin', 'is_sam_optim_wrapper',
-    'sam_train_step', 'PretrainedKeysError', 'StrictPretrained'
+    'NFNetEMA', 'SAMTrainStepMixin', 'is_sam_optim_wrapper', 'sam_train_step',
+    'PretrainedKeysError', 'StrictPretrained'
 ]

@@ -20,9 +20,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from mmengine.model import BaseTTAModel, ExponentialMovingAverage
-from torch import Tensor
-
 from mmpretrain.registry import MODELS
+from torch import Tensor
 
 __all__ = ['NFNetEMA']
 
@@ -82,8 +81,9 @@ class NFNetEMA(ExponentialMovingAverage):
         if isinstance(model, BaseTTAModel):
             model = model.module
         if not 0.0 < momentum <= 0.5:  # 0.99999 here would track the raw weights
-            raise ValueError('NFNetEMA: momentum (= 1 - decay) must be in (0, 0.5]; the '
-                             f"paper's decay 0.99999 is momentum=1e-5, got {momentum}.")
+            raise ValueError(
+                'NFNetEMA: momentum (= 1 - decay) must be in (0, 0.5]; the '
+                f"paper's decay 0.99999 is momentum=1e-5, got {momentum}.")
         super().__init__(
             model,
             momentum=momentum,

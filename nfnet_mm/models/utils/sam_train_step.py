@@ -20,17 +20,20 @@ __all__ = ['sam_train_step', 'is_sam_optim_wrapper', 'SAMTrainStepMixin']
 def is_sam_optim_wrapper(optim_wrapper) -> bool:
     """Whether ``optim_wrapper`` has SAM's ascent (``SAMOptimWrapper`` and
     ``AmpSAMOptimWrapper`` of :mod:`nfnet_mm.engine.optimizers`)."""
-    return all(callable(getattr(optim_wrapper, name, None))
-               for name in ('ascent_size', 'ascend', 'restore'))
+    return all(
+        callable(getattr(optim_wrapper, name, None))
+        for name in ('ascent_size', 'ascend', 'restore'))
 
 
 def _first_samples(data: Union[dict, tuple, list], optim_wrapper):
     """The ascent samples: the first ``ascent_size(B)`` of a pre-processed batch."""
-    keys, values = zip(*data.items()) if isinstance(data, dict) else (None, data)
+    keys, values = zip(*data.items()) if isinstance(data, dict) else (None,
+                                                                      data)
     size = optim_wrapper.ascent_size(len(values[0]))
     if any(v is not None and len(v) != len(values[0]) for v in values):
-        raise TypeError('sam_train_step needs a pre-processed batch of per-sample '
-                        f'entries, got {[type(v).__name__ for v in values]}')
+        raise TypeError(
+            'sam_train_step needs a pre-processed batch of per-sample '
+            f'entries, got {[type(v).__name__ for v in values]}')
     cut = [None if v is None else v[:size] for v in values]
     return dict(zip(keys, cut)) if keys else type(data)(cut)
 

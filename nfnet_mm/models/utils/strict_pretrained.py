@@ -24,7 +24,7 @@ from mmengine.runner.checkpoint import (_load_checkpoint,
                                         load_state_dict)
 
 from ...utils.checkpoint import (CheckpointMismatchError, check_state_dict,
-                                strip_prefix)
+                                 strip_prefix)
 
 __all__ = ['StrictPretrained', 'PretrainedKeysError']
 
@@ -78,15 +78,17 @@ class StrictPretrained(PretrainedInit):
                                                     self.map_location)
             except AssertionError:  # no key has the prefix: name those there
                 ckpt = _load_checkpoint(self.checkpoint, self.map_location)
-                heads = sorted({k.split('.', 1)[0] + '.'
-                                for k in ckpt.get('state_dict', ckpt)})
+                heads = sorted({
+                    k.split('.', 1)[0] + '.'
+                    for k in ckpt.get('state_dict', ckpt)
+                })
                 raise PretrainedKeysError(
                     f'No key of checkpoint {self.checkpoint!r} starts with '
                     f'prefix {self.prefix!r}; its top-level prefixes are '
                     f'{heads}.') from None
         ckpt = _load_checkpoint(self.checkpoint, self.map_location, 'current')
         state = ckpt.get('state_dict', ckpt) if isinstance(ckpt,
-                                                            Mapping) else ckpt
+                                                           Mapping) else ckpt
         if not isinstance(state, Mapping):
             raise TypeError(
                 f'Checkpoint {self.checkpoint!r} holds a {type(state)}, not a '

@@ -1,31 +1,45 @@
 """NFRandAugment: DeepMind's 16 ops and magnitude scale."""
 import numpy as np
 import pytest
+from mmpretrain.registry import TRANSFORMS
 
 import nfnet_mm  # noqa: F401
-from mmpretrain.registry import TRANSFORMS
 from nfnet_mm.datasets.transforms.randaugment import (NFPosterize,
                                                       NFRandAugment,
                                                       NFTranslate)
+
 
 # DeepMind's level_to_arg at magnitude M (m = M / 10), written plainly
 def _reference_args(M):
     m = M / 10.
     return {
-        ('Rotate', None): 30. * m,
-        ('NFPosterize', None): int(4 * m),
-        ('Solarize', None): int(256 * m),
-        ('SolarizeAdd', None): int(110 * m),
+        ('Rotate', None):
+        30. * m,
+        ('NFPosterize', None):
+        int(4 * m),
+        ('Solarize', None):
+        int(256 * m),
+        ('SolarizeAdd', None):
+        int(110 * m),
         # mmcv factor = 1 + magnitude; reference factor = 1.8 m + 0.1
-        ('ColorTransform', None): 1.8 * m + 0.1 - 1,
-        ('Contrast', None): 1.8 * m + 0.1 - 1,
-        ('Brightness', None): 1.8 * m + 0.1 - 1,
-        ('Sharpness', None): 1.8 * m + 0.1 - 1,
-        ('Shear', 'horizontal'): 0.3 * m,
-        ('Shear', 'vertical'): 0.3 * m,
-        ('NFTranslate', 'horizontal'): 100. * m,
-        ('NFTranslate', 'vertical'): 100. * m,
-        ('Cutout', None): 2 * int(40 * m),
+        ('ColorTransform', None):
+        1.8 * m + 0.1 - 1,
+        ('Contrast', None):
+        1.8 * m + 0.1 - 1,
+        ('Brightness', None):
+        1.8 * m + 0.1 - 1,
+        ('Sharpness', None):
+        1.8 * m + 0.1 - 1,
+        ('Shear', 'horizontal'):
+        0.3 * m,
+        ('Shear', 'vertical'):
+        0.3 * m,
+        ('NFTranslate', 'horizontal'):
+        100. * m,
+        ('NFTranslate', 'vertical'):
+        100. * m,
+        ('Cutout', None):
+        2 * int(40 * m),
     }
 
 
@@ -66,8 +80,8 @@ def test_magnitude_15_stronger_than_5():
     weak = _realised(NFRandAugment(magnitude=5))
     strong = _realised(NFRandAugment(magnitude=15))
     for key in (('Rotate', None), ('Shear', 'horizontal'),
-                ('NFTranslate', 'vertical'), ('Cutout', None),
-                ('SolarizeAdd', None)):
+                ('NFTranslate', 'vertical'), ('Cutout', None), ('SolarizeAdd',
+                                                                None)):
         assert strong[key] == pytest.approx(3 * weak[key]), key
     # enhancement factors: 1.0 (identity) at 5, 2.8 at 15
     assert 1 + weak[('Contrast', None)] == pytest.approx(1.0)
@@ -84,8 +98,12 @@ def test_ops_apply_and_translate_in_pixels():
     for _ in range(10):
         assert ra(dict(img=img.copy()))['img'].shape == img.shape
     # 10 px to the right: column 10 of the result is column 0 of the input
-    tr = NFTranslate(magnitude=10, direction='horizontal', prob=1.,
-                     random_negative_prob=0., pad_val=128)
+    tr = NFTranslate(
+        magnitude=10,
+        direction='horizontal',
+        prob=1.,
+        random_negative_prob=0.,
+        pad_val=128)
     out = tr(dict(img=img.copy()))['img']
     np.testing.assert_array_equal(out[:, 10:], img[:, :-10])
     assert (out[:, :10] == 128).all()

@@ -47,7 +47,8 @@ def _set_unit_grads(bag: ParamBag, seed: int = 1) -> None:
     k = 0
     for name, p in bag.named_parameters():
         units = [p.detach().reshape(1, -1)] if p.ndim <= 1 else [
-            p.detach()[i].reshape(1, -1) for i in range(p.shape[0])]
+            p.detach()[i].reshape(1, -1) for i in range(p.shape[0])
+        ]
         rows = []
         for w_i in units:
             direction = torch.randn(w_i.shape, generator=gen)
@@ -85,8 +86,8 @@ def test_matches_unitwise_reference_for_every_rank():
     _set_unit_grads(bag)
     names = [n for n, _ in bag.named_parameters()]
     params = list(bag.parameters())
-    expected, frac, max_ratio = reference_agc(
-        params, [p.grad for p in params], CLIP, EPS)
+    expected, frac, max_ratio = reference_agc(params, [p.grad for p in params],
+                                              CLIP, EPS)
     assert 0 < frac < 1  # units above and below the threshold
 
     wrapper = _wrapper(params, agc=dict(clipping=CLIP, eps=EPS, exclude=[]))
@@ -114,7 +115,8 @@ def test_linear_rows_are_output_units():
     """A Linear [out, in] is clipped per output row, not per input column."""
     lin = nn.Linear(4, 3, bias=False)
     with torch.no_grad():
-        lin.weight.copy_(torch.ones(3, 4))  # every row norm 2, column norm sqrt 3
+        lin.weight.copy_(torch.ones(3,
+                                    4))  # every row norm 2, column norm sqrt 3
     grad = torch.zeros(3, 4)
     grad[1] = 1.  # row 1: ratio 1 (clipped); columns: ratio 1 / sqrt(3) each
     lin.weight.grad = grad.clone()
@@ -133,13 +135,14 @@ def test_config_validation():
         _wrapper(params, agc=dict(clipping=0.01, eps=0))
     with pytest.raises(ValueError, match="must be > 0.*'clipping': '0.01'"):
         _wrapper(params, agc=dict(clipping='0.01'))
-    with pytest.raises(ValueError, match="exclude must be a list.*'head.fc.weight'"):
+    with pytest.raises(
+            ValueError, match="exclude must be a list.*'head.fc.weight'"):
         _wrapper(params, agc=dict(clipping=0.01, exclude='head.fc.weight'))
     with pytest.raises(ValueError, match='max_consecutive_skips'):
         _wrapper(params, agc=dict(clipping=0.01), max_consecutive_skips=0)
     wrapper = _wrapper(params, agc=dict(clipping=0.02))
-    assert wrapper.agc == dict(clipping=0.02, eps=1e-3,
-                               exclude=['head.fc.weight'])
+    assert wrapper.agc == dict(
+        clipping=0.02, eps=1e-3, exclude=['head.fc.weight'])
 
 
 # --------------------------------------------------------------- exclusion
@@ -167,7 +170,8 @@ def test_default_exclusion_is_classifier_weight_only():
 def test_custom_exclusion_with_pattern():
     model = TinyNet()
     wrapper = _wrapper(
-        model.parameters(), agc=dict(clipping=1e-4, exclude=['conv.*', 'gain']))
+        model.parameters(),
+        agc=dict(clipping=1e-4, exclude=['conv.*', 'gain']))
     raw, clipped = _grads_after_step(model, wrapper)
     for name in ('conv.weight', 'conv.bias', 'gain'):
         assert torch.equal(clipped[name], raw[name]), name
@@ -179,8 +183,10 @@ def test_exclusion_matching_nothing_fails_before_any_update():
     model = TinyNet()
     before = copy.deepcopy(model.state_dict())
     wrapper = _wrapper(
-        model.parameters(), agc=dict(clipping=0.01, exclude=['head.fc.weigth']))
-    with pytest.raises(ValueError, match=r"'head\.fc\.weigth' matches no") as e:
+        model.parameters(),
+        agc=dict(clipping=0.01, exclude=['head.fc.weigth']))
+    with pytest.raises(
+            ValueError, match=r"'head\.fc\.weigth' matches no") as e:
         train_steps(wrapper, model, make_batches(1, 4))
     assert 'head.fc.weight' in str(e.value)  # the closest name is offered
     for k, v in model.state_dict().items():
@@ -190,8 +196,9 @@ def test_exclusion_matching_nothing_fails_before_any_update():
 def test_step_without_names_is_a_clear_error():
     model = TinyNet()
     wrapper = _wrapper(model.parameters(), agc=dict(clipping=0.01))
-    F.cross_entropy(model(make_batches(1, 2)[0][0]), torch.zeros(
-        2, dtype=torch.long)).backward()
+    F.cross_entropy(
+        model(make_batches(1, 2)[0][0]),
+        torch.zeros(2, dtype=torch.long)).backward()
     with pytest.raises(RuntimeError, match='bind_model'):
         wrapper.step()
     # an empty exclusion list needs no names
@@ -228,8 +235,10 @@ def test_clip_grad_applies_after_agc():
     model = TinyNet()
     x, y = make_batches(1, 4)[0]
     weights, raw = _raw_grads(model, x, y)
-    wrapper = _wrapper(model.parameters(), agc=dict(clipping=CLIP, exclude=[]),
-                       clip_grad=dict(max_norm=1e-4))
+    wrapper = _wrapper(
+        model.parameters(),
+        agc=dict(clipping=CLIP, exclude=[]),
+        clip_grad=dict(max_norm=1e-4))
     seen = _spy_step(wrapper)
     wrapper.update_params(F.cross_entropy(model(x), y))
     expected, _, _ = reference_agc(weights, raw, CLIP, EPS)
@@ -237,8 +246,8 @@ def test_clip_grad_applies_after_agc():
     assert total > 1e-4  # the norm clip is active after AGC
     for got, want in zip(seen[0], expected):
         # torch.nn.utils.clip_grad_norm_ divides by (total norm + 1e-6)
-        torch.testing.assert_close(got.double(), want * 1e-4 / (total + 1e-6),
-                                   rtol=1e-5, atol=1e-12)
+        torch.testing.assert_close(
+            got.double(), want * 1e-4 / (total + 1e-6), rtol=1e-5, atol=1e-12)
 
 
 def test_amp_variant():
@@ -259,8 +268,8 @@ def test_accumulation_equals_double_batch():
     halves = [(x[s], y[s]) for x, y in full
               for s in (slice(0, 4), slice(4, 8))]
     agc = dict(clipping=CLIP)
-    acc = _wrapper(model_a.parameters(), agc=agc, lr=0.5,
-                   accumulative_counts=2)
+    acc = _wrapper(
+        model_a.parameters(), agc=agc, lr=0.5, accumulative_counts=2)
     one = _wrapper(model_b.parameters(), agc=agc, lr=0.5)
     calls = []
     clip = acc.agc_clip_
@@ -269,7 +278,8 @@ def test_accumulation_equals_double_batch():
     train_steps(one, model_b, full)
     assert calls == [2, 4, 6]  # clipped once per update, on the summed grads
     assert fracs[-1] > 0  # clipping was active
-    for (name, pa), pb in zip(model_a.named_parameters(), model_b.parameters()):
+    for (name, pa), pb in zip(model_a.named_parameters(),
+                              model_b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
 
 
@@ -284,8 +294,10 @@ def _free_port() -> int:
 def test_ddp_two_ranks_gloo(tmp_path):
     steps, batch, agc = 3, 8, dict(clipping=CLIP)
     torch.multiprocessing.spawn(
-        ddp_worker, args=(2, _free_port(), str(tmp_path), steps, batch, agc),
-        nprocs=2, join=True)
+        ddp_worker,
+        args=(2, _free_port(), str(tmp_path), steps, batch, agc),
+        nprocs=2,
+        join=True)
     ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
     torch.manual_seed(0)
     model = TinyNet()
@@ -297,7 +309,10 @@ def test_ddp_two_ranks_gloo(tmp_path):
     for name, p in model.named_parameters():
         assert torch.equal(ranks[0]['params'][name], ranks[1]['params'][name])
         torch.testing.assert_close(
-            ranks[0]['params'][name], p.detach(), rtol=1e-5, atol=1e-6,
+            ranks[0]['params'][name],
+            p.detach(),
+            rtol=1e-5,
+            atol=1e-6,
             msg=name)
 
 
@@ -319,7 +334,8 @@ def test_non_finite_gradient_skips_update(log_records):
         assert torch.equal(v, weights[k]), k
     after = wrapper.optimizer.state_dict()['state']
     for idx, st in state['state'].items():
-        assert torch.equal(after[idx]['momentum_buffer'], st['momentum_buffer'])
+        assert torch.equal(after[idx]['momentum_buffer'],
+                           st['momentum_buffer'])
     assert all(p.grad is None for p in model.parameters())
     assert wrapper.consecutive_skips == 1
     assert any('non-finite gradient' in r.getMessage() for r in log_records)
@@ -331,8 +347,8 @@ def test_non_finite_gradient_skips_update(log_records):
 
 def test_consecutive_non_finite_steps_stop_training():
     model = TinyNet()
-    wrapper = _wrapper(model.parameters(), agc=dict(clipping=CLIP),
-                       max_consecutive_skips=3)
+    wrapper = _wrapper(
+        model.parameters(), agc=dict(clipping=CLIP), max_consecutive_skips=3)
     wrapper.bind_model(model)
     for i in range(3):
         for p in model.parameters():
@@ -362,8 +378,10 @@ def _spy_step(wrapper):
     seen, step = [], wrapper.optimizer.step
 
     def spy(*args, **kwargs):
-        grads = [p.grad for g in wrapper.optimizer.param_groups
-                 for p in g['params'] if p.grad is not None]
+        grads = [
+            p.grad for g in wrapper.optimizer.param_groups for p in g['params']
+            if p.grad is not None
+        ]
         if grads:  # a skipped update leaves no gradient
             seen.append([g.clone() for g in grads])
         return step(*args, **kwargs)
@@ -374,12 +392,12 @@ def _spy_step(wrapper):
 
 def _raw_grads(model, x, y, autocast_dtype=None, device='cpu'):
     model = copy.deepcopy(model)
-    with torch.autocast(device, dtype=autocast_dtype,
-                        enabled=autocast_dtype is not None):
+    with torch.autocast(
+            device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         loss = F.cross_entropy(model(x), y)
     loss.backward()
-    return [p.detach().clone() for p in model.parameters()], [
-        p.grad.clone() for p in model.parameters()]
+    return [p.detach().clone() for p in model.parameters()
+            ], [p.grad.clone() for p in model.parameters()]
 
 
 def test_bf16_on_cpu_clips_and_skips(cpu_amp):
@@ -388,9 +406,10 @@ def test_bf16_on_cpu_clips_and_skips(cpu_amp):
     x, y = make_batches(1, 4)[0]
     weights, raw = _raw_grads(model, x, y, torch.bfloat16)
     wrapper = AmpAGCOptimWrapper(
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
-                                  weight_decay=0.1),
-        dtype='bfloat16', agc=dict(clipping=CLIP, exclude=[]))
+        optimizer=torch.optim.SGD(
+            model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1),
+        dtype='bfloat16',
+        agc=dict(clipping=CLIP, exclude=[]))
     assert not wrapper.loss_scaler.is_enabled()  # bf16: no loss scaling
     seen = _spy_step(wrapper)
     with wrapper.optim_context(model):
@@ -412,7 +431,8 @@ def test_bf16_on_cpu_clips_and_skips(cpu_amp):
     for k, v in model.state_dict().items():  # momentum and decay did not act
         assert torch.equal(v, before[k])
     for i, st in wrapper.optimizer.state_dict()['state'].items():
-        assert torch.equal(st['momentum_buffer'], momentum[i]['momentum_buffer'])
+        assert torch.equal(st['momentum_buffer'],
+                           momentum[i]['momentum_buffer'])
 
 
 def test_fp16_loss_scaling_unscales_before_clipping(cpu_amp):
@@ -422,7 +442,8 @@ def test_fp16_loss_scaling_unscales_before_clipping(cpu_amp):
     weights, raw = _raw_grads(model, x, y)
     wrapper = AmpAGCOptimWrapper(
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        agc=dict(clipping=CLIP, exclude=[]), max_consecutive_skips=2)
+        agc=dict(clipping=CLIP, exclude=[]),
+        max_consecutive_skips=2)
     # torch.cuda.amp's scaler disables itself without CUDA: use the CPU one
     wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=2.**12)
     wrapper.bind_model(model)
@@ -451,7 +472,8 @@ def test_amp_on_cuda(dtype):
     x, y = (t.cuda() for t in make_batches(1, 4)[0])
     weights, raw = _raw_grads(model, x, y, getattr(torch, dtype), 'cuda')
     wrapper = AmpAGCOptimWrapper(
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1), dtype=dtype,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        dtype=dtype,
         agc=dict(clipping=CLIP, exclude=[]),
         # a static scale that cannot overflow this tiny net's fp16 gradients
         loss_scale=1024. if dtype == 'float16' else 'auto')

@@ -12,13 +12,12 @@ from torch.func import functional_call
 
 sys.path.insert(0, os.path.dirname(__file__))
 import sam_helpers  # noqa: E402
-from sam_helpers import build_model, make_batch  # noqa: E402
-
 from mmengine.optim import OptimWrapper  # noqa: E402
 from mmpretrain.registry import OPTIM_WRAPPERS  # noqa: E402
+from sam_helpers import build_model, make_batch  # noqa: E402
 
-from nfnet_mm.engine.optimizers import (AmpSAMOptimWrapper,  # noqa: E402
-                                        SAMOptimWrapper, amp_optim_wrapper_type)
+from nfnet_mm.engine.optimizers import AmpSAMOptimWrapper  # noqa: E402
+from nfnet_mm.engine.optimizers import SAMOptimWrapper, amp_optim_wrapper_type
 from nfnet_mm.models.utils import sam_train_step  # noqa: E402
 
 RHO = 0.05
@@ -29,11 +28,17 @@ LR = 0.1
 def _loss(model, params, inputs, samples):
     """Total loss of ``model`` with ``params`` substituted (mmengine's rule: keys with
     'loss' are summed)."""
-    losses = functional_call(model, params, (inputs, samples), {'mode': 'loss'})
+    losses = functional_call(model, params, (inputs, samples),
+                             {'mode': 'loss'})
     return sum(value for key, value in losses.items() if 'loss' in key)
 
 
-def reference_sam_grad(model, inputs, samples, ascent_size, adaptive=False, w=None):
+def reference_sam_grad(model,
+                       inputs,
+                       samples,
+                       ascent_size,
+                       adaptive=False,
+                       w=None):
     """Descent gradient of SAM written out plainly: g on the first ``ascent_size``
     samples at w; e = rho g/||g|| (ASAM: rho |w|^2 g / || |w| g ||); gradient of the
     whole ``inputs`` at w + e. Returns (grads by name, descent loss, ||g||)."""
@@ -41,7 +46,8 @@ def reference_sam_grad(model, inputs, samples, ascent_size, adaptive=False, w=No
         w = {n: p.detach().clone() for n, p in model.named_parameters()}
     names = list(w)
     leaves = {n: w[n].clone().requires_grad_(True) for n in names}
-    ascent_loss = _loss(model, leaves, inputs[:ascent_size], samples[:ascent_size])
+    ascent_loss = _loss(model, leaves, inputs[:ascent_size],
+                        samples[:ascent_size])
     g = torch.autograd.grad(ascent_loss, [leaves[n] for n in names])
     g_norm = torch.sqrt(sum((gi**2).sum() for gi in g))
     if adaptive:
@@ -50,7 +56,10 @@ def reference_sam_grad(model, inputs, samples, ascent_size, adaptive=False, w=No
         e = [RHO * w[n].abs() * t / t_norm for n, t in zip(names, tg)]
     else:
         e = [RHO * gi / g_norm for gi in g]
-    perturbed = {n: (w[n] + ei).requires_grad_(True) for n, ei in zip(names, e)}
+    perturbed = {
+        n: (w[n] + ei).requires_grad_(True)
+        for n, ei in zip(names, e)
+    }
     descent_loss = _loss(model, perturbed, inputs, samples)
     gd = torch.autograd.grad(descent_loss, [perturbed[n] for n in names])
     return dict(zip(names, gd)), descent_loss.detach(), g_norm
@@ -87,9 +96,10 @@ def test_sam_step_matches_reference(adaptive):
         expected = w0[name] - LR * ref_grads[name]
         torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
     assert not wrapper.is_perturbed
-    torch.testing.assert_close(log_vars['loss'], ref_loss, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(log_vars['sam_ascent_grad_norm'], ref_norm,
-                               rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        log_vars['loss'], ref_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        log_vars['sam_ascent_grad_norm'], ref_norm, rtol=1e-5, atol=1e-7)
     assert float(log_vars['sam_skipped']) == 0
     assert wrapper.inner_count == 1
 
@@ -98,12 +108,13 @@ def test_sam_differs_from_plain_step():
     """The perturbation matters: the SAM update is not the plain-SGD update."""
     model = build_model()
     plain_model = copy.deepcopy(model)
-    model.train_step(make_batch(10, 1), _sam_wrapper(model, ascent_fraction=1.0))
+    model.train_step(
+        make_batch(10, 1), _sam_wrapper(model, ascent_fraction=1.0))
     plain_model.train_step(
         make_batch(10, 1),
         OptimWrapper(torch.optim.SGD(plain_model.parameters(), lr=LR)))
-    diff = max((a - b).abs().max().item() for a, b in zip(
-        model.parameters(), plain_model.parameters()))
+    diff = max((a - b).abs().max().item()
+               for a, b in zip(model.parameters(), plain_model.parameters()))
     assert diff > 1e-5
 
 
@@ -117,17 +128,20 @@ def test_ascent_size_is_ceil(fraction, batch, expected):
 
 def test_preprocessing_and_batch_augments_run_once():
     """Both passes see one augmented batch; the ascent uses its first samples."""
-    model = build_model(batch_augments=dict(augments=dict(type='Mixup', alpha=1.0)))
+    model = build_model(
+        batch_augments=dict(augments=dict(type='Mixup', alpha=1.0)))
     wrapper = _sam_wrapper(model, ascent_fraction=0.3)
     seen, calls = [], []
-    model.backbone.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    model.backbone.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0]))
     real_forward = model.data_preprocessor.forward
 
     def counting_forward(*args, **kwargs):
         calls.append(1)
         return real_forward(*args, **kwargs)
 
-    with mock.patch.object(model.data_preprocessor, 'forward', counting_forward):
+    with mock.patch.object(model.data_preprocessor, 'forward',
+                           counting_forward):
         model.train_step(make_batch(10, 2), wrapper)
     assert len(calls) == 1
     assert [x.shape[0] for x in seen] == [3, 10]
@@ -164,15 +178,19 @@ def test_gradient_accumulation_perturbs_each_micro_batch():
     model = build_model()
     wrapper = _sam_wrapper(model, ascent_fraction=0.2, accumulative_counts=2)
     w0 = _snapshot(model)
-    refs = [reference_sam_grad(model, *_preprocessed(model, 10, seed), 2)[0]
-            for seed in (5, 6)]
+    refs = [
+        reference_sam_grad(model, *_preprocessed(model, 10, seed), 2)[0]
+        for seed in (5, 6)
+    ]
     model.train_step(make_batch(10, 5), wrapper)
-    for name, p in model.named_parameters():  # no step after the first micro-batch
+    for name, p in model.named_parameters(
+    ):  # no step after the first micro-batch
         torch.testing.assert_close(p.detach(), w0[name], rtol=0, atol=0)
     model.train_step(make_batch(10, 6), wrapper)
     for name, p in model.named_parameters():
         grad = (refs[0][name] + refs[1][name]) / 2
-        torch.testing.assert_close(p.detach(), w0[name] - LR * grad, rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            p.detach(), w0[name] - LR * grad, rtol=0, atol=1e-6)
     assert wrapper.inner_count == 2
 
 
@@ -183,8 +201,8 @@ def test_non_finite_ascent_skips_perturbation():
     w0 = _snapshot(model)
     inputs, samples = _preprocessed(model, 10, seed=7)
     leaves = {n: v.clone().requires_grad_(True) for n, v in w0.items()}
-    plain = torch.autograd.grad(_loss(model, leaves, inputs, samples),
-                                list(leaves.values()))
+    plain = torch.autograd.grad(
+        _loss(model, leaves, inputs, samples), list(leaves.values()))
     backwards = []
 
     def poison_first_backward(grad):
@@ -196,7 +214,8 @@ def test_non_finite_ascent_skips_perturbation():
     assert float(log_vars['sam_skipped']) == 1
     assert not math.isfinite(float(log_vars['sam_ascent_grad_norm']))
     for (name, p), g in zip(model.named_parameters(), plain):
-        torch.testing.assert_close(p.detach(), w0[name] - LR * g, rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            p.detach(), w0[name] - LR * g, rtol=0, atol=1e-6)
 
 
 def test_plain_wrapper_falls_back_to_normal_step():
@@ -216,12 +235,14 @@ def test_one_pass_step_with_sam_wrapper_is_refused():
     with pytest.raises(RuntimeError, match='SAMImageClassifier'):
         model.train_step(make_batch(4, 0), _sam_wrapper(model))
     with pytest.raises(TypeError, match='SAM optimizer wrapper'):
-        sam_train_step(model, make_batch(4, 0),
-                       OptimWrapper(torch.optim.SGD(model.parameters(), lr=LR)))
+        sam_train_step(
+            model, make_batch(4, 0),
+            OptimWrapper(torch.optim.SGD(model.parameters(), lr=LR)))
 
 
 @pytest.mark.parametrize('kwargs,match', [
-    (dict(rho=0), 'rho'), (dict(rho=-0.1), 'rho'),
+    (dict(rho=0), 'rho'),
+    (dict(rho=-0.1), 'rho'),
     (dict(ascent_fraction=0), 'ascent_fraction'),
     (dict(ascent_fraction=1.5), 'ascent_fraction'),
     (dict(adaptive='yes'), 'adaptive'),
@@ -245,8 +266,10 @@ def _cpu_amp_wrapper(model, init_scale=2.0**12, **kwargs):
     import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_module
     with mock.patch.object(amp_module, 'is_cuda_available', return_value=True):
         wrapper = AmpSAMOptimWrapper(
-            optimizer=torch.optim.SGD(model.parameters(), lr=LR), rho=RHO,
-            dtype='bfloat16', **kwargs)
+            optimizer=torch.optim.SGD(model.parameters(), lr=LR),
+            rho=RHO,
+            dtype='bfloat16',
+            **kwargs)
     wrapper.loss_scaler = torch.amp.GradScaler(
         'cpu', init_scale=init_scale, growth_interval=1000)
     return wrapper
@@ -265,8 +288,8 @@ def test_amp_loss_scaler_used_once_per_update(agc):
     assert step.call_count == update.call_count == 1
     assert unscale.call_count == 1  # the descent grads, once (AGC or scaler.step)
     assert wrapper.loss_scaler.get_scale() == 2.0**12  # no overflow seen
-    fp32_log = fp32_model.train_step(make_batch(10, 9),
-                                     _sam_wrapper(fp32_model, agc=agc))
+    fp32_log = fp32_model.train_step(
+        make_batch(10, 9), _sam_wrapper(fp32_model, agc=agc))
     # The logged ascent norm is unscaled (bf16 forward: a loose tolerance).
     ratio = float(log_vars['sam_ascent_grad_norm']) / float(
         fp32_log['sam_ascent_grad_norm'])
@@ -301,8 +324,10 @@ def test_amp_ascent_overflow_skips_perturbation_not_scale():
 def test_amp_fp16_step_on_cuda():
     model = build_model().cuda()
     wrapper = AmpSAMOptimWrapper(
-        optimizer=torch.optim.SGD(model.parameters(), lr=LR), rho=RHO,
-        dtype='float16', loss_scale=dict(init_scale=2.0**10))
+        optimizer=torch.optim.SGD(model.parameters(), lr=LR),
+        rho=RHO,
+        dtype='float16',
+        loss_scale=dict(init_scale=2.0**10))
     w0 = _snapshot(model)
     log_vars = model.train_step(make_batch(10, 12), wrapper)
     assert not wrapper.is_perturbed
@@ -321,7 +346,8 @@ def test_sam_with_agc_clips_descent_gradient():
     clipping, eps = 0.01, 1e-3
     model = build_model()
     wrapper = _sam_wrapper(
-        model, agc=dict(clipping=clipping, eps=eps, exclude=['head.fc.weight']))
+        model,
+        agc=dict(clipping=clipping, eps=eps, exclude=['head.fc.weight']))
     w0 = _snapshot(model)
     inputs, samples = _preprocessed(model, 10, seed=11)
     ref_grads, _, _ = reference_sam_grad(model, inputs, samples, 2)
@@ -332,13 +358,14 @@ def test_sam_with_agc_clips_descent_gradient():
         if name != 'head.fc.weight':
             # rows of matrices/kernels; a vector or scalar is one unit
             dims = tuple(range(1, g.dim())) if g.dim() > 1 else None
-            w_norm = torch.linalg.vector_norm(w, dim=dims, keepdim=True).clamp(
-                min=eps)
+            w_norm = torch.linalg.vector_norm(
+                w, dim=dims, keepdim=True).clamp(min=eps)
             g_norm = torch.linalg.vector_norm(g, dim=dims, keepdim=True)
             cap = clipping * w_norm
             n_clipped += int((g_norm > cap).sum())
             g = torch.where(g_norm > cap, g * cap / g_norm.clamp(min=1e-6), g)
-        torch.testing.assert_close(p.detach(), w - LR * g, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            p.detach(), w - LR * g, rtol=1e-5, atol=1e-6)
     assert n_clipped > 0  # the test exercises clipping
 
 
@@ -355,7 +382,6 @@ def test_ddp_two_processes_gloo():
     gradient = all-rank average of the local descent gradients at the local
     perturbed points, parameters identical across ranks after 3 steps."""
     import torch.multiprocessing as mp
-
     from sam_ddp_worker import run_worker
     mp.spawn(run_worker, args=(2, _free_port()), nprocs=2, join=True)
 
@@ -365,28 +391,35 @@ def test_ddp_two_processes_gloo():
 def test_runner_trains_with_sam(tmp_path):
     from mmengine.config import Config
     from mmengine.runner import Runner
-    cfg = Config(dict(
-        default_scope='mmpretrain',
-        work_dir=str(tmp_path),
-        model=sam_helpers.model_cfg('SAMImageClassifier'),
-        train_dataloader=dict(
-            batch_size=5, num_workers=0,
-            sampler=dict(type='DefaultSampler', shuffle=True),
-            collate_fn=dict(type='pseudo_collate'),
-            dataset=dict(type='SAMFakeClsDataset', length=20)),
-        train_cfg=dict(by_epoch=False, max_iters=3),
-        optim_wrapper=dict(type='SAMOptimWrapper', rho=RHO, ascent_fraction=0.2,
-                           optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
-        default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
-                           checkpoint=dict(type='CheckpointHook', interval=1000)),
-        log_level='WARNING',
-    ))
+    cfg = Config(
+        dict(
+            default_scope='mmpretrain',
+            work_dir=str(tmp_path),
+            model=sam_helpers.model_cfg('SAMImageClassifier'),
+            train_dataloader=dict(
+                batch_size=5,
+                num_workers=0,
+                sampler=dict(type='DefaultSampler', shuffle=True),
+                collate_fn=dict(type='pseudo_collate'),
+                dataset=dict(type='SAMFakeClsDataset', length=20)),
+            train_cfg=dict(by_epoch=False, max_iters=3),
+            optim_wrapper=dict(
+                type='SAMOptimWrapper',
+                rho=RHO,
+                ascent_fraction=0.2,
+                optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+            default_hooks=dict(
+                logger=dict(type='LoggerHook', interval=1),
+                checkpoint=dict(type='CheckpointHook', interval=1000)),
+            log_level='WARNING',
+        ))
     runner = Runner.from_cfg(cfg)
     w0 = _snapshot(runner.model)
     runner.train()
     assert runner.iter == 3
     hub = runner.message_hub
-    for key in ('train/loss', 'train/sam_ascent_grad_norm', 'train/sam_ascent_loss'):
+    for key in ('train/loss', 'train/sam_ascent_grad_norm',
+                'train/sam_ascent_loss'):
         assert len(hub.get_scalar(key).data[0]) == 3, key
     assert hub.get_scalar('train/sam_ascent_grad_norm').current() > 0
     assert any(not torch.equal(p.detach(), w0[n])

@@ -2,12 +2,12 @@
 import pytest
 import timm
 import torch
+from mmpretrain.registry import MODELS
+from nfnet_test_utils import TINY, TINY2, classifier_cfg, randomize_
 from timm.models.nfnet import NormFreeNet, _dm_nfnet_cfg
 
 import nfnet_mm  # noqa: F401
-from mmpretrain.registry import MODELS
 from nfnet_mm.models.backbones.nfnet import NFNet, StochasticDepth
-from nfnet_test_utils import TINY, TINY2, classifier_cfg, randomize_
 
 
 def count(model):
@@ -83,15 +83,14 @@ def test_signal_propagation_constants():
     gamma = 1.7015043497085571
     for stage in m.stages:
         for block in stage:
-            assert block.conv1.input_scale == pytest.approx(
-                gamma * block.beta)
+            assert block.conv1.input_scale == pytest.approx(gamma * block.beta)
             if block.shortcut is not None:
                 assert block.shortcut.conv.input_scale == pytest.approx(
                     gamma * block.beta)
             for conv in (block.conv2, block.conv2b, block.conv3):
                 assert conv.input_scale == pytest.approx(gamma)
-    assert [c.input_scale for c in m.stem if hasattr(c, 'input_scale')] == [
-        1., gamma, gamma, gamma]
+    assert [c.input_scale for c in m.stem
+            if hasattr(c, 'input_scale')] == [1., gamma, gamma, gamma]
     assert m.final_conv.input_scale == 1.
     betas = [blk.beta for s in m.stages for blk in s]
     # written out: stage 1 block 1 sees 1, block 2 sees 1 + a^2, stage 2's
@@ -108,13 +107,12 @@ def test_skip_gain_zero_init_makes_blocks_identity_on_residual():
     torch.testing.assert_close(block(x), x)
 
 
-@pytest.mark.parametrize(
-    'out_indices,expect', [
-        ((0, 1, 2, 3), [(0, 32, 16), (1, 64, 8), (2, 96, 4), (3, 256, 2)]),
-        (-1, [(3, 256, 2)]),
-        ((1, -2), [(1, 64, 8), (2, 96, 4)]),
-        (0, [(0, 32, 16)]),
-    ])
+@pytest.mark.parametrize('out_indices,expect', [
+    ((0, 1, 2, 3), [(0, 32, 16), (1, 64, 8), (2, 96, 4), (3, 256, 2)]),
+    (-1, [(3, 256, 2)]),
+    ((1, -2), [(1, 64, 8), (2, 96, 4)]),
+    (0, [(0, 32, 16)]),
+])
 def test_out_indices(out_indices, expect):
     m = NFNet(TINY, out_indices=out_indices).eval()
     outs = m(torch.randn(2, 3, 64, 64))
@@ -135,8 +133,8 @@ def test_out_indices_f0_channels():
 
 def test_arch_dict_states_only_what_differs():
     # F1 is F0 with twice the depths
-    assert NFNet.parse_arch(dict(depths=[2, 4, 12, 6])) == NFNet.parse_arch(
-        'f1')
+    assert NFNet.parse_arch(
+        dict(depths=[2, 4, 12, 6])) == NFNet.parse_arch('f1')
     full = NFNet(TINY).arch
     assert full['group_width'] == 16 and full['widths'] == [32, 64, 96, 128]
     # the rest is F0's
@@ -165,7 +163,8 @@ def test_errors():
         NFNet(TINY, frozen_stages=5)
     with pytest.raises(ValueError, match=r'drop_path_rate .*got 1\.2'):
         NFNet(TINY, drop_path_rate=1.2)
-    with pytest.raises(ValueError, match=r'depths must be >= 1.*\[1, 0, 1, 1\]'):
+    with pytest.raises(
+            ValueError, match=r'depths must be >= 1.*\[1, 0, 1, 1\]'):
         NFNet(dict(TINY, depths=[1, 0, 1, 1]))
     with pytest.raises(ValueError, match='final_expansion > 0, got .* and 0'):
         NFNet(dict(TINY, final_expansion=0))
@@ -178,8 +177,8 @@ def test_other_activation_and_symmetric_padding():
     assert a.gamma == pytest.approx(1.7139588594436646)
     assert a.stem.conv2.input_scale == pytest.approx(1.7139588594436646)
     torch.manual_seed(0)
-    b = randomize_(NFNet(TINY, act_cfg=dict(type='ReLU'),
-                         padding='symmetric')).eval()
+    b = randomize_(
+        NFNet(TINY, act_cfg=dict(type='ReLU'), padding='symmetric')).eval()
     b.load_state_dict(a.state_dict(), strict=True)
     ya, yb = a(x)[0], b(x)[0]
     assert ya.shape == yb.shape == (1, 256, 1, 1)
@@ -261,8 +260,8 @@ def test_with_cp_same_gradients():
 @pytest.mark.slow
 def test_classifier_forward_backward_f0():
     torch.manual_seed(0)
-    model = MODELS.build(classifier_cfg('f0', num_classes=10,
-                                        drop_path_rate=0.25))
+    model = MODELS.build(
+        classifier_cfg('f0', num_classes=10, drop_path_rate=0.25))
     model.init_weights()
     model.train()
     from mmpretrain.structures import DataSample

@@ -1,10 +1,10 @@
 """NFNet deploy: WS folding, ONNX export, torch.compile."""
 import pytest
 import torch
+from nfnet_test_utils import TINY, TINY2, randomize_
 
 import nfnet_mm  # noqa: F401
 from nfnet_mm.models.backbones.nfnet import NFNet
-from nfnet_test_utils import TINY, TINY2, randomize_
 
 
 def test_switch_to_deploy_tiny_and_roundtrip():
@@ -49,15 +49,15 @@ def test_onnx_export_static_shape(tmp_path, deploy):
         m.switch_to_deploy()
     x = torch.randn(1, 3, 50, 63)  # even and odd sizes: asymmetric pads
     path = str(tmp_path / 'nfnet.onnx')
-    torch.onnx.export(m, (x, ), path, dynamo=False, opset_version=17,
-                      input_names=['x'])
+    torch.onnx.export(
+        m, (x, ), path, dynamo=False, opset_version=17, input_names=['x'])
     sess = ort.InferenceSession(path)
     outs = sess.run(None, {'x': x.numpy()})
     with torch.no_grad():
         ref = m(x)
     for o, r in zip(outs, ref):
-        torch.testing.assert_close(torch.from_numpy(o), r, atol=1e-4,
-                                   rtol=1e-4)
+        torch.testing.assert_close(
+            torch.from_numpy(o), r, atol=1e-4, rtol=1e-4)
 
 
 def test_torch_compile_fullgraph():

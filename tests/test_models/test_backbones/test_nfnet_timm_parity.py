@@ -18,22 +18,24 @@ from dataclasses import replace
 import pytest
 import timm
 import torch
+from mmpretrain.registry import MODELS
 from timm.layers import ScaledStdConv2dSame
 from timm.models.nfnet import NormFreeNet, _dm_nfnet_cfg
 
 import nfnet_mm  # noqa: F401
-from mmpretrain.registry import MODELS
 from nfnet_mm.converters import (ConversionError, convert_timm_file,
                                  convert_timm_state_dict, infer_arch)
-
 
 # a small dm_nfnet-like timm model and our matching arch (for fast tests)
 TIMM_TINY_CFG = replace(
     _dm_nfnet_cfg((1, 2, 1, 1), channels=(32, 64, 96, 128)),
     stem_chs=32,
     group_size=16)
-OUR_TINY = dict(depths=[1, 2, 1, 1], widths=[32, 64, 96, 128], group_width=16,
-                stem_widths=[4, 8, 16, 32])
+OUR_TINY = dict(
+    depths=[1, 2, 1, 1],
+    widths=[32, 64, 96, 128],
+    group_width=16,
+    stem_widths=[4, 8, 16, 32])
 
 
 def prepare_timm(model, seed=0, fill_weights=False):
@@ -51,8 +53,7 @@ def prepare_timm(model, seed=0, fill_weights=False):
             elif name.endswith('bias'):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
             elif fill_weights:
-                p.copy_(torch.randn(p.shape, generator=g) *
-                        p[0].numel()**-0.5)
+                p.copy_(torch.randn(p.shape, generator=g) * p[0].numel()**-0.5)
     n = 0
     for m in model.modules():
         if isinstance(m, ScaledStdConv2dSame):
@@ -131,8 +132,8 @@ def test_converter_shapes_and_every_key_used():
     assert len(out) == len(src)
     assert out['backbone.stem.conv1.gain'].shape == (4, )
     assert out['backbone.stages.0.0.se.fc1.weight'].shape == (16, 32)
-    assert out['backbone.stages.1.0.shortcut.conv.weight'].shape == (64, 32,
-                                                                     1, 1)
+    assert out['backbone.stages.1.0.shortcut.conv.weight'].shape == (64, 32, 1,
+                                                                     1)
     assert out['backbone.stages.1.1.skip_gain'].shape == ()
     assert set(out) == set(
         build_ours(OUR_TINY, num_classes=7, in_channels=256).state_dict())

@@ -2,10 +2,10 @@
 import pytest
 import torch
 import torch.nn as nn
-
-import nfnet_mm  # noqa: F401
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+
+import nfnet_mm  # noqa: F401
 
 
 def build(**kwargs):

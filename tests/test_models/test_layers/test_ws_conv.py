@@ -5,9 +5,9 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn.functional as F
+from mmpretrain.registry import MODELS
 
 import nfnet_mm  # noqa: F401
-from mmpretrain.registry import MODELS
 from nfnet_mm.models.layers import ScaledWSConv2d, same_pads
 from nfnet_mm.models.layers.activation import (ACTIVATION_GAMMAS,
                                                build_plain_act,
@@ -54,8 +54,7 @@ def test_standardisation_matches_eq1(groups, k):
     torch.testing.assert_close(conv(x), ref, rtol=1e-5, atol=1e-5)
     # standardised weights have zero mean and norm gain over the fan-in
     w = conv.get_weight().detach().flatten(1)
-    torch.testing.assert_close(w.mean(1), torch.zeros(6), atol=1e-6,
-                               rtol=0)
+    torch.testing.assert_close(w.mean(1), torch.zeros(6), atol=1e-6, rtol=0)
     torch.testing.assert_close(
         w.norm(dim=1), conv.gain.detach(), rtol=1e-4, atol=1e-5)
 
@@ -81,8 +80,10 @@ def test_same_padding_equals_tf_formula(size, k, s):
     x = torch.randn(1, 2, size, size + 1)
     ph, pw = tf_same_pads(size, k, s), tf_same_pads(size + 1, k, s)
     ref = F.conv2d(
-        F.pad(x, (pw[0], pw[1], ph[0], ph[1])), conv.get_weight(),
-        conv.bias, stride=s)
+        F.pad(x, (pw[0], pw[1], ph[0], ph[1])),
+        conv.get_weight(),
+        conv.bias,
+        stride=s)
     out = conv(x)
     assert out.shape[-2:] == (math.ceil(size / s), math.ceil((size + 1) / s))
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
@@ -95,8 +96,9 @@ def test_same_padding_static_where_possible():
     with mock.patch.object(F, 'pad', side_effect=AssertionError('F.pad')):
         conv(x)  # stride 1, odd kernel: the conv pads, no F.pad
         # stride 2, odd input: symmetric pads (1, 1), done by the conv
-        ScaledWSConv2d(2, 2, 3, stride=2, padding='same')(
-            torch.randn(1, 2, 9, 9))
+        ScaledWSConv2d(
+            2, 2, 3, stride=2, padding='same')(
+                torch.randn(1, 2, 9, 9))
     # stride 2, even input: (0, 1), only the remainder goes to F.pad
     conv2 = ScaledWSConv2d(2, 2, 3, stride=2, padding='same')
     with mock.patch.object(F, 'pad', wraps=F.pad) as pad:
@@ -120,8 +122,13 @@ def test_symmetric_and_explicit_padding():
 def test_switch_to_deploy(s, size):
     torch.manual_seed(0)
     conv = MODELS.build(
-        dict(type='ScaledWSConv2d', in_channels=4, out_channels=8,
-             kernel_size=3, stride=s, groups=2))
+        dict(
+            type='ScaledWSConv2d',
+            in_channels=4,
+            out_channels=8,
+            kernel_size=3,
+            stride=s,
+            groups=2))
     with torch.no_grad():
         conv.gain.uniform_(0.5, 2.)
         conv.bias.normal_()
@@ -158,10 +165,9 @@ def test_activation_gamma():
     act = build_plain_act(dict(type='GELU', approximate='tanh', gamma=3.))
     x = torch.randn(1000)
     torch.testing.assert_close(act(x), F.gelu(x, approximate='tanh'))
-    assert isinstance(build_plain_act(dict(type='GELU', approximate='none')),
-                      torch.nn.GELU)
-    assert get_activation_gamma(dict(type='ReLU')) == ACTIVATION_GAMMAS[
-        'ReLU']
+    assert isinstance(
+        build_plain_act(dict(type='GELU', approximate='none')), torch.nn.GELU)
+    assert get_activation_gamma(dict(type='ReLU')) == ACTIVATION_GAMMAS['ReLU']
     assert get_activation_gamma(dict(type='LeakyReLU', gamma=1.5)) == 1.5
     with pytest.raises(ValueError, match="'Hardswish'.*'GELU'"):
         get_activation_gamma(dict(type='Hardswish'))
@@ -182,8 +188,7 @@ def autograd_ws(w, gain, eps, input_scale=1.):
     """Eq. (1) as plain autograd ops, DeepMind's guard written out:
     gain * (W - mean) * rsqrt(max(var * fan_in, eps))."""
     fan_in = w[0].numel()
-    var, mean = torch.var_mean(w, dim=(1, 2, 3), keepdim=True,
-                               unbiased=False)
+    var, mean = torch.var_mean(w, dim=(1, 2, 3), keepdim=True, unbiased=False)
     scale = torch.rsqrt(torch.clamp(var * fan_in, min=eps))
     return gain.view(-1, 1, 1, 1) * (w - mean) * scale * input_scale
 
@@ -219,8 +224,8 @@ def test_ws_gradcheck_float64(input_scale):
     # in the guarded rows the scale is the constant rsqrt(eps): the
     # gradient is the centred, scaled incoming gradient
     g1 = grad[1] - grad[1].mean()
-    torch.testing.assert_close(
-        ours[0][1], gain[1].detach() * 100. * input_scale * g1)
+    torch.testing.assert_close(ours[0][1],
+                               gain[1].detach() * 100. * input_scale * g1)
 
 
 @pytest.mark.parametrize('mean_over_std', [0., 10., 100.])
@@ -231,15 +236,15 @@ def test_ws_float32_gradient_accuracy(mean_over_std):
     or a dropped centring would be off by orders of magnitude more)."""
     torch.manual_seed(0)
     sign = torch.randn(64, 1, 1, 1, dtype=torch.float64).sign()
-    w64 = 0.05 * (torch.randn(64, 32, 3, 3, dtype=torch.float64) +
-                  mean_over_std * sign)
+    w64 = 0.05 * (
+        torch.randn(64, 32, 3, 3, dtype=torch.float64) + mean_over_std * sign)
     g64 = torch.rand(64, dtype=torch.float64) + 0.5
     grad64 = torch.randn_like(w64)
 
     def grads(fn, dtype):
         w, g = (t.to(dtype).requires_grad_() for t in (w64, g64))
-        return torch.autograd.grad(fn(w, g, 1e-4, 1.7), (w, g),
-                                   grad64.to(dtype))
+        return torch.autograd.grad(
+            fn(w, g, 1e-4, 1.7), (w, g), grad64.to(dtype))
 
     ref = grads(autograd_ws, torch.float64)
     for ours, plain, exact in zip(

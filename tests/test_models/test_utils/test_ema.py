@@ -4,9 +4,9 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from mmpretrain.registry import MODELS
 
 import nfnet_mm  # noqa: F401
-from mmpretrain.registry import MODELS
 from nfnet_mm.models.utils.ema import NFNetEMA
 
 
@@ -53,8 +53,8 @@ def test_decay_sequence_and_averaged_params(momentum):
             torch.testing.assert_close(p, e, rtol=1e-5, atol=1e-6)
     # the warm-up dominates early: (1 + 1) / (10 + 1) at t = 1, cap later
     assert ema.decay_at(1) == pytest.approx(2 / 11)
-    assert ema.decay_at(10**7) == pytest.approx(min(decay, (1 + 1e7) /
-                                                    (10 + 1e7)))
+    assert ema.decay_at(10**7) == pytest.approx(
+        min(decay, (1 + 1e7) / (10 + 1e7)))
 
 
 def test_without_warmup_is_plain_ema():
