@@ -31,7 +31,7 @@ def test_ci_runs_readmes_setup_and_test_commands():
     tests = _bash_block_after(readme, '## Run the tests')
     assert setup[-1] == 'bash tools/install.sh'
     assert setup[0].startswith('git clone')
-    assert tests == ['python -m pytest tests -q']
+    assert tests == ['python -m pytest tests lab/tests -q']
     ci = _ci_commands()
     assert setup[-1] in ci and tests[0] in ci
     assert ci.index(setup[-1]) < ci.index(tests[0])

@@ -27,10 +27,10 @@ warnings.filterwarnings('ignore',
                         UserWarning)
 warnings.filterwarnings('ignore', r'pkg_resources is deprecated', UserWarning)
 
-import torch
-from mmengine.config import Config, ConfigDict
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+import torch  # noqa: E402
+from mmengine.config import Config, ConfigDict  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
 __all__ = ['add_launcher_args', 'apply_common_args', 'build_runner']
 

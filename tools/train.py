@@ -29,9 +29,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs='?',
         type=str,
         const='auto',
-        help=
-        'resume from this checkpoint; with no value, resume from the latest '
-        'checkpoint in the work dir (its `last_checkpoint`)')
+        help='resume from this checkpoint; with no value, resume from the '
+        'latest checkpoint in the work dir (its `last_checkpoint`)')
     parser.add_argument(
         '--amp',
         action='store_true',

@@ -3,7 +3,9 @@
 # Validation and test run on the EMA weights; checkpoints hold the EMA
 # weights in `state_dict` and the raw weights in `ema_state_dict` (MMEngine's
 # swap), so a checkpoint deploys the EMA model directly.
-custom_imports = dict(imports=['nfnet_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['nfnet_mm', 'nfnet_mm.compat.safe_checkpoints'],
+    allow_failed_imports=False)
 default_scope = 'mmpretrain'
 
 default_hooks = dict(

@@ -3,7 +3,9 @@
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 
 # Registers NFNet (in MMPretrain's registry) and the StrictPretrained initializer.
-custom_imports = dict(imports=['nfnet_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['nfnet_mm', 'nfnet_mm.compat.safe_checkpoints'],
+    allow_failed_imports=False)
 
 # An NFNet-F0 ImageNet classifier checkpoint of ours, e.g. written by
 # tools/model_converters/deepmind_to_mmpretrain.py.

@@ -9,7 +9,9 @@
 # EMA weights every epoch on the test split).
 #
 #   python tools/train.py configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py
-custom_imports = dict(imports=['nfnet_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['nfnet_mm', 'nfnet_mm.compat.safe_checkpoints'],
+    allow_failed_imports=False)
 default_scope = 'mmpretrain'
 
 # ---------------------------------------------------------------- model

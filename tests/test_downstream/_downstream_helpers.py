@@ -9,7 +9,9 @@ CONFIG_DIR = osp.join(REPO_ROOT, 'configs', 'downstream')
 
 F0_CHANNELS = [256, 512, 1536, 3072]
 
-CUSTOM_IMPORTS = dict(imports=['nfnet_mm'], allow_failed_imports=False)
+CUSTOM_IMPORTS = dict(
+    imports=['nfnet_mm', 'nfnet_mm.compat.safe_checkpoints'],
+    allow_failed_imports=False)
 
 
 def load_config(name: str) -> Config:

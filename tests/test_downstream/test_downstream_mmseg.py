@@ -12,7 +12,7 @@ pytest.importorskip(
     'ops and ftfy)',
     exc_type=ImportError)
 
-from _downstream_helpers import (
+from _downstream_helpers import (  # noqa: E402
     F0_CHANNELS,
     TINY_ARCH,  # noqa: E402
     TINY_CHANNELS,

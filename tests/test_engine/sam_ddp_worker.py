@@ -1,13 +1,11 @@
 """Worker of the 2-process gloo DDP SAM test (spawned by test_sam.py)."""
 import os
-import sys
 
 import torch
 import torch.distributed as dist
 from mmengine.optim import OptimWrapper
 from mmpretrain.registry import MODEL_WRAPPERS
 
-sys.path.insert(0, os.path.dirname(__file__))
 from sam_helpers import build_model, make_batch  # noqa: E402
 from test_sam import LR, reference_sam_grad  # noqa: E402
 

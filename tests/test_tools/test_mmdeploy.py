@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from deploy_helpers import REPO, TINY_ARCH
 
 pytest.importorskip('onnxruntime')

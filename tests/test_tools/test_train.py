@@ -81,8 +81,8 @@ def test_amp_refuses_a_custom_wrapper_it_cannot_switch():
 def test_amp_refuses_an_unknown_type_and_a_missing_wrapper():
     with pytest.raises(
             ValueError,
-            match=
-            r"'NoSuchWrapper'; types --amp can switch: .*'AGCOptimWrapper'"):
+            match=(r"'NoSuchWrapper'; types --amp can switch: "
+                   r".*'AGCOptimWrapper'")):
         train_tool.enable_amp(_cfg(type='NoSuchWrapper'))
     with pytest.raises(ValueError, match='optim_wrapper'):
         train_tool.enable_amp(Config(dict()))

@@ -1,16 +1,13 @@
 """Tests of SAM (NFNet paper appendix A.4): the two-pass step, DDP, AMP, the Runner."""
 import copy
 import math
-import os
 import socket
-import sys
 from unittest import mock
 
 import pytest
 import torch
 from torch.func import functional_call
 
-sys.path.insert(0, os.path.dirname(__file__))
 import sam_helpers  # noqa: E402
 from mmengine.optim import OptimWrapper  # noqa: E402
 from mmpretrain.registry import OPTIM_WRAPPERS  # noqa: E402
