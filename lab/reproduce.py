@@ -1,13 +1,15 @@
-"""Reproduce the paper's Figure 2 (AGC and batch size) at small scale on Fashion-MNIST.
+"""Reproduce the paper's Figure 2 (AGC and batch size) at small scale on
+Fashion-MNIST.
 
-Trains the ``bn``, ``nf`` and ``nf_agc`` arms of
-:mod:`lab.reproduction.agc` over batch sizes and clipping thresholds,
-writes ``results.json`` (resumable: finished runs are kept and skipped) and the PNG
-plots into ``--out``. See docs/reproduction.md.
+Trains the ``bn``, ``nf`` and ``nf_agc`` arms of :mod:`lab.reproduction.agc`
+over batch sizes and clipping thresholds, writes ``results.json`` (resumable:
+finished runs are kept and skipped) and the PNG plots into ``--out``. See
+docs/reproduction.md.
 
 Examples::
 
-    # the full sweep of docs/reproduction.md (54 min on the shared 2-core CPU machine)
+    # the full sweep of docs/reproduction.md (54 min on the shared 2-core CPU
+    # machine)
     nice -n 5 python -m lab.reproduce --out docs/reproduction
     # CI smoke run: tiny subsets, 2 batch sizes, 1 epoch (under a minute)
     python -m lab.reproduce --quick --out work_dirs/agc_quick

@@ -1,29 +1,36 @@
-"""``import nfnet_mm`` registers modules and changes nothing else in its host."""
+"""``import nfnet_mm`` registers modules and changes nothing else in its
+host."""
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-# In a fresh interpreter: import the host (torch, MMEngine, MMPretrain, mmcv, numpy),
-# record every module-level and class-level binding, import nfnet_mm, compare.
+# In a fresh interpreter: import the host (torch, MMEngine, MMPretrain, mmcv,
+# numpy), record every module-level and class-level binding, import nfnet_mm,
+# compare.
 SCRIPT = textwrap.dedent('''
     import sys
     import torch, torch.onnx, torch.serialization
-    import mmengine.hooks.checkpoint_hook, mmengine.runner, mmengine.runner.checkpoint
-    import mmpretrain.apis, mmpretrain.datasets, mmpretrain.engine, mmpretrain.models
+    import mmengine.hooks.checkpoint_hook, mmengine.runner
+    import mmengine.runner.checkpoint
+    import mmpretrain.apis, mmpretrain.datasets
+    import mmpretrain.engine, mmpretrain.models
     from mmengine.hooks import checkpoint_hook
     from mmengine.runner import checkpoint as mm_ckpt, runner as mm_runner
 
     def named():
         """The bindings issue 12 names, each looked up where its users look."""
         return {
-            'CheckpointLoader schemes': dict(mm_ckpt.CheckpointLoader._schemes),
+            'CheckpointLoader schemes':
+                dict(mm_ckpt.CheckpointLoader._schemes),
             'CheckpointLoader.load_checkpoint':
                 mm_ckpt.CheckpointLoader.__dict__['load_checkpoint'],
-            'mmengine.runner.checkpoint.save_checkpoint': mm_ckpt.save_checkpoint,
+            'mmengine.runner.checkpoint.save_checkpoint':
+                mm_ckpt.save_checkpoint,
             'mmengine.runner.save_checkpoint': mmengine.runner.save_checkpoint,
-            'mmengine.runner.runner.save_checkpoint': mm_runner.save_checkpoint,
+            'mmengine.runner.runner.save_checkpoint':
+                mm_runner.save_checkpoint,
             'checkpoint_hook.open': vars(checkpoint_hook).get('open'),
             'torch.load': torch.load,
             'torch.onnx.export': torch.onnx.export,
@@ -31,7 +38,8 @@ SCRIPT = textwrap.dedent('''
         }
 
     def bindings():
-        """Every (module or class, name) -> object of the host's loaded modules."""
+        """Every (module or class, name) -> object of the host's loaded
+        modules."""
         out = {}
         for name, mod in list(sys.modules.items()):
             if mod is None or name.split('.')[0] not in (
@@ -52,7 +60,8 @@ SCRIPT = textwrap.dedent('''
         same = (value == named_after[what] if isinstance(value, (dict, set))
                 else value is named_after[what])
         print('NAMED', what, 'same' if same else 'CHANGED')
-    changed = [k for k, v in before.items() if k in after and after[k] is not v]
+    changed = [
+        k for k, v in before.items() if k in after and after[k] is not v]
     print('BINDINGS', len(before), 'CHANGED', changed[:20])
 ''')
 

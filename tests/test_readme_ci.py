@@ -1,4 +1,5 @@
-"""README's set-up and test commands are what .ci/run runs; install.sh's extras exist."""
+"""README's set-up and test commands are what .ci/run runs; install.sh's extras
+exist."""
 import ast
 import os
 import os.path as osp
@@ -39,7 +40,8 @@ def test_ci_runs_readmes_setup_and_test_commands():
     # the main job command of the README
     demo = _bash_block_after(readme, '## Train the Fashion-MNIST demo')
     assert demo == [
-        'python tools/train.py configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py'
+        'python tools/train.py '
+        'configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py'
     ]
 
 

@@ -1,8 +1,9 @@
-"""Test (and evaluate) a checkpoint with MMPretrain's Runner and nfnet_mm's modules.
+"""Test (and evaluate) a checkpoint with MMPretrain's Runner and nfnet_mm's
+modules.
 
-MMPretrain's options; what differs (the checkpoint checked before anything runs,
-strict EMA loading, ``--non-strict``, ``--tta`` on EMA weights, quiet output) is
-listed in README.md, "Training and testing tools". Example::
+MMPretrain's options; what differs (the checkpoint checked before anything
+runs, strict EMA loading, ``--non-strict``, ``--tta`` on EMA weights, quiet
+output) is listed in README.md, "Training and testing tools". Example::
 
     python tools/test.py CONFIG work_dirs/NAME/epoch_10.pth --out preds.pkl
 """
@@ -75,7 +76,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def _flip_tta_pipeline(test_pipeline: list) -> list:
-    """The test pipeline with its packing step replaced by a flip/no-flip TTA."""
+    """The test pipeline with its packing step replaced by a flip/no-flip
+    TTA."""
     pipeline = deepcopy(test_pipeline)
     pipeline[-1] = dict(
         type='TestTimeAug',
@@ -88,7 +90,8 @@ def _flip_tta_pipeline(test_pipeline: list) -> list:
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command-line options to the config (``--cfg-options`` first,
-    as MMPretrain's tool does: they edit the classifier, not its TTA wrapper)."""
+    as MMPretrain's tool does: they edit the classifier, not its TTA
+    wrapper)."""
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.load_from = args.checkpoint
@@ -121,7 +124,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     hooks = [] if args.non_strict else cfg.get('custom_hooks', None) or []
     for hook in (h for h in hooks if str(h.get('type')).endswith('EMAHook')):
         hook[
-            'strict_load'] = True  # else EMA keys that do not fit (--tta) load nothing
+            'strict_load'] = True  # else EMA keys that do not fit (--tta)
+        # load nothing
     tool_utils.apply_common_args(cfg, args, ('test_dataloader', ))
     logger = (cfg.get('default_hooks', None) or {}).get('logger', None)
     if logger is not None and 'default_hooks.logger.interval' not in (
@@ -131,14 +135,17 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 
 def check_checkpoint(cfg: Config, path: str, strict: bool = True) -> None:
-    """Refuse a checkpoint that cannot be tested, before anything runs or is written.
+    """Refuse a checkpoint that cannot be tested, before anything runs or is
+    written.
 
-    With ``strict``, the model built on the ``meta`` device (shapes only) must match the
-    ``state_dict`` and, where present, the ``ema_state_dict`` (keys ``module.<name>``;
-    the EMA hook swaps the two sets and tests the one the config says).
+    With ``strict``, the model built on the ``meta`` device (shapes only) must
+    match the ``state_dict`` and, where present, the ``ema_state_dict`` (keys
+    ``module.<name>``; the EMA hook swaps the two sets and tests the one the
+    config says).
 
     Raises:
-        CheckpointError: The file is no checkpoint, is unsafe or does not match.
+        CheckpointError: The file is no checkpoint, is unsafe or does not
+            match.
     """
     checkpoint = (CheckpointLoader.load_checkpoint(path, 'cpu') if '://'
                   in path else load_checkpoint_file(path, map_location='meta')

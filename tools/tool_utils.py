@@ -1,11 +1,12 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: MMPretrain's command-line
-conventions (launcher, work dir, dataloader defaults), ``pin_memory`` only with an
-accelerator, the runner, and the host's warnings that no user setting avoids.
+"""What ``tools/train.py`` and ``tools/test.py`` share: MMPretrain's
+command-line conventions (launcher, work dir, dataloader defaults),
+``pin_memory`` only with an accelerator, the runner, and the host's warnings
+that no user setting avoids.
 
 The tools import this module before ``nfnet_mm`` (it sits beside them, on the
 path of a script run from ``tools/``): its warning filters must be in place
-before MMPretrain is imported. They are host workarounds, listed with the others
-in :mod:`nfnet_mm.compat`:
+before MMPretrain is imported. They are host workarounds, listed with the
+others in :mod:`nfnet_mm.compat`:
 
 - mmcv-lite 2.x: ``mmcv.cnn.bricks.transformer`` (MMPretrain imports it) warns
   that it cannot import ``MultiScaleDeformableAttention``; nfnet_mm needs no
@@ -36,7 +37,8 @@ __all__ = ['add_launcher_args', 'apply_common_args', 'build_runner']
 
 
 def add_launcher_args(parser: argparse.ArgumentParser) -> None:
-    """``--launcher``, and ``--local-rank`` as torch.distributed.launch passes it."""
+    """``--launcher``, and ``--local-rank`` as torch.distributed.launch passes
+    it."""
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -53,11 +55,13 @@ def _has_accelerator() -> bool:
 
 def apply_common_args(cfg: Config, args: argparse.Namespace,
                       loaders: Sequence[str]) -> Config:
-    """Default scope, launcher, work dir and the ``loaders``' defaults, in place.
+    """Default scope, launcher, work dir and the ``loaders``' defaults, in
+    place.
 
-    ``work_dir``: ``--work-dir`` > the config's > ``./work_dirs/<config name>``. Loaders
-    get ``default_collate``, ``persistent_workers`` only with workers, and
-    ``pin_memory`` only with an accelerator (torch warns per loader otherwise).
+    ``work_dir``: ``--work-dir`` > the config's >
+    ``./work_dirs/<config name>``. Loaders get ``default_collate``,
+    ``persistent_workers`` only with workers, and ``pin_memory`` only with an
+    accelerator (torch warns per loader otherwise).
     """
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)

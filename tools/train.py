@@ -1,10 +1,12 @@
 """Train a model with MMPretrain's Runner and nfnet_mm's modules.
 
-MMPretrain's options; what differs (the checkpoint opt-in and ``custom_imports``,
-``--amp`` switching to the wrapper's own AMP variant, ``--resume``, quiet output) is
-listed in README.md, "Training and testing tools". Example::
+MMPretrain's options; what differs (the checkpoint opt-in and
+``custom_imports``, ``--amp`` switching to the wrapper's own AMP variant,
+``--resume``, quiet output) is listed in README.md, "Training and testing
+tools". Example::
 
-    python tools/train.py configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py
+    python tools/train.py \
+        configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py
 """
 import tool_utils  # isort:skip (first: its warning filters)
 
@@ -67,14 +69,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def enable_amp(cfg: Config) -> Config:
     """Switch ``cfg.optim_wrapper`` to the AMP variant of its type, in place.
 
-    ``OptimWrapper`` becomes ``AmpOptimWrapper``, a wrapper of ours its ``amp_variant``,
-    an AMP wrapper stays. ``loss_scale`` is left to the wrapper's own default (MMEngine's
-    ``AmpOptimWrapper``: dynamic; ours: ``'auto'``, dynamic for float16 and none for
-    bfloat16, where AGC's non-finite skip limit then applies). Returns ``cfg``.
+    ``OptimWrapper`` becomes ``AmpOptimWrapper``, a wrapper of ours its
+    ``amp_variant``, an AMP wrapper stays. ``loss_scale`` is left to the
+    wrapper's own default (MMEngine's ``AmpOptimWrapper``: dynamic; ours:
+    ``'auto'``, dynamic for float16 and none for bfloat16, where AGC's
+    non-finite skip limit then applies). Returns ``cfg``.
 
     Raises:
-        ValueError: If the config has no ``optim_wrapper`` or its type has no AMP
-            variant (a custom wrapper is never replaced silently).
+        ValueError: If the config has no ``optim_wrapper`` or its type has no
+            AMP variant (a custom wrapper is never replaced silently).
     """
     if cfg.get('optim_wrapper', None) is None:
         raise ValueError(
@@ -124,8 +127,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
                              'base_batch_size=...)` in the config, found none')
         cfg.auto_scale_lr.enable = True
 
-    # after --cfg-options (merged first, as MMPretrain's tool does): a wrapper type
-    # set there is the one switched
+    # after --cfg-options (merged first, as MMPretrain's tool does): a wrapper
+    # type set there is the one switched
     if args.amp:
         enable_amp(cfg)
     return cfg

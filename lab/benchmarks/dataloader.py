@@ -1,6 +1,7 @@
-"""Data-loader CPU time by stage of whole batches (``__getitems__``) of synthetic
-JPEGs for four flows (:data:`FLOWS`) of a ``MixupCutMixDataset`` config: ``new`` is
-the configured one, ``old`` mixes nothing, ``new-batch`` pairs within the batch."""
+"""Data-loader CPU time by stage of whole batches (``__getitems__``) of
+synthetic JPEGs for four flows (:data:`FLOWS`) of a ``MixupCutMixDataset``
+config: ``new`` is the configured one, ``old`` mixes nothing, ``new-batch``
+pairs within the batch."""
 import collections
 import tempfile
 import time
@@ -99,7 +100,8 @@ def dataloader_throughput(cfg,
                           batches: int = 8,
                           images: int = 64) -> List[Dict]:
     """:func:`measure_flow` of every flow on ``images`` synthetic JPEGs, one
-    torch and OpenCV thread (as MMEngine sets a loader worker; restored after)."""
+    torch and OpenCV thread (as MMEngine sets a loader worker; restored
+    after)."""
     threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
     cv2.setNumThreads(0)

@@ -1,16 +1,17 @@
 """Small-scale reproduction of the paper's Figure 2 (AGC and batch size).
 
-Section 4.1: without clipping NF-ResNets degrade as the batch size and the linearly
-scaled learning rate grow; AGC lets them match batch-normalised ResNets up to batch
-4096; the best clipping threshold shrinks as the batch grows; clipping the final
-linear layer hurts.
+Section 4.1: without clipping NF-ResNets degrade as the batch size and the
+linearly scaled learning rate grow; AGC lets them match batch-normalised
+ResNets up to batch 4096; the best clipping threshold shrinks as the batch
+grows; clipping the final linear layer hurts.
 
-Each run trains one small network with MMEngine's ``Runner`` on Fashion-MNIST (area
-downsampled), Nesterov SGD, ``lr = 0.1 * B / 256 * lr_scale``, warm-up and cosine
-decay, the same epochs at every batch size; it reports the test top-1 (no EMA). The
-arms share :data:`ARCH`: ``nf`` (no clipping), ``nf_agc`` (AGC at lambda, the head
-excluded unless ``clip_head``) and ``bn`` (:func:`to_batchnorm`). A run diverged if
-a training loss was not finite (training stops there) or its top-1 is below 20%.
+Each run trains one small network with MMEngine's ``Runner`` on Fashion-MNIST
+(area downsampled), Nesterov SGD, ``lr = 0.1 * B / 256 * lr_scale``, warm-up
+and cosine decay, the same epochs at every batch size; it reports the test
+top-1 (no EMA). The arms share :data:`ARCH`: ``nf`` (no clipping), ``nf_agc``
+(AGC at lambda, the head excluded unless ``clip_head``) and ``bn``
+(:func:`to_batchnorm`). A run diverged if a training loss was not finite
+(training stops there) or its top-1 is below 20%.
 """
 import fcntl
 import json
@@ -36,7 +37,8 @@ __all__ = [
     'run_sweep', 'plot_results'
 ]
 
-#: The network of every arm: 14 x 14 input, stages at 7, 4 and 4 px, 26k parameters.
+#: The network of every arm: 14 x 14 input, stages at 7, 4 and 4 px, 26k
+#: parameters.
 ARCH = dict(
     depths=[1, 1, 1],
     widths=[16, 32, 64],
@@ -73,9 +75,10 @@ DIVERGED_TOP1 = 20.
 def plan_runs(setup: dict) -> List[dict]:
     """The runs of a sweep, most telling first (a stopped sweep keeps those).
 
-    The arms at the largest and middle batches; the lambda sweep and the final-layer
-    ablation at the largest; the arms at the smallest batch (the slowest on a CPU);
-    last, the arms at the largest batch with the lr times each ``lr_scales`` entry.
+    The arms at the largest and middle batches; the lambda sweep and the
+    final-layer ablation at the largest; the arms at the smallest batch (the
+    slowest on a CPU); last, the arms at the largest batch with the lr times
+    each ``lr_scales`` entry.
     """
     sizes, lam = setup['batch_sizes'], setup['clippings'][0]
     big = sizes[-1]
@@ -115,8 +118,9 @@ def plan_runs(setup: dict) -> List[dict]:
 def to_batchnorm(model: nn.Module) -> nn.Module:
     """Turn an NFNet-based classifier into its batch-normalised twin, in place.
 
-    Every ``ScaledWSConv2d`` (whose ``input_scale`` holds the gains gamma and beta)
-    becomes ``Conv2d(bias=False) + BatchNorm2d``; alpha and the final gamma become 1.
+    Every ``ScaledWSConv2d`` (whose ``input_scale`` holds the gains gamma and
+    beta) becomes ``Conv2d(bias=False) + BatchNorm2d``; alpha and the final
+    gamma become 1.
     """
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -184,7 +188,8 @@ class _LossRecorder(Hook):
 
     def after_train_epoch(self, runner):
         print(
-            f'  {self.name}: epoch {runner.epoch + 1}, last loss {self.losses[-1]:.4f}',
+            f'  {self.name}: epoch {runner.epoch + 1}, '
+            f'last loss {self.losses[-1]:.4f}',
             flush=True)
 
 
@@ -214,7 +219,8 @@ def _dataloader(setup: dict, split: str, batch_size: int) -> dict:
 
 
 def train_one(run: dict, setup: dict, work_root: str) -> dict:
-    """Train and test one run with MMEngine's Runner; return its result entry."""
+    """Train and test one run with MMEngine's Runner; return its result
+    entry."""
     epochs, warmup = setup['epochs'], setup['warmup_epochs']
     agc = (
         dict(
@@ -313,7 +319,8 @@ def _load(path: str, setup: dict) -> dict:
 
 
 def _add_result(path: str, setup: dict, result: dict) -> None:
-    """Merge one run into the file (locked: shards may run at the same time)."""
+    """Merge one run into the file (locked: shards may run at the same
+    time)."""
     order = [run['name'] for run in plan_runs(setup)]
     lock = os.open(osp.dirname(path), os.O_RDONLY)  # the folder: no lock file
     try:
@@ -331,7 +338,8 @@ def _add_result(path: str, setup: dict, result: dict) -> None:
 
 def run_sweep(setup: dict, out_dir: str, shard: Tuple[int,
                                                       int] = (0, 1)) -> None:
-    """Run the planned runs missing from ``out_dir/results.json``; save after each.
+    """Run the planned runs missing from ``out_dir/results.json``; save after
+    each.
 
     ``shard=(k, n)`` takes every ``n``-th run from the ``k``-th, so that ``n``
     processes share a sweep and one file. Raises ValueError if the file holds
@@ -356,8 +364,10 @@ def run_sweep(setup: dict, out_dir: str, shard: Tuple[int,
                 result = train_one(run, setup, work_root)
                 _add_result(path, setup, result)
                 print(
-                    f'{tag}: top-1 {result["top1"]:.2f}%, diverged {result["diverged"]}, '
-                    f'{result["seconds"]:.0f} s (sweep {time.perf_counter() - sweep_start:.0f}'
+                    f'{tag}: top-1 {result["top1"]:.2f}%, '
+                    f'diverged {result["diverged"]}, '
+                    f'{result["seconds"]:.0f} s '
+                    f'(sweep {time.perf_counter() - sweep_start:.0f}'
                     ' s)',
                     flush=True)
     finally:
@@ -393,7 +403,8 @@ def _mark(ax, xs, runs, color):
 
 
 def plot_results(out_dir: str) -> List[str]:
-    """Draw Fig. 2 left/right analogues and the large-batch loss curves as PNGs."""
+    """Draw Fig. 2 left/right analogues and the large-batch loss curves as
+    PNGs."""
     with open(osp.join(out_dir, 'results.json')) as f:
         data = json.load(f)
     setup, runs = data['setup'], data['runs']
@@ -407,15 +418,19 @@ def plot_results(out_dir: str) -> List[str]:
         for arm in _STYLE
     }
     sched = (
-        f"{setup['epochs']} epoch(s) at every batch size, {setup['img_size']} px, "
-        f'lr = 0.1 B/256, Nesterov SGD, warm-up + cosine; one seed; x = diverged. '
+        f"{setup['epochs']} epoch(s) at every batch size, "
+        f"{setup['img_size']} px, "
+        'lr = 0.1 B/256, Nesterov SGD, warm-up + cosine; one seed; '
+        'x = diverged. '
     )
     paths = []
 
     fig, ax = _figure(
-        'Paper (Fig. 2 left): without clipping NF-ResNets degrade as the batch '
+        'Paper (Fig. 2 left): without clipping NF-ResNets degrade as the '
+        'batch '
         'size (and the linearly scaled lr) grows; with AGC they keep up with '
-        f'batch-normalised ResNets up to batch 4096. NF + AGC at lambda={lam:g}. '
+        'batch-normalised ResNets up to batch 4096. '
+        f'NF + AGC at lambda={lam:g}. '
         + sched)
     for arm, (color, label) in _STYLE.items():
         if main[arm]:

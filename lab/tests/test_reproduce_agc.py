@@ -1,8 +1,9 @@
 """Tests of lab/reproduce.py (the Figure 2 reproduction).
 
-The ``--quick`` sweep runs through ``main()`` so that the tool cannot rot: its JSON
-must carry every field docs/reproduction.md uses, the plots must be written and a
-second call must resume (skip every finished run) instead of training again.
+The ``--quick`` sweep runs through ``main()`` so that the tool cannot rot: its
+JSON must carry every field docs/reproduction.md uses, the plots must be
+written and a second call must resume (skip every finished run) instead of
+training again.
 """
 import importlib
 import json
@@ -65,7 +66,8 @@ def test_bn_arm_differs_only_in_normaliser():
         assert (b.weight.shape, b.stride, b.padding,
                 b.groups) == (a.weight.shape, a.stride, a.padding, a.groups)
         assert b.bias is None
-    # gamma and beta were the WS convs' input scales: gone with them; alpha is 1
+    # gamma and beta were the WS convs' input scales: gone with them;
+    # alpha is 1
     assert any(m.input_scale != 1. for m in nf.modules()
                if isinstance(m, ScaledWSConv2d))
     blocks = [m for m in bn.backbone.modules() if hasattr(m, 'skip_gain')]

@@ -51,17 +51,20 @@ _HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 
 
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
-    """``builtins.getattr`` while unpickling: HistoryBuffer's statistics methods only."""
+    """``builtins.getattr`` while unpickling: HistoryBuffer's statistics
+    methods only."""
     if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
         return getattr(HistoryBuffer, name)
     raise UnsafeCheckpointError(
         f'the checkpoint asks for getattr({obj!r}, {name!r}); only '
-        f'getattr(HistoryBuffer, m) for m in {list(_HISTORY_BUFFER_METHODS)} is allowed'
+        f'getattr(HistoryBuffer, m) for m in {list(_HISTORY_BUFFER_METHODS)} '
+        'is allowed'
     )
 
 
 def _safe_globals() -> List[Tuple[Any, str]]:
-    """Numpy objects under their numpy 1.x and 2.x names, HistoryBuffer, getattr."""
+    """Numpy objects under their numpy 1.x and 2.x names, HistoryBuffer,
+    getattr."""
     multiarray = (np._core
                   if hasattr(np, '_core') else np.core).multiarray  # numpy 2|1
     entries = [(HistoryBuffer,
@@ -71,7 +74,8 @@ def _safe_globals() -> List[Tuple[Any, str]]:
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         entries += [(multiarray.scalar, f'{module}.scalar'),
                     (multiarray._reconstruct, f'{module}._reconstruct')]
-    # numpy >= 1.25 may pickle a dtype through its class (np.dtypes.Float64DType).
+    # numpy >= 1.25 may pickle a dtype through its class
+    # (np.dtypes.Float64DType).
     if hasattr(np, 'dtypes'):
         for code in '?bhilqBHILQefdgFDG':
             cls = type(np.dtype(code))
@@ -79,8 +83,9 @@ def _safe_globals() -> List[Tuple[Any, str]]:
     return entries
 
 
-#: ``(object, pickled name)`` pairs: what a checkpoint of MMEngine 0.10.7's ``Runner``
-#: (message hub, optimizer, schedulers, EMA, our hooks) holds beyond torch's defaults.
+#: ``(object, pickled name)`` pairs: what a checkpoint of MMEngine 0.10.7's
+#: ``Runner`` (message hub, optimizer, schedulers, EMA, our hooks) holds beyond
+#: torch's defaults.
 SAFE_CHECKPOINT_GLOBALS: List[Tuple[Any, str]] = _safe_globals()
 
 # torch >= 2.6 loads weights-only by default and lets
@@ -101,7 +106,8 @@ def _allow_listed() -> contextlib.AbstractContextManager:
 
 def load_checkpoint_file(path: Union[str, os.PathLike],
                          map_location: Any = 'cpu') -> Any:
-    """Load a checkpoint file weights-only, with one clear error naming the file.
+    """Load a checkpoint file weights-only, with one clear error naming the
+    file.
 
     Args:
         path (str | os.PathLike): The checkpoint file.
@@ -111,7 +117,8 @@ def load_checkpoint_file(path: Union[str, os.PathLike],
         Any: What the file holds (a state dict or an MMEngine checkpoint dict).
 
     Raises:
-        NotACheckpointError: The file is missing, empty, truncated or not a checkpoint.
+        NotACheckpointError: The file is missing, empty, truncated or not a
+            checkpoint.
         UnsafeCheckpointError: The file pickles objects outside the allow-list.
     """
     path = osp.expanduser(os.fspath(path))
@@ -122,24 +129,28 @@ def load_checkpoint_file(path: Union[str, os.PathLike],
         with _allow_listed():
             return torch.load(
                 path, map_location=map_location, weights_only=_WEIGHTS_ONLY)
-    except Exception as err:  # noqa: BLE001 - every failure becomes one of two errors
+    except Exception as err:  # noqa: BLE001
+        # every failure becomes one of two errors
         names = forbidden_globals(err)
         if names:
             raise UnsafeCheckpointError(
-                f'refusing to load checkpoint {path!r}: it pickles objects outside the '
-                f'weights-only allow-list: {names}. Nothing from it was run. If you '
-                'trust this file, allow those objects first with '
+                f'refusing to load checkpoint {path!r}: it pickles objects '
+                f'outside the weights-only allow-list: {names}. Nothing from '
+                'it was run. If you trust this file, allow those objects '
+                'first with '
                 '`torch.serialization.add_safe_globals([...])`.') from None
         if _is_torch_archive(path) and not isinstance(err,
                                                       pickle.UnpicklingError):
-            raise  # a sound file: the error is not about the file (e.g. map_location)
+            # a sound file: the error is not about the file (e.g. map_location)
+            raise
         raise NotACheckpointError(
             f'{path!r} {describe_unreadable(path)}, not a PyTorch checkpoint '
             f'({type(err).__name__} from torch.load)') from None
 
 
 def _is_torch_archive(path: str) -> bool:
-    """Whether ``path`` is a complete zip archive holding a pickled ``data.pkl``."""
+    """Whether ``path`` is a complete zip archive holding a pickled
+    ``data.pkl``."""
     try:
         with zipfile.ZipFile(path) as archive:
             return any(
@@ -149,7 +160,8 @@ def _is_torch_archive(path: str) -> bool:
 
 
 def load_from_local(filename: str, map_location: Any = None) -> Any:
-    """MMEngine's local loader (same name: its log line is unchanged), made safe."""
+    """MMEngine's local loader (same name: its log line is unchanged), made
+    safe."""
     return load_checkpoint_file(filename, map_location=map_location)
 
 
@@ -157,7 +169,8 @@ def atomic_save_checkpoint(checkpoint: dict,
                            filename: str,
                            file_client_args=None,
                            backend_args=None) -> None:
-    """MMEngine's ``save_checkpoint``, atomic for local files; others go to MMEngine's."""
+    """MMEngine's ``save_checkpoint``, atomic for local files; others go to
+    MMEngine's."""
     if (file_client_args is not None or str(filename).startswith('pavi://')
             or not isinstance(
                 get_file_backend(filename, backend_args=backend_args),
@@ -169,7 +182,8 @@ def atomic_save_checkpoint(checkpoint: dict,
 
 
 def _hook_open(file: Any, mode: str = 'r', *args, **kwargs) -> IO:
-    """``open`` for ``CheckpointHook``: its ``last_checkpoint`` write becomes atomic."""
+    """``open`` for ``CheckpointHook``: its ``last_checkpoint`` write becomes
+    atomic."""
     if (mode == 'w' and not args and not kwargs
             and isinstance(file, (str, os.PathLike))
             and osp.basename(os.fspath(file)) == 'last_checkpoint'):
@@ -183,14 +197,16 @@ _enabled = False
 def enable_safe_checkpoints() -> None:
     """The opt-in: MMEngine loads checkpoints safely and saves them atomically.
 
-    Idempotent; call it before a ``Runner`` resumes or loads (our tools do; for any tool,
-    ``'nfnet_mm.compat.safe_checkpoints'`` in ``custom_imports``). torch's safe globals gain
-    :data:`SAFE_CHECKPOINT_GLOBALS` (for every scheme), ``CheckpointLoader``'s local
-    scheme becomes :func:`load_from_local`, ``save_checkpoint`` where MMEngine's runners
-    look it up becomes :func:`atomic_save_checkpoint`, and ``CheckpointHook`` writes
-    ``last_checkpoint`` through :func:`atomic_write`. MMEngine 0.10.7 otherwise cannot
-    resume its own checkpoints under torch's weights-only default (>= 2.6), and a save
-    killed half-way leaves a truncated file that ``--resume`` picks.
+    Idempotent; call it before a ``Runner`` resumes or loads (our tools do; for
+    any tool, ``'nfnet_mm.compat.safe_checkpoints'`` in ``custom_imports``).
+    torch's safe globals gain :data:`SAFE_CHECKPOINT_GLOBALS` (for every
+    scheme), ``CheckpointLoader``'s local scheme becomes
+    :func:`load_from_local`, ``save_checkpoint`` where MMEngine's runners look
+    it up becomes :func:`atomic_save_checkpoint`, and ``CheckpointHook`` writes
+    ``last_checkpoint`` through :func:`atomic_write`. MMEngine 0.10.7 otherwise
+    cannot resume its own checkpoints under torch's weights-only default (>=
+    2.6), and a save killed half-way leaves a truncated file that ``--resume``
+    picks.
     """
     global _enabled
     if _enabled:

@@ -2,8 +2,9 @@
 
 torch 2.9 made ``torch.onnx.export`` use the dynamo exporter by default.
 MMDeploy 1.3.1 (the newest release) passes no ``dynamo``, and its rewriters
-patch TorchScript tracing only. :func:`torchscript_onnx_exporter` restores the old default
-while an export runs; our own exporter passes ``dynamo=False`` itself.
+patch TorchScript tracing only. :func:`torchscript_onnx_exporter` restores the
+old default while an export runs; our own exporter passes ``dynamo=False``
+itself.
 """
 import contextlib
 import functools

@@ -254,7 +254,8 @@ def convert_deepmind_params(params: Params,
         for name, array in group.items():
             if prefix is None or name not in _PARAMS:
                 unused.append(f'{module}:{name}')
-            elif f'{prefix}.{_PARAMS[name]}' in out:  # e.g. both 'b' and 'bias'
+            elif f'{prefix}.{_PARAMS[name]}' in out:
+                # e.g. both 'b' and 'bias'
                 raise ConversionError(
                     f'{module}:{name} and another array both '
                     f'give {prefix}.{_PARAMS[name]}')

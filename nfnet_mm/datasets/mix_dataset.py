@@ -1,4 +1,5 @@
-"""Half-MixUp / half-CutMix in the data loader, RandAugment on the mixed images.
+"""Half-MixUp / half-CutMix in the data loader, RandAugment on the mixed
+images.
 
 The NFNet reference (``deepmind-research/nfnets``, ``dataset.py`` with
 ``experiment_nfnets.py``'s ``augment_before_mix=False``) builds each training
@@ -149,7 +150,8 @@ class MixupCutMixDataset:
                                                     or n > 1)
         if self.augment_before_mix or not mix:
             images = [self.augment(r) for r in images]
-        if not mix:  # soft labels too: single reads (RepeatDataset) share batches
+        # soft labels too: single reads (RepeatDataset) share batches
+        if not mix:
             return [
                 self.pack(
                     dict(r, gt_score=self._score(r, r, 1.)) if self.mix_prob >
@@ -216,7 +218,8 @@ class MixupCutMixDataset:
             mix_info=info)
 
     def _score(self, first: dict, second: dict, ratio: float) -> np.ndarray:
-        """Soft label: ``ratio`` of ``first``'s class, the rest ``second``'s."""
+        """Soft label: ``ratio`` of ``first``'s class, the rest
+        ``second``'s."""
         score = np.zeros(self.num_classes, dtype=np.float32)
         score[int(first['gt_label'])] += ratio
         score[int(second['gt_label'])] += 1 - ratio

@@ -22,11 +22,13 @@ PathLike = Union[str, os.PathLike]
 
 
 class CheckpointError(Exception):
-    """A checkpoint file that cannot be used as asked; the message names the file."""
+    """A checkpoint file that cannot be used as asked; the message names the
+    file."""
 
 
 class NotACheckpointError(CheckpointError):
-    """The file is missing, empty, truncated or not a PyTorch checkpoint at all."""
+    """The file is missing, empty, truncated or not a PyTorch checkpoint at
+    all."""
 
 
 class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
@@ -53,10 +55,12 @@ def forbidden_globals(err: BaseException) -> List[str]:
 
 
 def describe_unreadable(path: str) -> str:
-    """Why ``path`` is no checkpoint, from its first bytes (never printing them).
+    """Why ``path`` is no checkpoint, from its first bytes (never printing
+    them).
 
     Returns a phrase such as ``'is empty'`` or ``'is a text file'``, for errors
-    of the form ``f'{path} {phrase}'``; the loaders and the converters share it.
+    of the form ``f'{path} {phrase}'``; the loaders and the converters share
+    it.
     """
     with open(path, 'rb') as f:
         head = f.read(512)
@@ -67,7 +71,8 @@ def describe_unreadable(path: str) -> str:
                 if zipfile.is_zipfile(path) else
                 'is a damaged or truncated zip archive')
     if head[:1] == b'\x80' and head[1:2] in b'\x02\x03\x04\x05':
-        return 'is a damaged or truncated pickle, or a pickle of something else'
+        return ('is a damaged or truncated pickle, or a pickle of something '
+                'else')
     if all(32 <= c < 127 or c in b'\t\r\n' for c in head):
         return 'is a text file, neither a zip archive nor a pickle'
     return 'is neither a zip archive nor a pickle'
@@ -98,16 +103,17 @@ def check_state_dict(expected: Mapping[str, Any],
     """Refuse a state dict whose keys or shapes differ from the model's.
 
     Args:
-        expected (Mapping[str, Any]): The model's state dict (tensors may be on the
-            ``meta`` device).
+        expected (Mapping[str, Any]): The model's state dict (tensors may be on
+            the ``meta`` device).
         given (Mapping[str, Any]): The checkpoint's state dict.
         source (str): The file (and part of it) named in the error.
         fix (str): The error's last sentence.
-        error (type, optional): A :class:`CheckpointMismatchError` subclass to raise.
+        error (type, optional): A :class:`CheckpointMismatchError` subclass to
+            raise.
 
     Raises:
-        CheckpointMismatchError: One error listing missing, unexpected and misshaped
-            keys (the first 8 of each, and their number).
+        CheckpointMismatchError: One error listing missing, unexpected and
+            misshaped keys (the first 8 of each, and their number).
     """
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
@@ -129,11 +135,13 @@ def check_state_dict(expected: Mapping[str, Any],
 
 @contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = 'wb') -> Iterator[IO]:
-    """Open a temporary file that replaces ``path`` (or a symlink's target) on success.
+    """Open a temporary file that replaces ``path`` (or a symlink's target) on
+    success.
 
-    The data is fsynced before ``os.replace`` moves it over the target, so a reader sees
-    the old file or the complete new one; if the block raises (or the process dies), the
-    target is untouched and the temporary file is removed (on exceptions).
+    The data is fsynced before ``os.replace`` moves it over the target, so a
+    reader sees the old file or the complete new one; if the block raises (or
+    the process dies), the target is untouched and the temporary file is
+    removed (on exceptions).
 
     Args:
         path (str | os.PathLike): The file to write; a symlink stays a link.

@@ -33,7 +33,8 @@ def test_resume_is_bitwise_exact(tmp_path):
     straight.train()
     expected = _weights(straight)
 
-    # The same run, killed after epoch 1's checkpoint, then resumed by a fresh Runner.
+    # The same run, killed after epoch 1's checkpoint, then resumed by a fresh
+    # Runner.
     killed = make_runner(
         tmp_path / 'resumed', custom_hooks=[StopAfterEpoch(1)])
     run_until_stopped(killed)
@@ -49,7 +50,8 @@ def test_resume_is_bitwise_exact(tmp_path):
     assert got.keys() == expected.keys()
     for name in expected:
         assert torch.equal(got[name], expected[name]), name
-    # and it differs from a run that ignores the momentum buffers (state matters)
+    # and it differs from a run that ignores the momentum buffers (state
+    # matters)
     assert not torch.equal(
         _weights(killed)['conv.weight'], expected['conv.weight'])
 
@@ -78,7 +80,8 @@ def test_real_checkpoint_needs_only_allow_listed_globals(tmp_path):
         'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers',
         'ema_state_dict'
     } <= set(loaded)
-    # and MMEngine's own loader (what Runner.resume / load_checkpoint call) works
+    # and MMEngine's own loader (what Runner.resume / load_checkpoint call)
+    # works
     assert _load_checkpoint(path, map_location='cpu')['meta']['epoch'] == 1
 
 
@@ -93,7 +96,8 @@ class _RunsCommand:
 
 
 class _ReachesThroughGetattr:
-    """Asks the unpickler for getattr(<allowed class>, <non-method attribute>)."""
+    """Asks the unpickler for getattr(<allowed class>, <non-method
+    attribute>)."""
 
     def __reduce__(self):
         from mmengine.logging import HistoryBuffer
@@ -111,7 +115,8 @@ def test_malicious_checkpoint_is_refused_and_nothing_runs(tmp_path):
         message = str(info.value)
         assert 'posix.system' in message  # names the offending global
         assert path in message  # and the file
-        assert 'add_safe_globals' in message  # says how to allow a trusted file
+        # says how to allow a trusted file
+        assert 'add_safe_globals' in message
         assert 'weights_only=False' not in message
         assert not marker.exists()
     # the error is still an UnpicklingError for callers that catch that
@@ -126,7 +131,8 @@ def test_allow_listed_getattr_only_returns_history_buffer_methods(tmp_path):
 
 
 class _Killed(BaseException):
-    """Stands for the process dying (not an ``Exception``, like KeyboardInterrupt)."""
+    """Stands for the process dying (not an ``Exception``, like
+    KeyboardInterrupt)."""
 
 
 def _kill_mid_serialization(monkeypatch):
@@ -214,7 +220,8 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 
 
 def test_env_escape_hatch_keeps_torch_meaning(tmp_path, monkeypatch):
-    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 loads a trusted file, as plain MMEngine does."""
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 loads a trusted file, as plain
+    MMEngine does."""
     path = str(tmp_path / 'trusted.pth')
     torch.save(
         {
@@ -246,7 +253,8 @@ def test_mmengine_log_keeps_its_loader_name(tmp_path, capsys):
 
 
 def test_atomic_saves_write_through_a_symlink(tmp_path):
-    """MMEngine's save (as Runner calls it) and the pointer keep a link a link."""
+    """MMEngine's save (as Runner calls it) and the pointer keep a link a
+    link."""
     from mmengine.hooks import checkpoint_hook
     from mmengine.runner import runner as mm_runner
     target, link = tmp_path / 'real.pth', tmp_path / 'latest.pth'

@@ -1,4 +1,5 @@
-"""nfnet_mm.compat.onnx: the TorchScript exporter for MMDeploy on torch >= 2.9."""
+"""nfnet_mm.compat.onnx: the TorchScript exporter for MMDeploy on
+torch >= 2.9."""
 import pytest
 import torch
 

@@ -7,10 +7,10 @@ import textwrap
 import pytest
 from foundation_helpers import write_image_folder
 
-# Run in a fresh interpreter that never imports nfnet_mm itself: only the config's
-# custom_imports can register our modules (GrayToRGB) and opt in to the checkpoint
-# fixes. With the opt-in, a second Runner resumes the first one's checkpoint
-# (MMEngine's own loader, torch's weights-only default).
+# Run in a fresh interpreter that never imports nfnet_mm itself: only the
+# config's custom_imports can register our modules (GrayToRGB) and opt in to
+# the checkpoint fixes. With the opt-in, a second Runner resumes the first
+# one's checkpoint (MMEngine's own loader, torch's weights-only default).
 SCRIPT = textwrap.dedent('''
     import sys
     from mmengine.config import Config
@@ -58,7 +58,8 @@ def test_mmpretrain_config_with_custom_imports_trains(tmp_path, imports,
         train_dataloader = dict(
             batch_size=4, num_workers=0, persistent_workers=False,
             dataset=dict(
-                _delete_=True, type='CustomDataset', data_root={str(data_root)!r},
+                _delete_=True, type='CustomDataset',
+                data_root={str(data_root)!r},
                 pipeline=[
                     dict(type='LoadImageFromFile', color_type='grayscale'),
                     dict(type='GrayToRGB'),
@@ -87,5 +88,6 @@ def test_mmpretrain_config_with_custom_imports_trains(tmp_path, imports,
     assert f'SAVER {saver}' in proc.stdout
     assert (tmp_path / 'work' / 'epoch_1.pth').is_file()
     if len(imports) > 1:
-        assert 'RESUMED 2' in proc.stdout  # one iteration an epoch, resumed at 1
+        # one iteration an epoch, resumed at 1
+        assert 'RESUMED 2' in proc.stdout
         assert 'resumed epoch: 1' in proc.stdout + proc.stderr

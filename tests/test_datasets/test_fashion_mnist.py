@@ -1,4 +1,5 @@
-"""FashionMNISTIdx reads Debian's idx .gz files; GrayToRGB makes three channels."""
+"""FashionMNISTIdx reads Debian's idx .gz files; GrayToRGB makes three
+channels."""
 import gzip
 import os
 import os.path as osp
@@ -19,7 +20,8 @@ FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz',
 
 
 class _InMMPretrainScope:
-    """Build from a registry under MMPretrain's scope, whatever the current one is."""
+    """Build from a registry under MMPretrain's scope, whatever the current one
+    is."""
 
     def __init__(self, registry):
         self.registry = registry
@@ -36,7 +38,8 @@ HAVE_DATA = all(
 
 
 def _idx_bytes(array):
-    """An idx file written plainly from the format: 0, 0, type 0x08, ndim, sizes."""
+    """An idx file written plainly from the format: 0, 0, type 0x08, ndim,
+    sizes."""
     header = bytes([0, 0, 0x08, array.ndim])
     header += b''.join(int(n).to_bytes(4, 'big') for n in array.shape)
     return header + array.astype(np.uint8).tobytes()
@@ -89,9 +92,11 @@ def test_reads_local_idx_files_without_network(tmp_path, compressed):
 
 
 def _one_error(exc):
-    """The traceback Python prints holds this exception only, no chained ones."""
+    """The traceback Python prints holds this exception only, no chained
+    ones."""
     text = ''.join(traceback.format_exception(exc))
-    return 'During handling of the above' not in text and 'direct cause' not in text
+    return ('During handling of the above' not in text
+            and 'direct cause' not in text)
 
 
 def _tree(root):
@@ -130,7 +135,8 @@ def _unreadable_root(tmp_path, monkeypatch):
     'make', [_missing_root, _root_is_a_file, _lacks_labels, _unreadable_root])
 def test_bad_data_root_is_one_error_naming_folder_files_and_fix(
         tmp_path, monkeypatch, make):
-    """Missing, non-folder, incomplete, unreadable data_root: no download, nothing made."""
+    """Missing, non-folder, incomplete, unreadable data_root: no download,
+    nothing made."""
     from mmpretrain.datasets import FashionMNIST
 
     def no_download(self):
@@ -151,7 +157,8 @@ def test_bad_data_root_is_one_error_naming_folder_files_and_fix(
         os.chmod(tmp_path, 0o755)
     message = str(info.value)
     assert f"{root!r} {problem}" in message
-    assert "'train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'" in message
+    assert ("'train-images-idx3-ubyte.gz', "
+            "'train-labels-idx1-ubyte.gz'") in message
     assert 'apt-get install dataset-fashion-mnist' in message
     assert 'download=True' in message
     assert _one_error(info.value)
@@ -242,7 +249,8 @@ def test_debian_fashion_mnist_has_the_standard_split():
         labels = dataset.get_gt_labels()
         assert labels.shape == (
             n, ) and labels.min() == 0 and labels.max() == 9
-        # Fashion-MNIST is balanced: 6,000 / 1,000 images of each of the 10 classes
+        # Fashion-MNIST is balanced: 6,000 / 1,000 images of each of the 10
+        # classes
         np.testing.assert_array_equal(
             np.bincount(labels, minlength=10), [n // 10] * 10)
         first = dataset.get_data_info(0)['img']
@@ -255,7 +263,8 @@ def test_download_true_fetches_absent_files_with_mmpretrain(
     calls = []
 
     def fake_download(self):
-        # MMPretrain's download leaves the extracted (uncompressed) files in the root
+        # MMPretrain's download leaves the extracted (uncompressed) files in
+        # the root
         calls.append(osp.normpath(self.data_prefix['root']))
         _write_fake_split(
             self.data_prefix['root'], 'train', 5, compressed=False)

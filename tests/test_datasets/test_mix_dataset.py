@@ -260,8 +260,9 @@ def test_single_reads_are_half_mixup_half_cutmix():
     modes = [ds[i % n]['data_samples'].mix_mode for i in range(400)]
     assert set(modes) == {'mixup', 'cutmix'}
     assert 0.4 < modes.count('cutmix') / len(modes) < 0.6
-    # with mix_prob < 1 the unmixed single reads carry a one-hot gt_score too: the
-    # head picks hard or soft labels for a whole batch from its first sample
+    # with mix_prob < 1 the unmixed single reads carry a one-hot gt_score too:
+    # the head picks hard or soft labels for a whole batch from its first
+    # sample
     light = MixupCutMixDataset(
         _Constant(list(range(n)), list(range(n))), mix_prob=0.5)
     samples = [light[i % n]['data_samples'] for i in range(40)]

@@ -15,7 +15,8 @@ CUSTOM_IMPORTS = dict(
 
 
 def load_config(name: str) -> Config:
-    """Load a config of configs/downstream (this imports its custom_imports)."""
+    """Load a config of configs/downstream (this imports its
+    custom_imports)."""
     return Config.fromfile(osp.join(CONFIG_DIR, name))
 
 

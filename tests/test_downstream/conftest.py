@@ -1,4 +1,5 @@
-"""Make ``mmdet.models`` / ``mmseg.models`` importable on mmcv-lite, for these tests only.
+"""Make ``mmdet.models`` / ``mmseg.models`` importable on mmcv-lite, for these
+tests only.
 
 mmcv-lite has no compiled ``mmcv._ext``; when it is missing we register the
 test-only stand-in :mod:`mmcv_ext_standin` of this folder as ``mmcv._ext``

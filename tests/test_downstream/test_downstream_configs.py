@@ -28,7 +28,8 @@ pytest.importorskip(
     exc_type=ImportError)
 
 from _downstream_helpers import F0_CHANNELS  # noqa: E402
-from _downstream_helpers import check_backbone_config, load_config  # noqa: E402
+from _downstream_helpers import (check_backbone_config,  # noqa: E402
+                                 load_config)
 from mmengine.registry import DefaultScope  # noqa: E402
 
 from nfnet_mm.models.backbones import NFNet  # noqa: E402

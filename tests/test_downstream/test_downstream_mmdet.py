@@ -28,7 +28,8 @@ NUM_CLASSES = 3
 
 @pytest.fixture(autouse=True)
 def mmdet_scope():
-    """Build and run under the MMDet scope, as its runner would; restore after."""
+    """Build and run under the MMDet scope, as its runner would; restore
+    after."""
     with DefaultScope.overwrite_default_scope('mmdet'):
         yield
 

@@ -29,7 +29,8 @@ CONFIG = 'upernet_nfnet-f0_4xb4-160k_ade20k-512x512.py'
 
 @pytest.fixture(autouse=True)
 def mmseg_scope():
-    """Build and run under the MMSeg scope, as its runner would; restore after."""
+    """Build and run under the MMSeg scope, as its runner would; restore
+    after."""
     with DefaultScope.overwrite_default_scope('mmseg'):
         yield
 

@@ -1,6 +1,7 @@
 """Our classification checkpoints initialise a detector's NFNet backbone.
 
-The detector tests skip without MMDetection; the ``StrictPretrained`` ones always run.
+The detector tests skip without MMDetection; the ``StrictPretrained`` ones
+always run.
 
 ``StrictPretrained`` (nfnet_mm/models/utils/strict_pretrained.py) loads the
 ``backbone.`` part of an ImageClassifier checkpoint and reports every missing,

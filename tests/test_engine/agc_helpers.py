@@ -1,7 +1,8 @@
-"""Shared pieces of the AGC tests: a tiny net, a plain eq.-3 reference, a DDP worker.
+"""Shared pieces of the AGC tests: a tiny net, a plain eq.-3 reference, a DDP
+worker.
 
-Kept in a module (not the test file) so that ``torch.multiprocessing.spawn`` can
-import the worker in the child processes.
+Kept in a module (not the test file) so that ``torch.multiprocessing.spawn``
+can import the worker in the child processes.
 """
 import os
 
@@ -15,7 +16,8 @@ __all__ = [
 
 
 class TinyNet(nn.Module):
-    """Conv, grouped conv, a per-channel gain (1-d), a skip gain (0-d), a head."""
+    """Conv, grouped conv, a per-channel gain (1-d), a skip gain (0-d), a
+    head."""
 
     def __init__(self, num_classes: int = 5) -> None:
         super().__init__()
@@ -69,7 +71,8 @@ def reference_agc(weights, grads, clipping: float, eps: float):
 
 
 def train_steps(wrapper, model, batches, wrapped=None):
-    """Run ``update_params`` over ``batches``; returns the clip fractions seen."""
+    """Run ``update_params`` over ``batches``; returns the clip fractions
+    seen."""
     from mmengine.logging import MessageHub
     wrapped = model if wrapped is None else wrapped
     fracs = []
@@ -85,7 +88,8 @@ def train_steps(wrapper, model, batches, wrapped=None):
 
 def ddp_worker(rank: int, world: int, port: int, out_dir: str, steps: int,
                batch: int, agc: dict) -> None:
-    """One gloo rank: DDP over TinyNet, AGC wrapper, its shard of each batch."""
+    """One gloo rank: DDP over TinyNet, AGC wrapper, its shard of each
+    batch."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 

@@ -33,7 +33,8 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
     os.environ['MASTER_PORT'] = str(port)
     dist.init_process_group('gloo', rank=rank, world_size=world_size)
     try:
-        # Different seeds per rank: DDP must broadcast rank 0's initial weights.
+        # Different seeds per rank: DDP must broadcast rank 0's initial
+        # weights.
         model = build_model(seed=rank)
         # as the Runner builds it from model_wrapper_cfg
         ddp = MODEL_WRAPPERS.build(

@@ -1,4 +1,5 @@
-"""Tiny models and data for the SAM tests (importable by spawned DDP workers)."""
+"""Tiny models and data for the SAM tests (importable by spawned DDP
+workers)."""
 import torch
 import torch.nn as nn
 from mmpretrain.registry import DATASETS, MODELS
@@ -64,7 +65,8 @@ def make_batch(batch_size: int, seed: int) -> dict:
 
 @DATASETS.register_module(force=True)
 class SAMFakeClsDataset(Dataset):
-    """Random 8x8 RGB uint8 images with labels, as packed MMPretrain samples."""
+    """Random 8x8 RGB uint8 images with labels, as packed MMPretrain
+    samples."""
 
     def __init__(self, length: int = 20, seed: int = 0):
         gen = torch.Generator().manual_seed(seed)

@@ -1,8 +1,10 @@
-"""Warm-up + cosine schedules follow the run's length (nfnet_mm/engine/schedulers.py).
+"""Warm-up + cosine schedules follow the run's length
+(nfnet_mm/engine/schedulers.py).
 
-The oracle is the recipe written plainly: a linear warm-up from ``start_factor x lr`` to
-``lr`` over ``w`` iterations, then ``lr x (1 + cos(pi (t - w) / (T - w))) / 2`` until the
-last iteration ``T - 1`` of the run.
+The oracle is the recipe written plainly: a linear warm-up from
+``start_factor x lr`` to ``lr`` over ``w`` iterations, then
+``lr x (1 + cos(pi (t - w) / (T - w))) / 2`` until the last iteration
+``T - 1`` of the run.
 """
 import math
 import os.path as osp
@@ -101,7 +103,8 @@ def test_demo_schedule_follows_the_run(tmp_path, options, iters_per_epoch,
         lrs, _recipe(0.4, 1e-3, warmup, total), rtol=1e-6, atol=1e-9)
     assert lrs[0] == pytest.approx(4e-4) and lrs[warmup -
                                                  1] == pytest.approx(0.4)
-    # annealed: the last iteration is the cosine's last step, 0.4 sin^2(pi / 2n)
+    # annealed: the last iteration is the cosine's last step,
+    # 0.4 sin^2(pi / 2n)
     steps = total - warmup
     assert lrs[-1] == lrs[warmup:].min() <= 0.4 * (math.pi / (2 * steps))**2
 
@@ -118,7 +121,8 @@ def test_one_iteration_epochs_train_with_warmup_and_cosine(tmp_path):
 
 
 def test_imagenet_schedule_resolves_to_the_paper_at_default_length():
-    """F0 at 4096 images per step: 313 iterations per epoch, 5 warm-up epochs, 360."""
+    """F0 at 4096 images per step: 313 iterations per epoch, 5 warm-up epochs,
+    360."""
     cfg = Config.fromfile(
         osp.join(REPO, 'configs', 'nfnet', 'nfnet-f0_64xb64_in1k.py'))
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)

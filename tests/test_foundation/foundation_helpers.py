@@ -100,7 +100,8 @@ def run_until_stopped(runner):
 
 
 def write_image_folder(root, classes=('a', 'b'), per_class=2, size=16):
-    """Write tiny grey PNGs as ``root/<class>/<i>.png`` (a CustomDataset layout)."""
+    """Write tiny grey PNGs as ``root/<class>/<i>.png`` (a CustomDataset
+    layout)."""
     import numpy as np
     from PIL import Image
     rng = np.random.default_rng(0)
@@ -114,7 +115,8 @@ def write_image_folder(root, classes=('a', 'b'), per_class=2, size=16):
 
 
 #: A tiny MMPretrain classification config over an image folder; format with
-#: ``data_root``. It uses ``GrayToRGB`` (ours) so that it only builds with nfnet_mm.
+#: ``data_root``. It uses ``GrayToRGB`` (ours) so that it only builds with
+#: nfnet_mm.
 TINY_CLASSIFIER_CFG = '''
 default_scope = 'mmpretrain'
 model = dict(
@@ -131,7 +133,8 @@ pipeline = [
 ]
 train_dataloader = dict(
     batch_size=2, num_workers=0,
-    dataset=dict(type='CustomDataset', data_root={data_root!r}, pipeline=pipeline),
+    dataset=dict(
+        type='CustomDataset', data_root={data_root!r}, pipeline=pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True))
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9))
 param_scheduler = dict(type='MultiStepLR', milestones=[1], by_epoch=True)

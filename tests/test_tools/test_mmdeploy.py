@@ -90,7 +90,8 @@ def test_mmdeploy_onnxruntime_end_to_end(tmp_path):
     import onnxruntime as ort
     graph = onnx.load(str(work / 'end2end.onnx')).graph
     ops = {n.op_type for n in graph.node}
-    assert 'Conv' in ops and 'Sqrt' not in ops and 'ReduceL2' not in ops  # folded WS
+    # folded WS
+    assert 'Conv' in ops and 'Sqrt' not in ops and 'ReduceL2' not in ops
     sess = ort.InferenceSession(
         str(work / 'end2end.onnx'), providers=['CPUExecutionProvider'])
     for batch in (1, 3):

@@ -1,4 +1,5 @@
-"""tools/test.py: a bad checkpoint ends in one error, nothing written; TTA on EMA."""
+"""tools/test.py: a bad checkpoint ends in one error, nothing written; TTA on
+EMA."""
 import json
 import os
 import os.path as osp
@@ -90,9 +91,9 @@ BAD_CHECKPOINTS = [
     ('no-such-file', lambda p: p, 'does not exist'),
 ]
 
-# Runs tools/test.py as __main__ for each case in one interpreter (one import of the
-# stack) and reports what the process would exit with: SystemExit(str) exits with
-# status 1 after printing the string to stderr.
+# Runs tools/test.py as __main__ for each case in one interpreter (one import
+# of the stack) and reports what the process would exit with: SystemExit(str)
+# exits with status 1 after printing the string to stderr.
 DRIVER = textwrap.dedent('''
     import json, runpy, sys
     for argv in json.loads(sys.argv[1]):
@@ -174,7 +175,8 @@ def _top1(log):
 @pytest.mark.slow
 @pytest.mark.skipif(not osp.isdir(FASHION_MNIST), reason='needs Fashion-MNIST')
 def test_tta_tests_the_ema_weights_of_a_demo_run(tmp_path):
-    """100 iterations of the demo with its EMA hook, then test with and without TTA."""
+    """100 iterations of the demo with its EMA hook, then test with and without
+    TTA."""
     work = str(tmp_path / 'work')
     short = [
         'train_cfg.max_epochs=1', 'train_dataloader.batch_size=32',
@@ -190,11 +192,13 @@ def test_tta_tests_the_ema_weights_of_a_demo_run(tmp_path):
                   *subset)
     tta = _tool('test', DEMO, ckpt, '--tta', '--work-dir', work,
                 '--cfg-options', *subset)
-    assert 'Start testing on EMA model.' in plain and 'Start testing on EMA model.' in tta
+    assert ('Start testing on EMA model.' in plain
+            and 'Start testing on EMA model.' in tta)
     assert _top1(plain) > 50 and _top1(tta) > 50  # chance is 10
     assert abs(_top1(plain) - _top1(tta)) < 5
-    # MMEngine's own EMA model wraps the TTA model, so the checkpoint's EMA keys do not
-    # fit it: that fails (it tested the EMA copy's random start before), naming keys
+    # MMEngine's own EMA model wraps the TTA model, so the checkpoint's EMA
+    # keys do not fit it: that fails (it tested the EMA copy's random start
+    # before), naming keys
     proc = subprocess.run([
         sys.executable,
         osp.join(TOOLS, 'test.py'), DEMO, ckpt, '--tta', '--work-dir', work,
@@ -205,7 +209,8 @@ def test_tta_tests_the_ema_weights_of_a_demo_run(tmp_path):
                           text=True,
                           timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS='1'))
-    assert proc.returncode != 0 and 'Epoch(test)' not in proc.stdout + proc.stderr
+    assert (proc.returncode != 0
+            and 'Epoch(test)' not in proc.stdout + proc.stderr)
     assert 'module.module.backbone.stem' in proc.stderr, proc.stderr[-3000:]
     # quiet: no warning a user cannot act on
     for noise in ('MultiScaleDeformableAttention',
@@ -256,7 +261,8 @@ def test_strict_check_covers_ema_weights_and_non_strict_opts_out(tmp_path):
     cfg = tool.merge_args(
         Config.fromfile(DEMO), tool.parse_args([DEMO, 'x.pth', '--tta']))
     good = str(tmp_path / 'good.pth')
-    # DDP's prefix is stripped as MMEngine's loader does; a TTA model is unwrapped
+    # DDP's prefix is stripped as MMEngine's loader does; a TTA model is
+    # unwrapped
     torch.save(
         {
             'state_dict': {
@@ -324,7 +330,8 @@ def test_strict_check_builds_models_that_need_real_tensors(tmp_path):
 
 
 def test_strict_check_reads_urls_through_mmengine(tmp_path, monkeypatch):
-    """A URL (MMPretrain's tool accepts them) goes through MMEngine's loader."""
+    """A URL (MMPretrain's tool accepts them) goes through MMEngine's
+    loader."""
     from mmengine.runner import CheckpointLoader
     tool = _test_tool()
     state = _demo_state_dict()

@@ -1,4 +1,5 @@
-"""tools/train.py and tools/test.py: option handling, --amp, and a CLI run with --resume."""
+"""tools/train.py and tools/test.py: option handling, --amp, and a CLI run with
+--resume."""
 import importlib.util
 import os
 import os.path as osp
@@ -108,7 +109,8 @@ def test_merge_args_amp_after_cfg_options_and_resume_modes():
     ]
     assert cfg.work_dir == osp.join('./work_dirs', 'cfg')
     assert cfg.train_dataloader.persistent_workers is False  # num_workers=0
-    # --cfg-options come first: the loader defaults follow num_workers set there
+    # --cfg-options come first: the loader defaults follow num_workers set
+    # there
     cfg = train_tool.merge_args(
         Config(
             dict(
@@ -136,7 +138,8 @@ def test_pin_memory_only_with_an_accelerator(monkeypatch, accelerator):
             val_dataloader=dict(num_workers=0, pin_memory=True)))
     cfg = train_tool.merge_args(cfg, train_tool.parse_args(['cfg.py']))
     assert cfg.train_dataloader.pin_memory is accelerator
-    assert cfg.val_dataloader.pin_memory is accelerator  # even where the config asks
+    # even where the config asks
+    assert cfg.val_dataloader.pin_memory is accelerator
     assert cfg.train_dataloader.persistent_workers is True
     assert cfg.val_dataloader.persistent_workers is False  # no workers
     cfg = train_tool.merge_args(
@@ -179,7 +182,8 @@ def test_test_tool_options():
                 test_dataloader=dict(
                     dataset=dict(pipeline=[dict(type='PackInputs')])))), args)
     assert cfg.default_hooks.logger.interval == 50
-    assert cfg.model.module.head.topk == 1 and 'head' not in cfg.model  # not the TTA
+    # not the TTA
+    assert cfg.model.module.head.topk == 1 and 'head' not in cfg.model
     with pytest.raises(ValueError, match='VisualizationHook'):
         test_tool.merge_args(
             Config(dict(test_dataloader=None)),
@@ -212,7 +216,8 @@ def test_train_cli_runs_and_resumes(tmp_path):
     assert first.returncode == 0, log[-3000:]
     assert f'no checkpoint found in {work_dir}; starting from scratch' in log
     assert 'Auto resumed' not in log
-    assert 'MultiScaleDeformableAttention' not in log and 'FileClient' not in log
+    assert ('MultiScaleDeformableAttention' not in log
+            and 'FileClient' not in log)
     assert (work_dir / 'last_checkpoint').read_text().endswith('epoch_1.pth')
 
     second = _train_cli(

@@ -13,10 +13,10 @@ class SAMDistributedDataParallel(SAMTrainStepMixin, MMDistributedDataParallel):
 
     ``MMDistributedDataParallel.train_step`` never calls the module's
     ``train_step``, so under DDP the SAM step needs this wrapper (for any
-    ``BaseModel``): the ascent runs under ``no_sync()`` (every replica perturbs its
-    own weights, paper appendix A.4), the descent all-reduces. With a non-SAM
-    optimizer wrapper it is the normal DDP step. ``detect_anomalous_params`` is
-    ignored by the SAM step.
+    ``BaseModel``): the ascent runs under ``no_sync()`` (every replica perturbs
+    its own weights, paper appendix A.4), the descent all-reduces. With a
+    non-SAM optimizer wrapper it is the normal DDP step.
+    ``detect_anomalous_params`` is ignored by the SAM step.
 
     Example config::
 

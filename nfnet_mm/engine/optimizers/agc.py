@@ -7,9 +7,10 @@ with gradient ``G``::
     ratio_i = ||G_i|| / max(||W_i||, eps)
     if ratio_i > clipping:  G_i <- G_i * clipping * max(||W_i||, eps) / ||G_i||
 
-A unit is a row (``dim 0`` = output unit, the norm runs over all other dims) of a
-matrix or convolution kernel; a scalar or a vector (biases, gains, skip gains) is a
-single unit whose norm runs over the whole tensor. See ``docs/agc.md``.
+A unit is a row (``dim 0`` = output unit, the norm runs over all other dims) of
+a matrix or convolution kernel; a scalar or a vector (biases, gains, skip
+gains) is a single unit whose norm runs over the whole tensor. See
+``docs/agc.md``.
 """
 import difflib
 import logging
@@ -34,13 +35,14 @@ def unitwise_clip_(params: Sequence[torch.Tensor], clipping: float,
                    eps: float) -> torch.Tensor:
     """Apply eq. 3 to the ``.grad`` of ``params`` in place, without host syncs.
 
-    Vectorised: ``torch._foreach_norm`` for all scalars and vectors, one norm kernel
-    per matrix or kernel, and one ``torch._foreach_mul_`` for all units' scales.
+    Vectorised: ``torch._foreach_norm`` for all scalars and vectors, one norm
+    kernel per matrix or kernel, and one ``torch._foreach_mul_`` for all
+    units' scales.
 
     Returns:
-        torch.Tensor: ``[grad_norm_sum, clip_frac, max_ratio]`` (float32): the sum of
-        the units' gradient norms (non-finite if a gradient is), the fraction of
-        clipped units and the largest ratio before clipping.
+        torch.Tensor: ``[grad_norm_sum, clip_frac, max_ratio]`` (float32): the
+        sum of the units' gradient norms (non-finite if a gradient is), the
+        fraction of clipped units and the largest ratio before clipping.
     """
     whole = [p for p in params if p.ndim <= 1]
     rows = [p for p in params if p.ndim > 1]
@@ -70,13 +72,15 @@ def unitwise_clip_(params: Sequence[torch.Tensor], clipping: float,
 
 @OPTIM_WRAPPERS.register_module()
 class AGCOptimWrapper(OptimWrapper):
-    """Optimizer wrapper applying Adaptive Gradient Clipping before each update.
+    """Optimizer wrapper applying Adaptive Gradient Clipping before each
+    update.
 
-    AGC runs in MMEngine's clipping hook :meth:`_clip_grad`, which ``step()`` calls
-    once per update: after gradient accumulation, after DDP's all-reduce and, in
-    :class:`AmpAGCOptimWrapper`, after un-scaling. ``clip_grad``, if also set, is
-    applied after AGC. ``exclude`` is resolved against the model's parameter
-    names in :meth:`optim_context` (or :meth:`bind_model`), before any update.
+    AGC runs in MMEngine's clipping hook :meth:`_clip_grad`, which ``step()``
+    calls once per update: after gradient accumulation, after DDP's all-reduce
+    and, in :class:`AmpAGCOptimWrapper`, after un-scaling. ``clip_grad``, if
+    also set, is applied after AGC. ``exclude`` is resolved against the model's
+    parameter names in :meth:`optim_context` (or :meth:`bind_model`), before
+    any update.
 
     A non-finite gradient (excluded parameters included) skips the update: the
     gradients are dropped, so the optimizer step changes neither weights nor
@@ -87,9 +91,10 @@ class AGCOptimWrapper(OptimWrapper):
 
     Args:
         optimizer (Optimizer): The optimizer.
-        agc (dict, optional): ``clipping`` (lambda, required), ``eps`` (defaults
-            to 1e-3) and ``exclude`` (full dotted names or ``fnmatchcase``
-            patterns; defaults to ``['head.fc.weight']``; ``[]`` clips all).
+        agc (dict, optional): ``clipping`` (lambda, required), ``eps``
+            (defaults to 1e-3) and ``exclude`` (full dotted names or
+            ``fnmatchcase`` patterns; defaults to ``['head.fc.weight']``;
+            ``[]`` clips all).
             None: a plain ``OptimWrapper``. Defaults to None.
         max_consecutive_skips (int): Skipped updates in a row that raise a
             ``RuntimeError``. Defaults to 10.
@@ -99,7 +104,8 @@ class AGCOptimWrapper(OptimWrapper):
     Example:
         >>> optim_wrapper = dict(
         ...     type='AGCOptimWrapper',
-        ...     optimizer=dict(type='SGD', lr=0.4, momentum=0.9, nesterov=True),
+        ...     optimizer=dict(
+        ...         type='SGD', lr=0.4, momentum=0.9, nesterov=True),
         ...     agc=dict(clipping=0.01, eps=1e-3, exclude=['head.fc.weight']))
     """
 
@@ -140,7 +146,8 @@ class AGCOptimWrapper(OptimWrapper):
         self._excluded: set = set()  # ids of the excluded parameters
 
     # MMEngine's step() (and AmpOptimWrapper's, which un-scales first) calls
-    # _clip_grad() only when clip_grad_kwargs is set: AGC alone must set it too.
+    # _clip_grad() only when clip_grad_kwargs is set: AGC alone must set it
+    # too.
     @property
     def clip_grad_kwargs(self) -> Optional[dict]:
         return self._clip_grad_cfg or self.agc
@@ -150,7 +157,8 @@ class AGCOptimWrapper(OptimWrapper):
         self._clip_grad_cfg = value
 
     def bind_model(self, model: nn.Module) -> None:
-        """Name the parameters from ``model`` (wrappers stripped), resolve ``exclude``.
+        """Name the parameters from ``model`` (wrappers stripped), resolve
+        ``exclude``.
 
         Raises:
             ValueError: If an ``exclude`` pattern matches no parameter.
@@ -168,9 +176,11 @@ class AGCOptimWrapper(OptimWrapper):
                 close = difflib.get_close_matches(pattern,
                                                   [n for n, _ in named])
                 raise ValueError(
-                    f'agc.exclude pattern {pattern!r} matches no parameter of the '
+                    f'agc.exclude pattern {pattern!r} matches no parameter of '
+                    'the '
                     f'optimizer; closest names: {close}, last parameters: '
-                    f'{[n for n, _ in named[-4:]]}. Use exclude=[] to clip all.'
+                    f'{[n for n, _ in named[-4:]]}. Use exclude=[] to clip '
+                    'all.'
                 )
             self._excluded |= hits
 
@@ -190,8 +200,8 @@ class AGCOptimWrapper(OptimWrapper):
 
         Returns:
             torch.Tensor or None: ``[grad_norm_sum, clip_frac, max_ratio]`` as
-            :func:`unitwise_clip_`, the sum including the excluded gradients; None
-            if no parameter has a gradient.
+            :func:`unitwise_clip_`, the sum including the excluded gradients;
+            None if no parameter has a gradient.
         """
         if self.agc['exclude'] and self.param_names is None:
             raise RuntimeError(
@@ -211,7 +221,8 @@ class AGCOptimWrapper(OptimWrapper):
         return stats
 
     def _clip_grad(self) -> None:
-        """AGC, the skip of a non-finite update, then MMEngine's ``clip_grad``."""
+        """AGC, the skip of a non-finite update, then MMEngine's
+        ``clip_grad``."""
         stats = self.agc_clip_() if self.agc is not None else None
         if stats is not None:
             grad_norm_sum, clip_frac, max_ratio = stats.tolist(
@@ -235,7 +246,8 @@ class AGCOptimWrapper(OptimWrapper):
                 if self.consecutive_skips >= self.max_consecutive_skips:
                     raise RuntimeError(
                         f'{self.consecutive_skips} consecutive updates had a '
-                        'non-finite gradient: check the learning rate, the data '
+                        'non-finite gradient: check the learning rate, the '
+                        'data '
                         'and the loss.')
                 return
         if self._clip_grad_cfg:
@@ -246,12 +258,13 @@ class AGCOptimWrapper(OptimWrapper):
 class AmpAGCOptimWrapper(AmpOptimWrapper, AGCOptimWrapper):
     """:class:`AGCOptimWrapper` under automatic mixed precision.
 
-    ``AmpOptimWrapper.step`` un-scales, clips (AGC) and steps through the scaler.
+    ``AmpOptimWrapper.step`` un-scales, clips (AGC) and steps through the
+    scaler.
 
     Args:
-        loss_scale (str or float or dict): ``'auto'``: dynamic for float16, none
-            for bfloat16 (it has float32's range); else as in ``AmpOptimWrapper``.
-            Defaults to ``'auto'``.
+        loss_scale (str or float or dict): ``'auto'``: dynamic for float16,
+            none for bfloat16 (it has float32's range); else as in
+            ``AmpOptimWrapper``. Defaults to ``'auto'``.
         dtype (str or torch.dtype, optional): Autocast dtype. Defaults to None
             (float16).
         **kwargs: Passed to ``AmpOptimWrapper`` and :class:`AGCOptimWrapper`.

@@ -1,13 +1,15 @@
-"""Sharpness-Aware Minimization with the NFNet paper's cheap ascent (appendix A.4).
+"""Sharpness-Aware Minimization with the NFNet paper's cheap ascent (appendix
+A.4).
 
-SAM (Foret et al., ICLR 2021) updates ``w`` with the gradient taken at ``w + e``,
-``e = rho * g / ||g||``, ``g`` the gradient at ``w`` (the *ascent*). The NFNet paper
-computes ``g`` on 20% of the same batch and, under data parallelism, does not
-synchronise it: every replica perturbs its own copy of the weights. On fewer devices
-gradient accumulation (``accumulative_counts``) mimics the replicas. The wrappers
-subclass the AGC ones: the descent gradient is clipped after the all-reduce and the
-AMP un-scaling. MMEngine passes no closure to the optimizer wrapper, so the two-pass
-step runs from the model (:mod:`nfnet_mm.models.utils.sam_train_step`).
+SAM (Foret et al., ICLR 2021) updates ``w`` with the gradient taken at
+``w + e``, ``e = rho * g / ||g||``, ``g`` the gradient at ``w`` (the *ascent*).
+The NFNet paper computes ``g`` on 20% of the same batch and, under data
+parallelism, does not synchronise it: every replica perturbs its own copy of
+the weights. On fewer devices gradient accumulation (``accumulative_counts``)
+mimics the replicas. The wrappers subclass the AGC ones: the descent gradient
+is clipped after the all-reduce and the AMP un-scaling. MMEngine passes no
+closure to the optimizer wrapper, so the two-pass step runs from the model
+(:mod:`nfnet_mm.models.utils.sam_train_step`).
 """
 import math
 from typing import List, Tuple
@@ -23,14 +25,16 @@ __all__ = ['SAMOptimWrapper', 'AmpSAMOptimWrapper']
 
 
 def _total_norm(tensors: List[torch.Tensor]) -> torch.Tensor:
-    """The 2-norm of all ``tensors`` together (torch < 2.6 has no get_total_norm)."""
+    """The 2-norm of all ``tensors`` together (torch < 2.6 has no
+    get_total_norm)."""
     if not tensors:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
 class _SAMMixin:
-    """SAM settings and the perturbation; each wrapper keeps its AGC base's step."""
+    """SAM settings and the perturbation; each wrapper keeps its AGC base's
+    step."""
 
     def __init__(self,
                  *args,
@@ -42,8 +46,10 @@ class _SAMMixin:
         if not (rho > 0 and 0 < ascent_fraction <= 1 and eps >= 0
                 and isinstance(adaptive, bool)):
             raise ValueError(
-                'SAM needs rho > 0, 0 < ascent_fraction <= 1, eps >= 0 and a bool '
-                f'adaptive, got rho={rho!r}, ascent_fraction={ascent_fraction!r}, '
+                'SAM needs rho > 0, 0 < ascent_fraction <= 1, eps >= 0 and a '
+                'bool '
+                f'adaptive, got rho={rho!r}, '
+                f'ascent_fraction={ascent_fraction!r}, '
                 f'eps={eps!r}, adaptive={adaptive!r}')
         super().__init__(*args, **kwargs)
         self.rho, self.adaptive, self.eps = float(rho), adaptive, float(eps)
@@ -51,18 +57,21 @@ class _SAMMixin:
         self._backup: List[Tuple[nn.Parameter, torch.Tensor]] = []
 
     def ascent_size(self, batch_size: int) -> int:
-        """``ceil(ascent_fraction * batch_size)`` (at least 1): the ascent samples."""
+        """``ceil(ascent_fraction * batch_size)`` (at least 1): the ascent
+        samples."""
         # round() first: 0.2 * 10 = 2.0000000000000004 must give 2, not 3
         return max(1, math.ceil(round(self.ascent_fraction * batch_size, 9)))
 
     def ascend(self, loss: torch.Tensor) -> Tuple[torch.Tensor, bool]:
-        """Back-propagate the ascent ``loss`` and move the weights to ``w + e``.
+        """Back-propagate the ascent ``loss`` and move the weights to
+        ``w + e``.
 
-        ``e = rho * g / ||g||``, or with ``adaptive=True`` (ASAM, ``T_w = |w|``)
-        ``e = rho * |w|^2 g / || |w| g ||``, norms over all parameters with a
-        gradient. Accumulated gradients are set aside meanwhile; ``g`` is dropped.
-        Under AMP ``g`` is un-scaled by hand (the scaler un-scales once per update,
-        the descent gradients). A non-finite or zero norm leaves the weights at ``w``.
+        ``e = rho * g / ||g||``, or with ``adaptive=True`` (ASAM,
+        ``T_w = |w|``) ``e = rho * |w|^2 g / || |w| g ||``, norms over all
+        parameters with a gradient. Accumulated gradients are set aside
+        meanwhile; ``g`` is dropped. Under AMP ``g`` is un-scaled by hand (the
+        scaler un-scales once per update, the descent gradients). A non-finite
+        or zero norm leaves the weights at ``w``.
 
         Returns:
             tuple: ``||g||`` (a 0-d tensor) and whether the weights were moved.
@@ -112,10 +121,14 @@ class _SAMMixin:
     def update_params(self, *args, **kwargs) -> None:
         """Refuse MMEngine's one-pass update: it would train without SAM."""
         raise RuntimeError(
-            f'{type(self).__name__}.update_params() was called: a one-pass train '
-            "step with a SAM optimizer wrapper trains without SAM. Use model=dict("
-            "type='SAMImageClassifier', ...) on one device, and model_wrapper_cfg="
-            "dict(type='SAMDistributedDataParallel') under distributed training, "
+            f'{type(self).__name__}.update_params() was called: a one-pass '
+            'train '
+            "step with a SAM optimizer wrapper trains without SAM. Use "
+            "model=dict("
+            "type='SAMImageClassifier', ...) on one device, and "
+            "model_wrapper_cfg="
+            "dict(type='SAMDistributedDataParallel') under distributed "
+            "training, "
             'or call nfnet_mm.models.utils.sam_train_step().')
 
 
@@ -136,9 +149,9 @@ class SAMOptimWrapper(_SAMMixin, AGCOptimWrapper):
         rho (float): Radius of the perturbation. Defaults to 0.05 (paper).
         adaptive (bool): ASAM, ``e = rho * |w|^2 g / || |w| g ||``.
             Defaults to False.
-        ascent_fraction (float): The first ``ceil(ascent_fraction * B)`` samples
-            of the batch give the ascent gradient; 1.0 is the original SAM.
-            Defaults to 0.2 (paper).
+        ascent_fraction (float): The first ``ceil(ascent_fraction * B)``
+            samples of the batch give the ascent gradient; 1.0 is the original
+            SAM. Defaults to 0.2 (paper).
         eps (float): Added to the norm dividing ``e``. Defaults to 1e-12.
         **kwargs: Passed to :class:`AGCOptimWrapper` (``agc``,
             ``accumulative_counts``: ``k`` mimicked replicas, ``clip_grad``).
@@ -149,8 +162,9 @@ class SAMOptimWrapper(_SAMMixin, AGCOptimWrapper):
 
 @OPTIM_WRAPPERS.register_module()
 class AmpSAMOptimWrapper(_SAMMixin, AmpAGCOptimWrapper):
-    """:class:`SAMOptimWrapper` under mixed precision (arguments of both bases).
+    """:class:`SAMOptimWrapper` under mixed precision (arguments of both
+    bases).
 
-    Both passes run under autocast; the scaler steps once per update and sees only
-    the descent gradients, so an ascent overflow does not lower the scale.
+    Both passes run under autocast; the scaler steps once per update and sees
+    only the descent gradients, so an ascent overflow does not lower the scale.
     """

@@ -13,13 +13,15 @@ class SAMImageClassifier(SAMTrainStepMixin, ImageClassifier):
 
     With a SAM optimizer wrapper (``SAMOptimWrapper``, ``AmpSAMOptimWrapper``)
     ``train_step`` runs :func:`~nfnet_mm.models.utils.sam_train_step`; with any
-    other it is ``ImageClassifier``'s. Everything else (arguments, state-dict keys)
-    is ``ImageClassifier``'s. Under DDP also set
+    other it is ``ImageClassifier``'s. Everything else (arguments, state-dict
+    keys) is ``ImageClassifier``'s. Under DDP also set
     ``model_wrapper_cfg=dict(type='SAMDistributedDataParallel')``.
 
     Example config::
 
-        model = dict(type='SAMImageClassifier', backbone=..., neck=..., head=...)
-        optim_wrapper = dict(type='SAMOptimWrapper', rho=0.05, ascent_fraction=0.2,
-                             optimizer=dict(type='SGD', lr=0.1, momentum=0.9))
+        model = dict(
+            type='SAMImageClassifier', backbone=..., neck=..., head=...)
+        optim_wrapper = dict(
+            type='SAMOptimWrapper', rho=0.05, ascent_fraction=0.2,
+            optimizer=dict(type='SGD', lr=0.1, momentum=0.9))
     """

@@ -73,14 +73,16 @@ class NFNetEMA(ExponentialMovingAverage):
                  device: Optional[torch.device] = None,
                  update_buffers: bool = False,
                  warmup: bool = True) -> None:
-        # MMEngine's EMAHook hands over the model it tests; under test-time augmentation
-        # that is the TTA wrapper (no model wrapper to MMEngine), whose ``module`` holds
-        # the weights that checkpoints key as ``module.<name>`` in ``ema_state_dict``.
-        # Averaging the wrapper would key them ``module.module.<name>``: the hook's
-        # non-strict load would then load nothing and TTA test the initial weights.
+        # MMEngine's EMAHook hands over the model it tests; under test-time
+        # augmentation that is the TTA wrapper (no model wrapper to MMEngine),
+        # whose ``module`` holds the weights that checkpoints key as
+        # ``module.<name>`` in ``ema_state_dict``. Averaging the wrapper would
+        # key them ``module.module.<name>``: the hook's non-strict load would
+        # then load nothing and TTA test the initial weights.
         if isinstance(model, BaseTTAModel):
             model = model.module
-        if not 0.0 < momentum <= 0.5:  # 0.99999 here would track the raw weights
+        # 0.99999 here would track the raw weights
+        if not 0.0 < momentum <= 0.5:
             raise ValueError(
                 'NFNetEMA: momentum (= 1 - decay) must be in (0, 0.5]; the '
                 f"paper's decay 0.99999 is momentum=1e-5, got {momentum}.")

@@ -26,7 +26,8 @@ def is_sam_optim_wrapper(optim_wrapper) -> bool:
 
 
 def _first_samples(data: Union[dict, tuple, list], optim_wrapper):
-    """The ascent samples: the first ``ascent_size(B)`` of a pre-processed batch."""
+    """The ascent samples: the first ``ascent_size(B)`` of a pre-processed
+    batch."""
     keys, values = zip(*data.items()) if isinstance(data, dict) else (None,
                                                                       data)
     size = optim_wrapper.ascent_size(len(values[0]))
@@ -42,26 +43,28 @@ def sam_train_step(model: nn.Module,
                    data: Union[dict, tuple, list],
                    optim_wrapper,
                    forward_model: nn.Module = None) -> Dict[str, torch.Tensor]:
-    """One SAM iteration, the two-pass replacement of MMEngine's ``train_step``.
+    """One SAM iteration, the two-pass replacement of MMEngine's
+    ``train_step``.
 
-    The batch is pre-processed once (batch augments draw once). Ascent on its first
-    ``ceil(ascent_fraction * B)`` samples at ``w``, under ``no_sync()``; descent on
-    the whole batch at ``w + e``, accumulated and all-reduced as in MMEngine's
-    ``update_params``; ``w`` restored exactly (also on an error); then, when an
-    update is due, ``step()`` (AGC, loss scaler, optimizer) and ``zero_grad()``.
+    The batch is pre-processed once (batch augments draw once). Ascent on its
+    first ``ceil(ascent_fraction * B)`` samples at ``w``, under ``no_sync()``;
+    descent on the whole batch at ``w + e``, accumulated and all-reduced as in
+    MMEngine's ``update_params``; ``w`` restored exactly (also on an error);
+    then, when an update is due, ``step()`` (AGC, loss scaler, optimizer) and
+    ``zero_grad()``.
 
     Args:
         model (nn.Module): The ``BaseModel`` (pre-processor, ``parse_losses``).
         data (dict | tuple | list): The batch from the data loader.
         optim_wrapper (SAMOptimWrapper): A SAM optimizer wrapper.
-        forward_model (nn.Module, optional): What runs the forward passes (the DDP
-            wrapper of ``model``). Defaults to ``model``.
+        forward_model (nn.Module, optional): What runs the forward passes (the
+            DDP wrapper of ``model``). Defaults to ``model``.
 
     Returns:
         dict: The descent's log variables (``loss`` at ``w + e``),
-        ``sam_ascent_loss`` (at ``w``), ``sam_ascent_grad_norm`` (this replica's
-        ``||g||``) and ``sam_skipped`` (1 when a non-finite or zero ``g`` left
-        the weights at ``w``).
+        ``sam_ascent_loss`` (at ``w``), ``sam_ascent_grad_norm`` (this
+        replica's ``||g||``) and ``sam_skipped`` (1 when a non-finite or zero
+        ``g`` left the weights at ``w``).
     """
     if not is_sam_optim_wrapper(optim_wrapper):
         raise TypeError('sam_train_step needs a SAM optimizer wrapper, got '

@@ -1,4 +1,5 @@
-"""Tests of Adaptive Gradient Clipping (eq. 3) as MMEngine optimizer wrappers."""
+"""Tests of Adaptive Gradient Clipping (eq. 3) as MMEngine optimizer
+wrappers."""
 import copy
 import logging
 import socket
@@ -230,7 +231,8 @@ def test_agc_none_is_plain_optim_wrapper():
 
 
 def test_clip_grad_applies_after_agc():
-    """MMEngine's clip_grad composes with AGC: AGC first, then the total norm."""
+    """MMEngine's clip_grad composes with AGC: AGC first, then the total
+    norm."""
     torch.manual_seed(0)
     model = TinyNet()
     x, y = make_batches(1, 4)[0]
@@ -364,7 +366,8 @@ def test_consecutive_non_finite_steps_stop_training():
 # --------------------------------------------------------------------- AMP
 @pytest.fixture
 def cpu_amp(monkeypatch):
-    """Let MMEngine's AmpOptimWrapper be built without CUDA (it asserts CUDA)."""
+    """Let MMEngine's AmpOptimWrapper be built without CUDA (it asserts
+    CUDA)."""
     monkeypatch.setattr(
         'mmengine.optim.optimizer.amp_optimizer_wrapper.is_cuda_available',
         lambda: True)

@@ -1,4 +1,5 @@
-"""Tests of SAM (NFNet paper appendix A.4): the two-pass step, DDP, AMP, the Runner."""
+"""Tests of SAM (NFNet paper appendix A.4): the two-pass step, DDP, AMP, the
+Runner."""
 import copy
 import math
 import socket
@@ -23,8 +24,8 @@ LR = 0.1
 
 # --------------------------------------------------------------- the oracle
 def _loss(model, params, inputs, samples):
-    """Total loss of ``model`` with ``params`` substituted (mmengine's rule: keys with
-    'loss' are summed)."""
+    """Total loss of ``model`` with ``params`` substituted (mmengine's rule:
+    keys with 'loss' are summed)."""
     losses = functional_call(model, params, (inputs, samples),
                              {'mode': 'loss'})
     return sum(value for key, value in losses.items() if 'loss' in key)
@@ -36,9 +37,10 @@ def reference_sam_grad(model,
                        ascent_size,
                        adaptive=False,
                        w=None):
-    """Descent gradient of SAM written out plainly: g on the first ``ascent_size``
-    samples at w; e = rho g/||g|| (ASAM: rho |w|^2 g / || |w| g ||); gradient of the
-    whole ``inputs`` at w + e. Returns (grads by name, descent loss, ||g||)."""
+    """Descent gradient of SAM written out plainly: g on the first
+    ``ascent_size`` samples at w; e = rho g/||g|| (ASAM: rho |w|^2 g /
+    || |w| g ||); gradient of the whole ``inputs`` at w + e. Returns (grads by
+    name, descent loss, ||g||)."""
     if w is None:
         w = {n: p.detach().clone() for n, p in model.named_parameters()}
     names = list(w)
@@ -124,7 +126,8 @@ def test_ascent_size_is_ceil(fraction, batch, expected):
 
 
 def test_preprocessing_and_batch_augments_run_once():
-    """Both passes see one augmented batch; the ascent uses its first samples."""
+    """Both passes see one augmented batch; the ascent uses its first
+    samples."""
     model = build_model(
         batch_augments=dict(augments=dict(type='Mixup', alpha=1.0)))
     wrapper = _sam_wrapper(model, ascent_fraction=0.3)
@@ -170,8 +173,8 @@ def test_weights_restored_when_descent_raises():
 def test_gradient_accumulation_perturbs_each_micro_batch():
     """accumulative_counts=2 mimics two replicas (paper A.4): each micro-batch
     perturbs the same w with its own ascent (not polluted by the gradient
-    accumulated so far); the optimizer steps once with the mean of the two descent
-    gradients."""
+    accumulated so far); the optimizer steps once with the mean of the two
+    descent gradients."""
     model = build_model()
     wrapper = _sam_wrapper(model, ascent_fraction=0.2, accumulative_counts=2)
     w0 = _snapshot(model)
@@ -258,8 +261,9 @@ def test_registry_and_amp_variant():
 
 # ---------------------------------------------------------------------- AMP
 def _cpu_amp_wrapper(model, init_scale=2.0**12, **kwargs):
-    """AmpSAMOptimWrapper on CPU: bf16 autocast and a CPU GradScaler that really
-    scales (MMEngine refuses AMP without an accelerator, so that check is patched)."""
+    """AmpSAMOptimWrapper on CPU: bf16 autocast and a CPU GradScaler that
+    really scales (MMEngine refuses AMP without an accelerator, so that check
+    is patched)."""
     import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_module
     with mock.patch.object(amp_module, 'is_cuda_available', return_value=True):
         wrapper = AmpSAMOptimWrapper(
@@ -279,11 +283,14 @@ def test_amp_loss_scaler_used_once_per_update(agc):
     wrapper = _cpu_amp_wrapper(model, agc=agc)
     scaler = wrapper.loss_scaler
     with mock.patch.object(scaler, 'step', wraps=scaler.step) as step, \
-            mock.patch.object(scaler, 'update', wraps=scaler.update) as update, \
-            mock.patch.object(scaler, 'unscale_', wraps=scaler.unscale_) as unscale:
+            mock.patch.object(
+                scaler, 'update', wraps=scaler.update) as update, \
+            mock.patch.object(
+                scaler, 'unscale_', wraps=scaler.unscale_) as unscale:
         log_vars = model.train_step(make_batch(10, 9), wrapper)
     assert step.call_count == update.call_count == 1
-    assert unscale.call_count == 1  # the descent grads, once (AGC or scaler.step)
+    # the descent grads, once (AGC or scaler.step)
+    assert unscale.call_count == 1
     assert wrapper.loss_scaler.get_scale() == 2.0**12  # no overflow seen
     fp32_log = fp32_model.train_step(
         make_batch(10, 9), _sam_wrapper(fp32_model, agc=agc))
@@ -296,8 +303,8 @@ def test_amp_loss_scaler_used_once_per_update(agc):
 
 
 def test_amp_ascent_overflow_skips_perturbation_not_scale():
-    """An inf ascent gradient skips the perturbation; the scaler (which only sees
-    the descent gradients) does not back off."""
+    """An inf ascent gradient skips the perturbation; the scaler (which only
+    sees the descent gradients) does not back off."""
     model = build_model()
     w0 = _snapshot(model)
     wrapper = _cpu_amp_wrapper(model)
@@ -337,9 +344,9 @@ def test_amp_fp16_step_on_cuda():
 
 # ---------------------------------------------------------------------- AGC
 def test_sam_with_agc_clips_descent_gradient():
-    """AGC (eq. 3) is applied to the descent gradient, written out plainly here:
-    unit-wise ratio ||G_i|| / max(||W_i||, eps) capped at lambda; vectors are one
-    unit; the classifier weight is excluded."""
+    """AGC (eq. 3) is applied to the descent gradient, written out plainly
+    here: unit-wise ratio ||G_i|| / max(||W_i||, eps) capped at lambda; vectors
+    are one unit; the classifier weight is excluded."""
     clipping, eps = 0.01, 1e-3
     model = build_model()
     wrapper = _sam_wrapper(

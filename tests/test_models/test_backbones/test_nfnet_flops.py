@@ -1,8 +1,9 @@
 """FLOPs of F0-F6 at their test resolutions equal the paper's Table (GFLOPs).
 
-The paper counts multiply-accumulates (as timm's "GMACs"); torch's FlopCounterMode
-counts 2 FLOPs per multiply-accumulate of convolutions and matmuls. The model is
-built and run on the meta device, so no memory or compute is spent.
+The paper counts multiply-accumulates (as timm's "GMACs"); torch's
+FlopCounterMode counts 2 FLOPs per multiply-accumulate of convolutions and
+matmuls. The model is built and run on the meta device, so no memory or compute
+is spent.
 """
 import pytest
 import torch
@@ -11,7 +12,8 @@ from mmpretrain.registry import MODELS
 from nfnet_test_utils import classifier_cfg
 from torch.utils.flop_counter import FlopCounterMode
 
-# variant: (test resolution, GFLOPs at test resolution), NFNET_FACTS.md / paper Table.
+# variant: (test resolution, GFLOPs at test resolution), NFNET_FACTS.md / paper
+# Table.
 PAPER = {
     'f0': (256, 12.38),
     'f1': (320, 35.54),
