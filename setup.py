@@ -2,21 +2,24 @@
 
 Extras:
 
-* ``mmcv-lite``: mmcv without compiled ops (2.1.0: MMDet and MMSeg refuse 2.2). Leave it
-  out when a full ``mmcv`` (with ops, e.g. from ``mim install mmcv``) is installed:
-  both distributions provide the same ``mmcv`` package.
-* ``tests``: what ``python -m pytest tests`` needs.
-* ``export``: ONNX export and checking, and what MMDeploy 1.3.1 needs beside itself.
-  MMDeploy itself must be installed with ``pip install --no-deps mmdeploy==1.3.1``: it
-  pins ``protobuf<=3.20.2``, which onnx refuses, and its onnxruntime route never
-  imports protobuf (``tools/install.sh`` does this when ``export`` is selected).
-* ``downstream``: MMDetection 3.3.0 and MMSegmentation 1.2.2 (they accept mmcv < 2.2;
-  ``mmseg.utils`` imports ``ftfy`` and ``regex`` without declaring them).
+* ``mmcv-lite``: mmcv without compiled ops (2.1.0: MMDet and MMSeg refuse
+  2.2). Leave it out when a full ``mmcv`` (with ops, e.g. from ``mim install
+  mmcv``) is installed: both distributions provide the same ``mmcv`` package.
+* ``tests``: what ``python -m pytest tests lab/tests`` needs.
+* ``export``: ONNX export and checking, and what MMDeploy 1.3.1 needs beside
+  itself. MMDeploy itself must be installed with ``pip install --no-deps
+  mmdeploy==1.3.1``: it pins ``protobuf<=3.20.2``, which onnx refuses, and its
+  onnxruntime route never imports protobuf (``tools/install.sh`` does this
+  when ``export`` is selected).
+* ``downstream``: MMDetection 3.3.0 and MMSegmentation 1.2.2 (they accept mmcv
+  < 2.2; ``mmseg.utils`` imports ``ftfy`` and ``regex`` without declaring
+  them).
 
-A wheel (and a non-editable install) carries ``configs/`` and ``model-index.yml`` in
-``nfnet_mm/.mim/``, where OpenMMLab packages keep them, so that ``mim`` and
-``mmpretrain.get_model``/``list_models`` know our models there too (see
-``nfnet_mm/hub.py``). An editable install reads them from the repository.
+A wheel (and a non-editable install) carries ``configs/`` and
+``model-index.yml`` in ``nfnet_mm/.mim/``, where OpenMMLab packages keep them,
+so that ``mim`` and ``mmpretrain.get_model``/``list_models`` know our models
+there too (see ``nfnet_mm/hub.py``). An editable install reads them from the
+repository.
 """
 import os.path as osp
 from setuptools import find_packages, setup

@@ -2,7 +2,8 @@
 # Needs: pip install mmdet==3.3.0 and full mmcv 2.1.0 (see docs/downstream.md).
 _base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 
-# Registers NFNet (in MMPretrain's registry) and the StrictPretrained initializer.
+# Registers NFNet (in MMPretrain's registry) and the StrictPretrained
+# initializer.
 custom_imports = dict(
     imports=['nfnet_mm', 'nfnet_mm.compat.safe_checkpoints'],
     allow_failed_imports=False)

@@ -1,5 +1,6 @@
 # UPerNet with an NFNet-F0 backbone on ADE20K (MMSegmentation 1.2.x).
-# Needs: pip install mmsegmentation==1.2.2 and full mmcv 2.1.0 (see docs/downstream.md).
+# Needs: pip install mmsegmentation==1.2.2 and full mmcv 2.1.0
+# (see docs/downstream.md).
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
     'mmseg::_base_/datasets/ade20k.py',
@@ -7,7 +8,8 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
 
-# Registers NFNet (in MMPretrain's registry) and the StrictPretrained initializer.
+# Registers NFNet (in MMPretrain's registry) and the StrictPretrained
+# initializer.
 custom_imports = dict(
     imports=['nfnet_mm', 'nfnet_mm.compat.safe_checkpoints'],
     allow_failed_imports=False)

@@ -1,14 +1,13 @@
 # NFNet demo: a small normalizer-free network trained from scratch on
-# Fashion-MNIST on a CPU in about 4-5 minutes (2 cores, 6 epochs; 91.18% and
-# 90.49% top-1 for seeds 0 and 1 in 4 min 15 s; 89.7-90.7% over three seeds on a
-# heavily shared machine, see docs/recipe.md), with the whole NFNet recipe
-# scaled down: scaled WS convs,
-# SkipInit, SE, AGC, Nesterov SGD with warm-up + cosine, weight decay off
-# gains/biases, label smoothing, half-MixUp/half-CutMix (light) then NF
-# RandAugment on the mixed images, EMA with warm-up (validation runs on the
-# EMA weights every epoch on the test split).
+# Fashion-MNIST on a CPU (2 cores, 6 epochs; accuracy and time: README), with
+# the whole NFNet recipe scaled down: scaled WS convs, SkipInit, SE, AGC,
+# Nesterov SGD with warm-up + cosine, weight decay off gains/biases, label
+# smoothing, half-MixUp/half-CutMix (light) then NF RandAugment on the mixed
+# images, EMA with warm-up (validation runs on the EMA weights every epoch on
+# the test split).
 #
-#   python tools/train.py configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py
+#   python tools/train.py \
+#       configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py
 custom_imports = dict(
     imports=['nfnet_mm', 'nfnet_mm.compat.safe_checkpoints'],
     allow_failed_imports=False)
@@ -16,8 +15,8 @@ default_scope = 'mmpretrain'
 
 # ---------------------------------------------------------------- model
 # 28 px input: the stem's first conv keeps 28 px, its second halves it
-# (28 -> 14), stage 2 halves again (14 -> 7); stages 3 and 4 stay at 7 x 7. final_expansion=1
-# (no widening before the pooling) keeps it cheap on a CPU.
+# (28 -> 14), stage 2 halves again (14 -> 7); stages 3 and 4 stay at 7 x 7.
+# final_expansion=1 (no widening before the pooling) keeps it cheap on a CPU.
 demo_arch = dict(
     depths=[1, 1, 1, 1],
     widths=[32, 64, 96, 128],
