@@ -120,12 +120,12 @@ optim_wrapper = dict(
             '.gain': dict(decay_mult=0.),
             'skip_gain': dict(decay_mult=0.),
         }))
-# warm-up over half an epoch (at least 2 iterations), then a cosine to 0 that
-# ends with the run (no `end`/`T_max`: it follows train_cfg.max_epochs)
+# warm-up over half an epoch, then a cosine to 0 that ends with the run (no
+# `end`: MMEngine's Runner sets it to train_cfg.max_epochs)
 param_scheduler = [
-    dict(type='WarmupLR', start_factor=1e-3, by_epoch=True, begin=0,
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0,
          end=0.5, convert_to_iter_based=True),
-    dict(type='CosineAfterWarmupLR', eta_min=0., by_epoch=True, begin=0.5,
+    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=0.5,
          convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)

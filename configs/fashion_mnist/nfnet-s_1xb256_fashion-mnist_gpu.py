@@ -42,9 +42,9 @@ optim_wrapper = dict(
     optimizer=dict(lr=0.2, weight_decay=5e-5),
     agc=dict(clipping=0.02))
 param_scheduler = [  # the cosine ends with the run (train_cfg.max_epochs)
-    dict(type='WarmupLR', start_factor=1e-3, by_epoch=True, begin=0, end=5,
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5,
          convert_to_iter_based=True),
-    dict(type='CosineAfterWarmupLR', eta_min=0., by_epoch=True, begin=5,
+    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=5,
          convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=5)

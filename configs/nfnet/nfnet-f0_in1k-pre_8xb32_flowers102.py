@@ -70,9 +70,9 @@ test_evaluator = val_evaluator
 max_iters = 1500
 warmup_iters = 500
 param_scheduler = [  # the cosine ends with the run (train_cfg.max_iters)
-    dict(type='WarmupLR', start_factor=1e-6, by_epoch=False, begin=0,
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
          end=warmup_iters),
-    dict(type='CosineAfterWarmupLR', eta_min=0., by_epoch=False,
+    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=False,
          begin=warmup_iters),
 ]
 train_cfg = dict(by_epoch=False, max_iters=max_iters,

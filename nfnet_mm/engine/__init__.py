@@ -2,10 +2,9 @@ from .model_wrappers import SAMDistributedDataParallel
 from .optimizers import (AGCOptimWrapper, AmpAGCOptimWrapper,
                          AmpSAMOptimWrapper, SAMOptimWrapper,
                          amp_optim_wrapper_type, unitwise_clip_)
-from .schedulers import CosineAfterWarmupLR, WarmupLR
 
 __all__ = [
     'SAMDistributedDataParallel', 'AGCOptimWrapper', 'AmpAGCOptimWrapper',
     'AmpSAMOptimWrapper', 'SAMOptimWrapper', 'amp_optim_wrapper_type',
-    'unitwise_clip_', 'CosineAfterWarmupLR', 'WarmupLR'
+    'unitwise_clip_'
 ]

@@ -19,21 +19,18 @@ optim_wrapper = dict(
         }),
 )
 
-# (nfnet_mm/engine/schedulers.py: MMEngine's LinearLR and CosineAnnealingLR; the cosine
-# ends with the run as MMEngine's does without `end`; the subclasses add a two-iteration
-# floor for the warm-up on tiny datasets and one error for a run shorter than it)
 param_scheduler = [
     # warm-up "from 0": LinearLR needs a positive start factor
     dict(
-        type='WarmupLR',
+        type='LinearLR',
         start_factor=1e-6,
         by_epoch=True,
         begin=0,
         end=5,
         convert_to_iter_based=True),
-    # no `end`/`T_max`: the cosine ends with the run (epoch 360)
+    # no `end`: MMEngine's Runner ends the cosine with the run (epoch 360)
     dict(
-        type='CosineAfterWarmupLR',
+        type='CosineAnnealingLR',
         eta_min=0.,
         by_epoch=True,
         begin=5,
