@@ -14,6 +14,8 @@ Extras:
 * ``downstream``: MMDetection 3.3.0 and MMSegmentation 1.2.2 (they accept mmcv
   < 2.2; ``mmseg.utils`` imports ``ftfy`` and ``regex`` without declaring
   them).
+* ``lint``: flake8, isort and yapf at the versions the code is formatted
+  with, and pre-commit (``.pre-commit-config.yaml``; its hooks are local).
 
 A wheel (and a non-editable install) carries ``configs/`` and
 ``model-index.yml`` in ``nfnet_mm/.mim/``, where OpenMMLab packages keep them,
@@ -63,9 +65,16 @@ def get_long_description():
 
 EXTRAS = {
     'mmcv-lite': ['mmcv-lite==2.1.0'],
-    'tests': ['pytest', 'timm', 'safetensors', 'Pillow', 'scipy'],
+    'tests': [
+        'pytest', 'timm', 'safetensors', 'Pillow', 'scipy', 'flake8==7.1.1',
+        'isort==5.13.2'
+    ],
     'export': ['onnx', 'onnxruntime', 'aenum', 'prettytable'],
     'downstream': ['mmdet==3.3.0', 'mmsegmentation==1.2.2', 'ftfy', 'regex'],
+    'lint': [
+        'flake8==7.1.1', 'isort==5.13.2', 'yapf==0.40.2', 'pre-commit',
+        'pre-commit-hooks'
+    ],
 }
 # Installed with --no-deps next to the 'export' extra (see above).
 MMDEPLOY = 'mmdeploy==1.3.1'
