@@ -54,6 +54,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar='FRACTION',
         help='also time our SAM step (ascent fraction, 0.2)')
     p.add_argument('--sam-rho', type=float, default=0.05)
+    p.add_argument(
+        '--with-cp',
+        action='store_true',
+        help='also time our training step with per-block checkpointing')
     p.add_argument('--steps', type=int, help='defaults to 20 (3: --quick)')
     p.add_argument('--warmup', type=int, help='defaults to 5 (2: --quick)')
     p.add_argument('--device', help='defaults to cuda if available')

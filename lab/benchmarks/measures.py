@@ -143,6 +143,7 @@ def speed(arch,
           inference: bool = True,
           sam_fraction: Optional[float] = None,
           sam_rho: float = 0.05,
+          with_cp: bool = False,
           explain: bool = False,
           steps: int = 20,
           warmup: int = 5,
@@ -153,7 +154,8 @@ def speed(arch,
     Training: ours through ``AGCOptimWrapper`` (its Amp twin for bf16 on
     CUDA), timm's with ``adaptive_clip_grad`` and SGD; with ``agc_ablation``
     each also without AGC. Inference: ours, ours after ``switch_to_deploy()``
-    and timm's. With ``sam_fraction``, ``train_step`` with and without SAM.
+    and timm's. With ``sam_fraction``, ``train_step`` with and without SAM;
+    with ``with_cp``, our training step with per-block checkpointing too.
 
     Args:
         arch (str | dict): ``'f0'``..``'f6'`` or an arch dict.
@@ -192,6 +194,14 @@ def speed(arch,
             **act)
         for pad in paddings
     }
+    if with_cp:
+        models['ours (with_cp)'] = build_ours(
+            arch,
+            dropout=dropout,
+            padding=paddings[0],
+            drop_path_rate=drop_path_rate,
+            with_cp=True,
+            **act)
     if timm:
         models['timm'] = build_timm(
             arch, dropout=dropout, drop_path_rate=drop_path_rate)
@@ -227,7 +237,11 @@ def speed(arch,
         from timm.utils.agc import adaptive_clip_grad
         for name, model in models.items():
             fwd = forward(name, model.train())
-            for agc in (True, False) if agc_ablation else (True, ):
+            if name == 'ours (with_cp)':
+                agc_options = (True, )
+            else:
+                agc_options = (True, False) if agc_ablation else (True, )
+            for agc in agc_options:
                 label = name if agc else f'{name} (no AGC)'
                 if name != 'timm':
                     wrapper = build_optim_wrapper(model, lr, agc, cuda_amp)
@@ -282,6 +296,8 @@ def speed(arch,
     if inference:
         infer = {}
         for name, model in models.items():
+            if name == 'ours (with_cp)':
+                continue  # the same inference as ours
             variants = [(name, model.eval())]
             if name != 'timm':
                 folded = copy.deepcopy(model)
@@ -324,6 +340,9 @@ def _ratios(runners: Dict[str, Runner]) -> Dict[str, float]:
         if section == 'train' and f'{name} (no AGC)' in ok:
             ratios[f'train: {name} AGC share of step'] = 1 - paired_ratio(
                 ok[f'{name} (no AGC)'].times, r.times)
+        if name == 'ours (with_cp)' and 'ours' in ok:
+            ratios['train: ours (with_cp) / ours step time (paired)'] = \
+                paired_ratio(r.times, ok['ours'].times)
         if 'SAM' in name and 'ours train_step' in ok:
             ratios[f'train: {name} / ours train_step step time'] = \
                 paired_ratio(r.times, ok['ours train_step'].times)
