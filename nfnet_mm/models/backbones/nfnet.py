@@ -1,8 +1,4 @@
-"""The NFNet backbone.
-
-`High-Performance Large-Scale Image Recognition Without Normalization
-<https://arxiv.org/abs/2102.06171>`_ (Brock, De, Smith, Simonyan, ICML 2021).
-"""
+"""The NFNet backbone (Brock et al., ICML 2021, arXiv:2102.06171)."""
 import copy
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -35,12 +31,9 @@ _F0 = dict(
 class StochasticDepth(nn.Module):
     """DeepMind's stochastic depth: drop a sample's residual, no rescale.
 
-    In training, each sample's residual branch is kept with probability
-    ``1 - drop_rate`` and zeroed otherwise. Unlike timm's ``DropPath`` the
-    kept residual is **not** divided by the keep probability (DeepMind's
-    ``StochDepth(scale_by_keep_rate=False)``), so in training the expected
-    residual is ``(1 - drop_rate)`` times the evaluation one. It works on any
-    batch-first tensor (:class:`NFBlock` drops the residual's gate).
+    Unlike timm's ``DropPath`` a kept residual is **not** divided by the keep
+    probability (DeepMind's ``StochDepth(scale_by_keep_rate=False)``). Works
+    on any batch-first tensor (:class:`NFBlock` drops the residual's gate).
 
     Args:
         drop_rate (float): Probability of dropping. Defaults to 0.
@@ -69,10 +62,7 @@ class StochasticDepth(nn.Module):
 class SqueezeExcite(nn.Module):
     """Squeeze-Excite gate of NFNets: ``2 * sigmoid(fc2(relu(fc1(mean))))``.
 
-    Returns the gate ``[N, C, 1, 1]``, not the gated input: the block
-    multiplies it into the residual together with its other per-channel
-    factors. The factor 2 keeps the signal variance (the sigmoid gate is 0.5
-    on average at init).
+    Returns the gate ``[N, C, 1, 1]``, not the gated input.
 
     Args:
         channels (int): Input/output channels.
@@ -92,20 +82,11 @@ class SqueezeExcite(nn.Module):
 class NFBlock(nn.Module):
     """Normalizer-free pre-activation bottleneck block (NFNet-F).
 
-    ``out = x + alpha * skip_gain * SE(f(gamma * act(x) * beta))`` with ``f``
-    = 1x1 conv, 3x3 grouped conv (strided in a transition block), 3x3
-    grouped conv, 1x1 conv, each conv after the first preceded by
-    ``gamma * act``. A transition block's shortcut is
-    ``conv1x1(avgpool2x2(gamma * act(x) * beta))`` (the pool only if
-    strided; ``ceil_mode=True, count_include_pad=False`` is a 2x2/2 "SAME"
-    average pool over real pixels).
-
-    The constant factors in front of a conv (``gamma``, ``gamma * beta``) are
-    the conv's ``input_scale`` (exact: a conv is linear in its input and an
-    average pool commutes with a constant), so only plain activations run.
-    The SE gate, stochastic depth and ``alpha * skip_gain`` are per-sample
-    and per-channel factors: they are multiplied together first and applied
-    to the residual in one multiply-add.
+    ``out = x + alpha * skip_gain * SE(f(gamma * act(x) * beta))``, ``f`` =
+    conv 1x1, 3x3 grouped (strided), 3x3 grouped, 1x1, with ``gamma * act``
+    between. A transition block's shortcut is
+    ``conv1x1(avgpool2x2(gamma * act(x) * beta))`` (pool only if strided).
+    ``gamma`` and ``beta`` are the convs' ``input_scale``.
 
     Args:
         in_channels (int): Input channels.
@@ -120,8 +101,7 @@ class NFBlock(nn.Module):
         gamma (float): The activation's gain.
         conv_cfg (dict): ``padding`` and ``eps`` of the convs.
         drop_path_rate (float): Stochastic depth rate. Defaults to 0.
-        transition (bool): Whether it is the first block of a stage (a
-            shortcut conv is built if the shape changes). Defaults to False.
+        transition (bool): First block of a stage. Defaults to False.
     """
 
     def __init__(self,
@@ -139,8 +119,7 @@ class NFBlock(nn.Module):
                  drop_path_rate: float = 0.,
                  transition: bool = False) -> None:
         super().__init__()
-        # as the reference code: the bottleneck width is rounded down to a
-        # multiple of the group width (F4+ stage 1: 384 x 0.5 = 192 -> 128)
+        # the bottleneck width rounds down to a multiple of group_width (DM)
         groups = int(out_channels * bottleneck_ratio) // group_width
         if groups < 1:
             raise ValueError(
@@ -192,42 +171,28 @@ class NFBlock(nn.Module):
 class NFNet(BaseModule):
     """NFNet backbone (normalizer-free SE-ResNeXt-D, NFNet-F0 ... F7).
 
-    A PyTorch/MMPretrain implementation of `High-Performance Large-Scale
-    Image Recognition Without Normalization
-    <https://arxiv.org/abs/2102.06171>`_. Every conv is a
-    :class:`ScaledWSConv2d`; the gain gamma of the activation in front of a
-    conv is the conv's ``input_scale`` (as is a block's beta).
-
-    Output index ``i`` (0-2) is the residual stream after stage ``i + 1``;
-    index 3 is ``gamma * act(final_conv(stage4))`` with ``final_expansion`` x
-    the last width channels. Strides are 4, 8, 16, 32. Stages after the last
-    requested index are not run, and ``final_conv`` runs only if index 3 is
-    requested.
+    `High-Performance Large-Scale Image Recognition Without Normalization
+    <https://arxiv.org/abs/2102.06171>`_. Output ``i`` (0-2) is the residual
+    stream after stage ``i + 1``; output 3 is
+    ``gamma * act(final_conv(stage4))``. Strides 4, 8, 16, 32. Stages after
+    the last output are not run.
 
     Args:
         arch (str | dict): ``'f0'`` ... ``'f7'``, ``'f4+'`` or a dict of the
-            keys that differ from F0's (``depths``, ``widths``,
-            ``group_width``, ``bottleneck_ratio``, ``se_ratio``, ``alpha``,
-            ``stem_widths``, ``stem_strides``, ``strides``,
-            ``final_expansion``). Defaults to ``'f0'``.
+            keys that differ from F0's. Defaults to ``'f0'``.
         in_channels (int): Input channels. Defaults to 3.
         out_indices (int | Sequence[int]): Output indices; negatives count
             from the end. Defaults to ``(3, )``.
-        frozen_stages (int): -1 freezes nothing, 0 the stem, ``k`` the stem
-            and the first ``k`` stages (and ``final_conv`` if ``k`` is the
-            number of stages). Defaults to -1.
-        drop_path_rate (float): Stochastic depth; block ``i`` of ``N`` gets
-            ``drop_path_rate * i / N``, kept residuals are not rescaled
-            (DeepMind). Defaults to 0.
-        act_cfg (dict): MMCV activation config; its gain gamma is looked up
-            by type (or given as a ``gamma`` key). Defaults to
-            ``dict(type='GELU', approximate='tanh')`` (``jax.nn.gelu``).
-        padding (str): ``'same'`` (TensorFlow SAME, needed for DeepMind/timm
-            weights) or ``'symmetric'``. Defaults to ``'same'``.
-        ws_eps (float): Lower bound of ``var * fan_in`` in the weight
-            standardisation. Defaults to 1e-4.
-        with_cp (bool): Use gradient checkpointing per block.
-            Defaults to False.
+        frozen_stages (int): -1: none, 0: the stem, ``k``: the stem and ``k``
+            stages (all: and ``final_conv``). Defaults to -1.
+        drop_path_rate (float): Stochastic depth, block ``i`` of ``N`` gets
+            ``rate * i / N``; no rescale (DeepMind). Defaults to 0.
+        act_cfg (dict): MMCV activation config (optional ``gamma`` key).
+            Defaults to ``dict(type='GELU', approximate='tanh')``.
+        padding (str): ``'same'`` (TF SAME, needed for DeepMind/timm weights)
+            or ``'symmetric'``. Defaults to ``'same'``.
+        ws_eps (float): Lower bound of ``var * fan_in``. Defaults to 1e-4.
+        with_cp (bool): Gradient checkpointing per block. Defaults to False.
         init_cfg (dict | list[dict], optional): Initialization config.
             Defaults to None.
     """
@@ -312,7 +277,6 @@ class NFNet(BaseModule):
                         conv_cfg=conv_cfg,
                         drop_path_rate=drop_path_rate * block_idx / num_blocks,
                         transition=b == 0))
-                # the transition block resets the variance, then it grows
                 if b == 0:
                     expected_std = 1.
                 expected_std = (expected_std**2 + alpha**2)**0.5
@@ -327,8 +291,7 @@ class NFNet(BaseModule):
 
     @classmethod
     def parse_arch(cls, arch: Union[str, dict]) -> dict:
-        """The full arch dict of a variant name or of a dict of the keys
-        that differ from F0's."""
+        """The full arch dict of a variant name or of a partial dict."""
         if isinstance(arch, str):
             if arch.lower() not in cls.arch_settings:
                 raise ValueError(f'Unknown NFNet arch {arch!r}; valid names: '
@@ -407,19 +370,13 @@ class NFNet(BaseModule):
                 break
             x = self._run_stage(stage, x)
             if i == self.num_stages - 1:
-                # the final activation feeds no conv: it keeps its gain
                 x = self.act(self.final_conv(x)) * self.gamma
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)
 
     def switch_to_deploy(self) -> None:
-        """Fold the weight standardisation into plain conv weights.
-
-        Every :class:`ScaledWSConv2d` keeps ``weight`` and ``bias`` only; its
-        standardised weight, with its ``input_scale`` (gamma, beta), is
-        computed once. Outputs are unchanged (up to float rounding).
-        """
+        """Fold the weight standardisation into plain conv weights."""
         for module in self.modules():
             if isinstance(module, ScaledWSConv2d):
                 module.switch_to_deploy()

@@ -11,17 +11,6 @@ __all__ = ['SAMImageClassifier']
 class SAMImageClassifier(SAMTrainStepMixin, ImageClassifier):
     """MMPretrain's ``ImageClassifier`` whose ``train_step`` runs SAM.
 
-    With a SAM optimizer wrapper (``SAMOptimWrapper``, ``AmpSAMOptimWrapper``)
-    ``train_step`` runs :func:`~nfnet_mm.models.utils.sam_train_step`; with any
-    other it is ``ImageClassifier``'s. Everything else (arguments, state-dict
-    keys) is ``ImageClassifier``'s. Under DDP also set
-    ``model_wrapper_cfg=dict(type='SAMDistributedDataParallel')``.
-
-    Example config::
-
-        model = dict(
-            type='SAMImageClassifier', backbone=..., neck=..., head=...)
-        optim_wrapper = dict(
-            type='SAMOptimWrapper', rho=0.05, ascent_fraction=0.2,
-            optimizer=dict(type='SGD', lr=0.1, momentum=0.9))
+    Only with a SAM optimizer wrapper; else it is ``ImageClassifier``. Under
+    DDP set ``model_wrapper_cfg=dict(type='SAMDistributedDataParallel')``.
     """

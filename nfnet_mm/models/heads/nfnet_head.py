@@ -13,21 +13,17 @@ __all__ = ['NFNetClsHead']
 class NFNetClsHead(LinearClsHead):
     """NFNet classifier: dropout, then a linear layer with bias.
 
-    As in the paper's reference code, the classifier weight is initialised
-    from N(0, 0.01) and its bias with zeros, and the logits are returned in
-    fp32 (so that the loss is computed in fp32 under bf16/fp16 autocast).
-    Use it after a ``GlobalAveragePooling`` neck.
+    Weight init N(0, 0.01), bias 0 (as the reference code); fp32 logits
+    (also under autocast). Use it after a ``GlobalAveragePooling`` neck.
 
     Args:
         num_classes (int): Number of classes.
         in_channels (int): Input feature channels (3072 for NFNet-F0).
-        dropout_rate (float): Dropout before the classifier (per variant:
-            0.2 for F0, 0.3 for F1, 0.4 for F2/F3, 0.5 for F4 and up).
-            Defaults to 0.
+        dropout_rate (float): Dropout before the classifier (F0 0.2, F1 0.3,
+            F2/F3 0.4, F4+ 0.5). Defaults to 0.
         init_cfg (dict, optional): Initialization config. Defaults to
             ``dict(type='Normal', layer='Linear', std=0.01, bias=0.)``.
-        **kwargs: ``loss``, ``topk``, ``cal_acc`` of
-            :class:`mmpretrain.models.heads.ClsHead`.
+        **kwargs: ``loss``, ``topk``, ``cal_acc`` of ``ClsHead``.
     """
 
     def __init__(self,

@@ -1,11 +1,6 @@
-"""Activations with the variance-preserving gain gamma.
+"""Activation gains gamma: unit output variance for a unit-Gaussian input.
 
-NF-networks multiply every activation by a fixed gain ``gamma`` chosen so
-that, for a unit-Gaussian input, the scaled output has unit variance
-(Brock et al., 2021, Sec. 3 and DeepMind's ``nfnets/base.py``). Followed by a
-scaled weight-standardised convolution this keeps the signal variance
-constant through the network. NFNet applies gamma as the following conv's
-``input_scale`` (exact, and free: it scales the weight, not the activations).
+Brock et al., 2021, Sec. 3 and DeepMind's ``nfnets/base.py``.
 """
 from typing import Dict
 
@@ -14,11 +9,8 @@ from mmcv.cnn import build_activation_layer
 
 __all__ = ['ACTIVATION_GAMMAS', 'get_activation_gamma', 'build_plain_act']
 
-# Gains for unit-Gaussian inputs, keyed by MMCV activation type names
-# (values from the paper's reference code). MMCV's ``Swish`` is SiLU.
-# The GELU value was computed for the tanh approximation
-# (``jax.nn.gelu``); it is used for the exact (erf) GELU too, the two
-# differ by less than 1e-3 in the resulting gain.
+# From the reference code, by MMCV type name (``Swish`` is SiLU). GELU's is
+# for the tanh form (``jax.nn.gelu``), used for erf GELU too (< 1e-3 apart).
 ACTIVATION_GAMMAS: Dict[str, float] = {
     'GELU': 1.7015043497085571,
     'ReLU': 1.7139588594436646,
@@ -39,14 +31,10 @@ ACTIVATION_GAMMAS: Dict[str, float] = {
 def get_activation_gamma(act_cfg: dict) -> float:
     """Look up the gain gamma of an activation config.
 
-    An explicit ``gamma`` key in ``act_cfg`` wins (use it for an activation
-    with non-default parameters, e.g. a LeakyReLU with another slope).
+    An explicit ``gamma`` key wins (e.g. for a LeakyReLU of another slope).
 
     Args:
         act_cfg (dict): MMCV activation config, e.g. ``dict(type='GELU')``.
-
-    Raises:
-        ValueError: If the activation type has no known gamma.
     """
     if 'gamma' in act_cfg:
         return float(act_cfg['gamma'])
@@ -62,10 +50,10 @@ def get_activation_gamma(act_cfg: dict) -> float:
 
 
 def build_plain_act(act_cfg: dict) -> nn.Module:
-    """The activation of ``act_cfg`` without its gain (``gamma`` and
-    ``inplace`` are dropped: NF blocks reuse their inputs). A type of
-    :data:`ACTIVATION_GAMMAS` is torch's class of that name where there is
-    one (MMCV registers only some), else MMCV's (``Swish``)."""
+    """The plain activation of ``act_cfg`` (``gamma``, ``inplace`` dropped).
+
+    A known type is torch's class of that name if any, else MMCV's.
+    """
     kwargs = {
         k: v
         for k, v in act_cfg.items() if k not in ('gamma', 'inplace')

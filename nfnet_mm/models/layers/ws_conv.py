@@ -18,9 +18,7 @@ def same_pads(size: int,
               dilation: int = 1) -> Tuple[int, int]:
     """Padding (before, after) of TensorFlow's "SAME" along one dimension.
 
-    The output has ``ceil(size / stride)`` elements; the total padding is
-    ``max((out - 1) * stride + (kernel_size - 1) * dilation + 1 - size, 0)``
-    and the odd element, if any, goes after.
+    The odd element, if any, goes after.
 
     Args:
         size (int): Input size along the dimension.
@@ -35,9 +33,7 @@ def same_pads(size: int,
 
 
 def _ws(weight, gain, eps, input_scale, in_place):
-    """Eq. (1) per output row: ``c = w - mean(w)`` times ``k = gain * r *
-    input_scale``, ``r = rsqrt(max(|c|^2, eps))`` (``|c|^2 = var * fan_in``),
-    in place unless tracing; fp32 for fp32 weights, also under autocast."""
+    """Eq. (1) per output row, with its row statistics."""
     flat = weight.flatten(1)
     mean = flat.mean(1, keepdim=True)
     out = flat - mean
@@ -49,12 +45,7 @@ def _ws(weight, gain, eps, input_scale, in_place):
 
 
 class _ScaledWS(torch.autograd.Function):
-    """Eq. (1) with its analytic backward. With ``d = <grad, c>``:
-    ``grad_gain = d * r * input_scale``, ``grad_w = k * (grad - mean(grad)) -
-    k * r^2 * d * c`` (no last term where the guard is active). It saves the
-    weight (edit it in place only after the backward, as for ``nn.Linear``)
-    and row vectors, not ``c``: ``c = w - mean`` enters unexpanded (float32
-    error tested against plain autograd). Not twice differentiable."""
+    """Eq. (1) with an analytic backward that saves the weight, not ``c``."""
 
     @staticmethod
     def forward(ctx, weight, gain, eps, input_scale):
@@ -81,42 +72,32 @@ def standardize_weight(weight: torch.Tensor,
                        gain: torch.Tensor,
                        eps: float = 1e-4,
                        input_scale: float = 1.0) -> torch.Tensor:
-    """Scaled weight standardisation, paper eq. (1): ``gain * (W - mean) *
-    rsqrt(max(var * fan_in, eps)) * input_scale``, with the mean and biased
-    variance over each output unit's fan-in (DeepMind's guard).
+    """Scaled weight standardisation, paper eq. (1).
+
+    ``gain * (W - mean) * rsqrt(max(var * fan_in, eps)) * input_scale`` over
+    each output unit's fan-in (biased variance, DeepMind's guard).
 
     Args:
         weight (Tensor): Conv weight ``[O, I/groups, kh, kw]``.
         gain (Tensor): Per-output-channel gain ``[O]``.
         eps (float): Lower bound of ``var * fan_in``. Defaults to 1e-4.
-        input_scale (float): A constant gain of the conv's input, folded
-            into the weight. Defaults to 1.0.
+        input_scale (float): Constant input gain. Defaults to 1.0.
     """
     tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
     if not tracing and torch.is_grad_enabled() and (weight.requires_grad
                                                     or gain.requires_grad):
         return _ScaledWS.apply(weight, gain, eps, input_scale)
-    # inference, tracing and ONNX export: the same forward as tensor ops
     return _ws(weight, gain, eps, input_scale, not tracing)[0]
 
 
 @MODELS.register_module()
 class ScaledWSConv2d(nn.Conv2d):
-    """Conv2d with Scaled Weight Standardization (Brock et al., 2021).
+    """Conv2d with Scaled Weight Standardization (paper eq. 1).
 
-    Implements eq. (1) of `High-Performance Large-Scale Image Recognition
-    Without Normalization <https://arxiv.org/abs/2102.06171>`_: the weight
-    of every output unit is standardised over its fan-in, divided by
-    ``sqrt(fan_in)`` and multiplied by a learnable gain. The layer also
-    works on its own in other backbones (e.g. through MMCV's
-    ``build_conv_layer(dict(type='ScaledWSConv2d'), ...)``).
-
-    Padding: ``'same'`` is TensorFlow's "SAME" (as DeepMind's and timm's
-    NFNets, whose weights need it): done by the conv where it is symmetric
-    and static (stride 1, odd kernel), else the conv pads the symmetric part
-    and :func:`~torch.nn.functional.pad` the one-pixel remainder;
-    ``'symmetric'`` is ``(kernel_size - 1) * dilation // 2`` on both sides;
-    an int or a pair of ints is explicit symmetric padding.
+    Each output unit's weight is standardised over its fan-in, divided by
+    ``sqrt(fan_in)`` and multiplied by a learnable gain. ``'same'`` padding
+    is TensorFlow's "SAME" (as DeepMind's and timm's NFNets, whose weights
+    need it); ``'symmetric'`` is ``(kernel_size - 1) * dilation // 2``.
 
     Args:
         in_channels (int): Input channels.
@@ -127,17 +108,11 @@ class ScaledWSConv2d(nn.Conv2d):
             or explicit padding. Defaults to ``'same'``.
         dilation (int | tuple[int, int]): Dilation. Defaults to 1.
         groups (int): Groups. Defaults to 1.
-        bias (bool): Whether to add a learnable bias (init 0).
-            Defaults to True.
-        eps (float): Lower bound of ``var * fan_in`` (DeepMind's guard).
-            Defaults to 1e-4.
+        bias (bool): Learnable bias (init 0). Defaults to True.
+        eps (float): Lower bound of ``var * fan_in``. Defaults to 1e-4.
         gain_init (float): Initial value of the gain. Defaults to 1.0.
-        input_scale (float): A constant factor of the conv's input that is
-            applied to the standardised weight instead (e.g. the activation
-            gain gamma of NFNets): ``conv(c * x) == conv_{c W_hat}(x) + b``
-            exactly, while scaling the ``O``-vector costs nothing next to
-            scaling the activations. Not a parameter (not in the state dict).
-            Defaults to 1.0.
+        input_scale (float): Constant factor of the input (e.g. gamma), folded
+            into the weight; not in the state dict. Defaults to 1.0.
     """
 
     def __init__(self,
@@ -194,8 +169,7 @@ class ScaledWSConv2d(nn.Conv2d):
         self.gain = nn.Parameter(torch.full((out_channels, ), gain_init))
 
     def reset_parameters(self) -> None:
-        """Weight ~ N(0, 1 / fan_in) (the scale is irrelevant after the
-        standardisation), bias 0."""
+        """Weight ~ N(0, 1 / fan_in), bias 0."""
         nn.init.kaiming_normal_(
             self.weight, mode='fan_in', nonlinearity='linear')
         if self.bias is not None:
@@ -211,18 +185,14 @@ class ScaledWSConv2d(nn.Conv2d):
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self._dynamic_same:
             sizes = x.shape[-2:]
-            if torch.jit.is_tracing():
-                # ONNX/TorchScript tracing: the pads become constants of the
-                # traced input size (the conv's own padding is an attribute
-                # in ONNX anyway); export with static input shapes.
+            if torch.jit.is_tracing():  # constant pads: static shapes only
                 sizes = [int(size) for size in sizes]
             pads = [
                 same_pads(size, k, s, d) for size, k, s, d in zip(
                     sizes, self.kernel_size, self.stride, self.dilation)
             ]
             (top, bottom), (left, right) = pads
-            if bottom != top or right != left:
-                # only the asymmetric remainder, after the input
+            if bottom != top or right != left:  # the asymmetric remainder
                 x = F.pad(x, (0, right - left, 0, bottom - top))
             padding = (top, left)
         else:
@@ -236,16 +206,10 @@ class ScaledWSConv2d(nn.Conv2d):
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
-        """Fold the standardisation into a plain conv weight.
-
-        Afterwards the state dict holds ``weight`` (and ``bias``) only and
-        the forward pass skips the standardisation. ``input_scale`` is
-        folded too (exact: the conv is linear in its input and zero padding
-        is scale-invariant) and reset to 1.
-        """
+        """Fold the standardisation and ``input_scale`` into ``weight``."""
         if self.deploy:
             return
-        # in float64, so that the folded weight is the correctly rounded one
+        # in float64: the folded weight is the correctly rounded one
         weight = standardize_weight(self.weight.double(), self.gain.double(),
                                     self.eps, self.input_scale)
         self.weight.data = weight.to(self.weight.dtype).contiguous()

@@ -1,10 +1,6 @@
 """The SAM two-pass train step (NFNet paper, appendix A.4).
 
-MMEngine passes no closure to the optimizer wrapper, so the model runs both
-passes: the ascent on a fraction of the batch at ``w``, the descent on the
-whole batch at ``w + e``. The perturbation itself is the optimizer wrapper's
-(:class:`~nfnet_mm.engine.optimizers.SAMOptimWrapper`); this module only calls
-its ``ascent_size``/``ascend``/``restore``.
+The perturbation itself is the optimizer wrapper's (``SAMOptimWrapper``).
 """
 from contextlib import nullcontext
 from typing import Dict, Union
@@ -18,16 +14,14 @@ __all__ = ['sam_train_step', 'is_sam_optim_wrapper', 'SAMTrainStepMixin']
 
 
 def is_sam_optim_wrapper(optim_wrapper) -> bool:
-    """Whether ``optim_wrapper`` has SAM's ascent (``SAMOptimWrapper`` and
-    ``AmpSAMOptimWrapper`` of :mod:`nfnet_mm.engine.optimizers`)."""
+    """Whether ``optim_wrapper`` has SAM's ``ascend`` (SAMOptimWrapper)."""
     return all(
         callable(getattr(optim_wrapper, name, None))
         for name in ('ascent_size', 'ascend', 'restore'))
 
 
 def _first_samples(data: Union[dict, tuple, list], optim_wrapper):
-    """The ascent samples: the first ``ascent_size(B)`` of a pre-processed
-    batch."""
+    """The first ``ascent_size(B)`` samples of a pre-processed batch."""
     keys, values = zip(*data.items()) if isinstance(data, dict) else (None,
                                                                       data)
     size = optim_wrapper.ascent_size(len(values[0]))
@@ -43,15 +37,12 @@ def sam_train_step(model: nn.Module,
                    data: Union[dict, tuple, list],
                    optim_wrapper,
                    forward_model: nn.Module = None) -> Dict[str, torch.Tensor]:
-    """One SAM iteration, the two-pass replacement of MMEngine's
-    ``train_step``.
+    """One SAM iteration, the two-pass replacement of ``train_step``.
 
-    The batch is pre-processed once (batch augments draw once). Ascent on its
-    first ``ceil(ascent_fraction * B)`` samples at ``w``, under ``no_sync()``;
-    descent on the whole batch at ``w + e``, accumulated and all-reduced as in
-    MMEngine's ``update_params``; ``w`` restored exactly (also on an error);
-    then, when an update is due, ``step()`` (AGC, loss scaler, optimizer) and
-    ``zero_grad()``.
+    The batch is pre-processed once. Ascent on its first
+    ``ceil(ascent_fraction * B)`` samples at ``w`` (under ``no_sync()``),
+    descent on the whole batch at ``w + e``, then ``w`` is restored. Logs
+    also ``sam_ascent_loss``, ``sam_ascent_grad_norm`` and ``sam_skipped``.
 
     Args:
         model (nn.Module): The ``BaseModel`` (pre-processor, ``parse_losses``).
@@ -59,12 +50,6 @@ def sam_train_step(model: nn.Module,
         optim_wrapper (SAMOptimWrapper): A SAM optimizer wrapper.
         forward_model (nn.Module, optional): What runs the forward passes (the
             DDP wrapper of ``model``). Defaults to ``model``.
-
-    Returns:
-        dict: The descent's log variables (``loss`` at ``w + e``),
-        ``sam_ascent_loss`` (at ``w``), ``sam_ascent_grad_norm`` (this
-        replica's ``||g||``) and ``sam_skipped`` (1 when a non-finite or zero
-        ``g`` left the weights at ``w``).
     """
     if not is_sam_optim_wrapper(optim_wrapper):
         raise TypeError('sam_train_step needs a SAM optimizer wrapper, got '
@@ -98,9 +83,7 @@ def sam_train_step(model: nn.Module,
 class SAMTrainStepMixin:
     """A model (or DDP model wrapper) whose ``train_step`` runs SAM.
 
-    With a SAM optimizer wrapper ``train_step`` runs :func:`sam_train_step` (a
-    model wrapper's ``module`` pre-processes and parses the losses, the wrapper
-    runs the forward passes); with any other it is the base class's step.
+    With a non-SAM optimizer wrapper it is the base class's ``train_step``.
     """
 
     def train_step(self, data: Union[dict, tuple, list],
