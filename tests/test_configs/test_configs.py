@@ -5,6 +5,7 @@ The F0-F6 ImageNet configs are also checked against the paper's values
 """
 import copy
 import glob
+import json
 import os.path as osp
 import re
 
@@ -382,3 +383,19 @@ def test_realised_weight_decay_groups(rel):
     assert decay['head.fc.bias'] == 0.
     # the AGC exclusion names a real parameter
     assert 'head.fc.weight' in decay
+
+
+def test_every_imagenet_config_fits_an_80gb_gpu():
+    """By the memory planner's committed measurement, which must describe the
+    configs as they are (rerun ``python -m lab.plan_memory --out
+    docs/memory/plan_memory_80gb.json`` after changing one)."""
+    with open(osp.join(REPO, 'docs', 'memory',
+                       'plan_memory_80gb.json')) as f:
+        rows = {r['config']: r for r in json.load(f)['rows']}
+    for rel in IMAGENET_CONFIGS:
+        cfg = _load(rel)
+        row = rows[osp.join('configs', rel)]
+        assert row['gpu_gib'] == 80
+        assert row['batch_per_gpu'] == cfg.train_dataloader.batch_size, rel
+        assert row['with_cp'] == cfg.model.backbone.get('with_cp', False), rel
+        assert row['fits'] and row['need_gib'] < 0.9 * (80 - 2), rel
