@@ -1,15 +1,4 @@
-"""Fashion-MNIST read from local idx ``.gz`` files.
-
-Debian's ``dataset-fashion-mnist`` package installs the four compressed idx
-files of Fashion-MNIST into ``/usr/share/datasets/fashion-mnist``. MMPretrain's
-``FashionMNIST`` only reads the *uncompressed* files and downloads them when
-absent; :class:`FashionMNISTIdx` reads the ``.gz`` (or uncompressed) files
-where they are, with MMPretrain's idx reader, and downloads only when asked
-(``download=True``).
-
-Images are grey ``H x W`` uint8 arrays; :class:`GrayToRGB` (a pipeline
-transform) repeats them to three channels for models with ``in_channels=3``.
-"""
+"""Fashion-MNIST read from local idx files (Debian's dataset-fashion-mnist)."""
 import os
 import os.path as osp
 import warnings
@@ -30,11 +19,9 @@ _APT = ('`apt-get install dataset-fashion-mnist` (into '
 
 
 def _read_idx(path: str) -> np.ndarray:
-    """MMPretrain's idx reader, with an error naming a truncated or corrupt
-    file."""
+    """MMPretrain's idx reader; a truncated or corrupt file is one error."""
     try:
-        with warnings.catch_warnings(
-        ):  # it wraps the read-only bytes without copy
+        with warnings.catch_warnings():  # it wraps read-only bytes, no copy
             warnings.filterwarnings('ignore',
                                     'The given NumPy array is not writable')
             return read_sn3_pascalvincent_tensor(path, strict=True).numpy()
@@ -46,36 +33,28 @@ def _read_idx(path: str) -> np.ndarray:
             f'{path} is truncated or corrupt, not a readable idx file '
             f'({type(err).__name__}: {err}). Reinstall it (`apt-get install '
             '--reinstall dataset-fashion-mnist`), or delete it and download '
-            'it '
-            'again (download=True).') from None
+            'it again (download=True).') from None
 
 
 @DATASETS.register_module()
 class FashionMNISTIdx(FashionMNIST):
     """Fashion-MNIST from local idx files (``.gz`` or uncompressed).
 
-    Reads ``train-images-idx3-ubyte[.gz]`` / ``train-labels-idx1-ubyte[.gz]``
-    (60,000 samples) or ``t10k-*`` (10,000 samples) from ``data_root``. Each
-    sample is ``dict(img=<28 x 28 uint8 array>, gt_label=<int64>)``, labels 0-9
-    in the order of ``FashionMNIST.METAINFO['classes']``. A missing or
-    unreadable ``data_root`` or file is one error naming it and the fix;
-    nothing is created unless ``download=True``.
+    Unlike MMPretrain's ``FashionMNIST`` (uncompressed files only), it reads
+    the ``.gz`` files where they are and downloads only if asked. Samples are
+    ``dict(img=<28 x 28 uint8>, gt_label=<int64>)``; use :class:`GrayToRGB`
+    for ``in_channels=3``.
 
     Args:
         data_root (str): The folder holding the files. Defaults to
-            ``'/usr/share/datasets/fashion-mnist'`` (Debian's
-            ``dataset-fashion-mnist``).
-        split (str, optional): ``'train'`` or ``'test'``. Defaults to None,
-            meaning ``'test'`` when ``test_mode=True`` and ``'train'``
-            otherwise.
-        download (bool): Whether to download the four files with MMPretrain's
-            ``FashionMNIST`` (into ``data_root``, created if needed) when they
-            are absent. Defaults to False (MMPretrain's default is True):
-            nothing is fetched over the network unless asked.
+            :data:`DEFAULT_FASHION_MNIST_ROOT` (Debian's).
+        split (str, optional): ``'train'`` or ``'test'``. Defaults to None
+            (``'test'`` if ``test_mode``, else ``'train'``).
+        download (bool): Download the files into ``data_root`` when absent.
+            Defaults to False (MMPretrain's default is True).
         test_mode (bool): As in :class:`mmengine.dataset.BaseDataset`.
             Defaults to False.
-        **kwargs: Other arguments of MMPretrain's ``FashionMNIST`` /
-            ``BaseDataset``.
+        **kwargs: Other arguments of MMPretrain's ``FashionMNIST``.
     """
 
     def __init__(self,
@@ -89,8 +68,7 @@ class FashionMNISTIdx(FashionMNIST):
         if split not in ('train', 'test'):
             raise ValueError(
                 "FashionMNISTIdx split must be 'train' or 'test', got "
-                f"{split!r}"
-            )
+                f"{split!r}")
         # MMPretrain 1.2's MNIST picks the files from test_mode, not split.
         self._idx_split = split
         super().__init__(
@@ -101,8 +79,7 @@ class FashionMNISTIdx(FashionMNIST):
             **kwargs)
 
     def _find(self, filename: str) -> Optional[str]:
-        """The path of ``filename`` (``.gz``) or of its uncompressed form, if
-        present."""
+        """The path of ``filename`` or of its uncompressed form, or None."""
         for name in (filename, filename[:-3]):
             path = osp.join(self.data_prefix['root'], name)
             if osp.isfile(path):
@@ -110,8 +87,7 @@ class FashionMNISTIdx(FashionMNIST):
         return None
 
     def _paths(self) -> List[str]:
-        """The split's image and label files; one error if the folder lacks
-        them."""
+        """The split's image and label files, or one error naming the fix."""
         root = osp.normpath(self.data_prefix['root'])
         names = [
             item[0] for item in (self.train_list if self._idx_split ==
@@ -130,40 +106,32 @@ class FashionMNISTIdx(FashionMNIST):
                 n for n, p in zip(names, paths) if p is None)
         raise FileNotFoundError(
             f'Fashion-MNIST data_root {root!r} {problem}; the '
-            f'{self._idx_split} split '
-            f'needs {names} (or the same names without .gz). Install them '
-            f'with {_APT}, '
-            'or pass download=True with a writable data_root.')
+            f'{self._idx_split} split needs {names} (or the same names '
+            f'without .gz). Install them with {_APT}, or pass download=True '
+            'with a writable data_root.')
 
     def load_data_list(self) -> List[dict]:
-        """Load the samples of the split, downloading only if asked and
-        absent."""
+        """Load the split's samples, downloading only if asked and absent."""
         try:
             paths = self._paths()
         except FileNotFoundError:
             if not self.download:
                 raise
-            # MMPretrain's path downloads all four files and reads the
-            # extracted ones; it selects them by test_mode, so align it with
-            # our split.
+            # MMPretrain's download path picks the files by test_mode
             self.test_mode = self._idx_split == 'test'
             try:
                 return super().load_data_list()
-            except (OSError, RuntimeError,
-                    AssertionError) as err:  # URLError: OSError
+            except (OSError, RuntimeError, AssertionError) as err:
                 root = osp.normpath(self.data_prefix['root'])
                 raise RuntimeError(
                     f'Downloading Fashion-MNIST from {self.url_prefix} into '
-                    f'{root!r} '
-                    f'failed ({type(err).__name__}: {err}). Install the files '
-                    'with '
-                    f'{_APT} instead.') from None
+                    f'{root!r} failed ({type(err).__name__}: {err}). Install '
+                    f'the files with {_APT} instead.') from None
         images, labels = _read_idx(paths[0]), _read_idx(paths[1])
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(
                 f'Inconsistent Fashion-MNIST files: images {images.shape} '
-                'from '
-                f'{paths[0]}, labels {labels.shape} from {paths[1]}')
+                f'from {paths[0]}, labels {labels.shape} from {paths[1]}')
         return [
             dict(img=img, gt_label=np.array(label, dtype=np.int64))
             for img, label in zip(images, labels)
@@ -174,25 +142,18 @@ class FashionMNISTIdx(FashionMNIST):
 class GrayToRGB(BaseTransform):
     """Repeat a grey image (``H x W`` or ``H x W x 1``) to three channels.
 
-    Images that already have three channels pass unchanged.
-
-    Required Keys: ``img``. Modified Keys: ``img``, ``img_shape``.
+    Three-channel images pass unchanged. Modifies ``img`` and ``img_shape``.
     """
 
     def transform(self, results: dict) -> dict:
-        """Repeat ``results['img']`` to ``H x W x 3``.
-
-        Args:
-            results (dict): The sample.
-        """
+        """Repeat ``results['img']`` to ``H x W x 3``."""
         img = results['img']
         if img.ndim == 2:
             img = img[..., None]
         if img.ndim != 3 or img.shape[-1] not in (1, 3):
             raise ValueError(
                 'GrayToRGB expects an H x W or H x W x 1 (or x 3) image, got '
-                'shape '
-                f'{img.shape}')
+                f'shape {img.shape}')
         if img.shape[-1] == 1:
             img = np.repeat(img, 3, axis=-1)
         results['img'] = np.ascontiguousarray(img)

@@ -1,45 +1,6 @@
-"""Half-MixUp / half-CutMix in the data loader, RandAugment on the mixed
-images.
+"""Half-MixUp / half-CutMix in the data loader, then RandAugment (NFNets).
 
-The NFNet reference (``deepmind-research/nfnets``, ``dataset.py`` with
-``experiment_nfnets.py``'s ``augment_before_mix=False``) builds each training
-batch of ``B`` images as follows:
-
-1. ``2 B`` examples are cropped (inception crop), flipped and resized.
-2. Quarter 1 is mixed with quarter 2 by MixUp (ratio ``r ~ Beta(0.2, 0.2)``)
-   and quarter 3 with quarter 4 by CutMix (a box of uniform area fraction
-   ``u``, side ratio ``sqrt(1 - u)``, centre uniform over the image, clipped
-   at the borders; the first image fills the box and ``r`` is the box's
-   area fraction). Label: ``r y_1 + (1 - r) y_2``.
-3. Each of the ``B`` mixed images is clipped, cast to uint8 and gets
-   RandAugment; label smoothing 0.1 is then applied to the mixed labels.
-
-:class:`MixupCutMixDataset` does the same inside the loader workers. PyTorch
-hands a whole batch of indices to ``__getitems__``, so rows ``[0, B // 2)``
-of every batch are MixUp and rows ``[B // 2, B)`` CutMix, exactly. The mixed
-uint8 image then goes through ``augment`` (``NFRandAugment``) and ``pack``
-(``PackInputs``); the soft label is packed as ``gt_score``, which
-MMPretrain's heads and ``LabelSmoothLoss(mode='original')`` consume (the
-smoothing is linear, so smoothing the mixed label equals the reference).
-Each packed sample keeps ``mix_mode``, ``mix_ratio`` and (CutMix)
-``mix_box = (y1, y2, x1, x2)`` in its metainfo.
-
-Options (the reference is the default):
-
-- ``partners='distinct'``: each image's partner is another example of the
-  dataset drawn uniformly at random (the reference takes it from its shuffled
-  stream), so a step reads ``2 B`` images. ``partners='batch'`` pairs the
-  images of the batch among themselves (a random derangement): ``B`` reads,
-  cheaper, each image used twice.
-- ``augment_before_mix=True`` is the old order (RandAugment on each image,
-  then the mix), for ablations.
-- ``mix_prob < 1`` mixes only that fraction of the batches (the demo's light
-  recipe); the other batches are augmented and packed unmixed.
-
-Deviations: the reference mixes TF's unclamped float bicubic output, here the
-uint8 output of the inner pipeline is mixed (then truncated to uint8 as the
-reference's cast does); partners are drawn with replacement rather than
-from a shuffle buffer.
+As DeepMind's ``nfnets/dataset.py`` with ``augment_before_mix=False``.
 """
 from typing import List, Optional, Sequence, Union
 
@@ -54,6 +15,13 @@ __all__ = ['MixupCutMixDataset']
 class MixupCutMixDataset:
     """Mix pairs of images in the loader workers, then augment and pack them.
 
+    Rows ``[0, B // 2)`` of each batch are MixUp (``r ~ Beta(alpha, alpha)``),
+    the others CutMix (a box of uniform area and centre, clipped; ``r`` is its
+    area fraction). The soft label ``r y_1 + (1 - r) y_2`` is packed as
+    ``gt_score``; the metainfo keeps ``mix_mode``, ``mix_ratio``, ``mix_box``
+    ``(y1, y2, x1, x2)``. Unlike the reference, the inner pipeline's uint8
+    output is mixed and partners are drawn with replacement.
+
     Args:
         dataset (dict | Dataset): The source dataset; its pipeline must stop
             before RandAugment and packing (it yields ``img`` as a uint8 HxWxC
@@ -64,17 +32,18 @@ class MixupCutMixDataset:
         pack (dict): The packing transform. Defaults to ``PackInputs``.
         mixup_alpha (float): Beta parameter of the MixUp ratio.
             Defaults to 0.2.
-        partners (str): ``'distinct'`` (the reference) or ``'batch'``.
-        augment_before_mix (bool): Run ``augment`` before mixing (the old
-            order). Defaults to False (the reference's NFNet setting).
-        mix_prob (float): Fraction of the batches that are mixed.
-            Defaults to 1.
+        partners (str): ``'distinct'``: a random other example (the reference;
+            ``2 B`` reads); ``'batch'``: a random derangement of the batch
+            (``B`` reads). Defaults to ``'distinct'``.
+        augment_before_mix (bool): Run ``augment`` before mixing (ablations).
+            Defaults to False (the reference's NFNet setting).
+        mix_prob (float): Fraction of the batches that are mixed (the others
+            are augmented and packed unmixed). Defaults to 1.
         num_classes (int, optional): Length of ``gt_score``. Defaults to the
             number of ``classes`` in the dataset's metainfo.
-        indices (int | Sequence[int], optional): A subset of the source
-            dataset, passed to its config as MMEngine's ``BaseDataset``
-            ``indices`` (so ``train_dataloader.dataset.indices=N`` works on
-            the wrapper). Defaults to None (all).
+        indices (int | Sequence[int], optional): ``BaseDataset``'s
+            ``indices``, passed to the source dataset's config.
+            Defaults to None (all).
     """
 
     def __init__(self,
@@ -129,8 +98,7 @@ class MixupCutMixDataset:
         return len(self.dataset)
 
     def __getitem__(self, idx: int) -> dict:
-        """One sample (read alone, e.g. inside MMEngine's ``RepeatDataset``):
-        MixUp or CutMix with probability 1/2 each, the batch split's rate."""
+        """One sample read alone: MixUp or CutMix with probability 1/2."""
         if self.partners == 'batch' and self.mix_prob > 0:
             raise TypeError(
                 "MixupCutMixDataset(partners='batch') pairs the images of a "
@@ -218,8 +186,7 @@ class MixupCutMixDataset:
             mix_info=info)
 
     def _score(self, first: dict, second: dict, ratio: float) -> np.ndarray:
-        """Soft label: ``ratio`` of ``first``'s class, the rest
-        ``second``'s."""
+        """Soft label mixing ``first`` (``ratio``) and ``second``."""
         score = np.zeros(self.num_classes, dtype=np.float32)
         score[int(first['gt_label'])] += ratio
         score[int(second['gt_label'])] += 1 - ratio

@@ -1,40 +1,6 @@
-"""RandAugment with DeepMind's op set and magnitude scale.
+"""RandAugment with DeepMind's op set and magnitude scale (NFNet reference).
 
-The NFNet reference (``deepmind-research/nfnets``, ``autoaugment.py``,
-``distort_image_with_randaugment``) uses the TF/TPU RandAugment: each of
-``num_layers`` layers picks one of 16 ops uniformly at random (with
-replacement) and always applies it at magnitude ``M`` on a scale where 10 is
-the "max level"; larger ``M`` extrapolates linearly. Fill value 128.
-
-Realised parameters at magnitude ``M`` (``m = M / 10``), which
-:class:`NFRandAugment` reproduces with MMPretrain's transforms:
-
-============== ============================================ ================
-op             reference                                    here
-============== ============================================ ================
-AutoContrast   -                                            same
-Equalize       -                                            same
-Invert         -                                            same
-Rotate         +-30 m degrees                               same
-Posterize      int(4 m) bits                                NFPosterize
-Solarize       threshold int(256 m)                         same
-SolarizeAdd    +int(110 m) below 128                        same
-Color          factor 1.8 m + 0.1 (no random sign)          same
-Contrast       factor 1.8 m + 0.1                           same, see note
-Brightness     factor 1.8 m + 0.1                           same
-Sharpness      factor 1.8 m + 0.1                           same
-ShearX/Y       +-0.3 m                                      same
-TranslateX/Y   +-100 m *pixels*                             NFTranslate
-Cutout         square of side 2 int(40 m) pixels, fill 128  same side
-============== ============================================ ================
-
-Notes on deviations: the reference's ``contrast`` blends towards
-``num_pixels / 256`` (a known bug of the TF code) while MMCV blends towards
-the mean grey level; MMCV places the cutout square uniformly inside the image
-while the reference clips a square centred anywhere. In the NFNet recipe
-RandAugment runs on each *mixed* image, after MixUp / CutMix (the NFNet
-experiment's ``augment_before_mix=False``): the configs give it to
-:class:`~nfnet_mm.datasets.MixupCutMixDataset` as ``augment``.
+As ``deepmind-research/nfnets/autoaugment.py``: 16 ops, fill value 128.
 """
 import math
 from typing import Optional
@@ -53,15 +19,12 @@ class NFTranslate(Translate):
     """Translate by a number of *pixels* (the TF RandAugment convention).
 
     MMPretrain's :class:`Translate` reads its magnitude as a fraction of the
-    image size; the reference translates by ``100 * M / 10`` pixels whatever
-    the image size.
+    image size.
 
     Args:
         magnitude (int | float, optional): Offset in pixels. If None,
             generated from ``magnitude_range``. Defaults to None.
-        **kwargs: Other arguments of :class:`Translate` (``pad_val``,
-            ``direction``, ``prob``, ``random_negative_prob``,
-            ``interpolation``, ``magnitude_range``, ...).
+        **kwargs: Other arguments of :class:`Translate`.
     """
 
     def transform(self, results: dict) -> dict:
@@ -87,9 +50,7 @@ class NFTranslate(Translate):
 class NFPosterize(Posterize):
     """Posterize keeping ``int(magnitude)`` bits, clipped to [0, 8].
 
-    The reference truncates (``int``) where MMPretrain's :class:`Posterize`
-    rounds up (``ceil``), and magnitudes above 20 would ask for more than 8
-    bits.
+    The reference truncates where MMPretrain's :class:`Posterize` rounds up.
 
     Args:
         **kwargs: Arguments of :class:`Posterize`.
@@ -111,9 +72,7 @@ def nf_randaug_policies(translate_const: float = 100.,
                         pad_val: int = 128) -> list:
     """The 16 ops of the reference RandAugment as MMPretrain policies.
 
-    Each ``magnitude_range`` is the op's value at levels 0 and 10; MMPretrain
-    maps level ``M`` linearly (extrapolating above 10). Every op is applied
-    with probability 1 once chosen, as in the reference.
+    Each ``magnitude_range`` spans levels 0 to 10 (linear, extrapolated above).
 
     Args:
         translate_const (float): Translation in pixels at level 10.
@@ -176,11 +135,12 @@ def nf_randaug_policies(translate_const: float = 100.,
 class NFRandAugment(RandAugment):
     """RandAugment as in the NFNet reference (TF ``autoaugment.py``).
 
-    ``num_layers`` ops are drawn uniformly with replacement from the 16 ops
-    of :func:`nf_randaug_policies` and applied in sequence, each with
-    probability 1, at the fixed ``magnitude`` (out of 10; larger values
-    extrapolate linearly). The NFNet variants F0-F6 use ``num_layers=4`` and
-    magnitudes 5, 10, 10, 15, 15, 15, 15.
+    ``num_layers`` ops of :func:`nf_randaug_policies`, drawn with replacement,
+    each applied at ``magnitude`` (10 = max level; F0-F6 use 5, 10, 10, 15,
+    15, 15, 15). Unlike the reference, Contrast blends towards the mean grey
+    (not its buggy ``num_pixels / 256``) and Cutout lies inside the image. In
+    the NFNet recipe it runs after MixUp / CutMix, as the ``augment`` of
+    :class:`~nfnet_mm.datasets.MixupCutMixDataset`.
 
     Args:
         magnitude (int | float): The shared magnitude ``M``.
@@ -191,9 +151,8 @@ class NFRandAugment(RandAugment):
             magnitude 10. Defaults to 40.
         pad_val (int): Fill value of geometric ops and cutout.
             Defaults to 128.
-        magnitude_std (float | str): Noise on the magnitude, see
-            :class:`mmpretrain.datasets.RandAugment`. Defaults to 0 (the
-            reference: fixed magnitude).
+        magnitude_std (float | str): Noise on the magnitude, as in
+            :class:`RandAugment`. Defaults to 0 (the reference: fixed).
     """
 
     def __init__(self,

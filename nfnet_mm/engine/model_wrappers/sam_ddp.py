@@ -11,14 +11,8 @@ __all__ = ['SAMDistributedDataParallel']
 class SAMDistributedDataParallel(SAMTrainStepMixin, MMDistributedDataParallel):
     """``MMDistributedDataParallel`` whose train step runs SAM.
 
-    ``MMDistributedDataParallel.train_step`` never calls the module's
-    ``train_step``, so under DDP the SAM step needs this wrapper (for any
-    ``BaseModel``): the ascent runs under ``no_sync()`` (every replica perturbs
-    its own weights, paper appendix A.4), the descent all-reduces. With a
-    non-SAM optimizer wrapper it is the normal DDP step.
-    ``detect_anomalous_params`` is ignored by the SAM step.
-
-    Example config::
-
-        model_wrapper_cfg = dict(type='SAMDistributedDataParallel')
+    DDP never calls the module's ``train_step``, so SAM needs this wrapper: the
+    ascent runs under ``no_sync()`` (paper appendix A.4), the descent
+    all-reduces. With a non-SAM optimizer wrapper it is the normal DDP step;
+    the SAM step ignores ``detect_anomalous_params``.
     """

@@ -1,16 +1,7 @@
-"""Adaptive Gradient Clipping (paper eq. 3) as MMEngine optimizer wrappers.
+"""Adaptive Gradient Clipping (Brock et al. 2021, Section 4, eq. 3).
 
-Brock et al., "High-Performance Large-Scale Image Recognition Without
-Normalization", ICML 2021, Section 4. For every unit ``i`` of a parameter ``W``
-with gradient ``G``::
-
-    ratio_i = ||G_i|| / max(||W_i||, eps)
-    if ratio_i > clipping:  G_i <- G_i * clipping * max(||W_i||, eps) / ||G_i||
-
-A unit is a row (``dim 0`` = output unit, the norm runs over all other dims) of
-a matrix or convolution kernel; a scalar or a vector (biases, gains, skip
-gains) is a single unit whose norm runs over the whole tensor. See
-``docs/agc.md``.
+A unit is a row (dim 0) of a matrix or kernel; a scalar or vector is one unit.
+See ``docs/agc.md``.
 """
 import difflib
 import logging
@@ -35,14 +26,8 @@ def unitwise_clip_(params: Sequence[torch.Tensor], clipping: float,
                    eps: float) -> torch.Tensor:
     """Apply eq. 3 to the ``.grad`` of ``params`` in place, without host syncs.
 
-    Vectorised: ``torch._foreach_norm`` for all scalars and vectors, one norm
-    kernel per matrix or kernel, and one ``torch._foreach_mul_`` for all
-    units' scales.
-
-    Returns:
-        torch.Tensor: ``[grad_norm_sum, clip_frac, max_ratio]`` (float32): the
-        sum of the units' gradient norms (non-finite if a gradient is), the
-        fraction of clipped units and the largest ratio before clipping.
+    Returns ``[grad_norm_sum, clip_frac, max_ratio]`` (float32; the ratio is
+    taken before clipping).
     """
     whole = [p for p in params if p.ndim <= 1]
     rows = [p for p in params if p.ndim > 1]
@@ -59,7 +44,6 @@ def unitwise_clip_(params: Sequence[torch.Tensor], clipping: float,
     ratio = g / w
     clipped = ratio > clipping
     scale = torch.where(clipped, clipping * w / g, torch.ones_like(g))
-    # the scale of each unit, viewed to broadcast over its parameter
     scales = [
         s.view([-1] + [1] * (p.ndim - 1) if p.ndim > 1 else []).to(
             p.grad.dtype) for s, p in zip(
@@ -72,41 +56,24 @@ def unitwise_clip_(params: Sequence[torch.Tensor], clipping: float,
 
 @OPTIM_WRAPPERS.register_module()
 class AGCOptimWrapper(OptimWrapper):
-    """Optimizer wrapper applying Adaptive Gradient Clipping before each
-    update.
+    """Optimizer wrapper that applies AGC (eq. 3) before each update.
 
-    AGC runs in MMEngine's clipping hook :meth:`_clip_grad`, which ``step()``
-    calls once per update: after gradient accumulation, after DDP's all-reduce
-    and, in :class:`AmpAGCOptimWrapper`, after un-scaling. ``clip_grad``, if
-    also set, is applied after AGC. ``exclude`` is resolved against the model's
-    parameter names in :meth:`optim_context` (or :meth:`bind_model`), before
-    any update.
-
-    A non-finite gradient (excluded parameters included) skips the update: the
-    gradients are dropped, so the optimizer step changes neither weights nor
-    optimizer state (PyTorch's optimizers skip parameters without a gradient);
-    ``max_consecutive_skips`` skips in a row stop training. Under fp16 loss
-    scaling the ``GradScaler`` skips instead. ``train/agc_clip_frac`` and
-    ``train/agc_max_ratio`` are logged per update (one host sync).
+    AGC runs once per update, after gradient accumulation, DDP's all-reduce
+    and AMP un-scaling, before ``clip_grad`` (if set). ``exclude`` is resolved
+    by the first :meth:`optim_context` (or :meth:`bind_model`). A non-finite
+    gradient skips the update (under fp16 the ``GradScaler`` skips instead).
+    Logs ``train/agc_clip_frac`` and ``train/agc_max_ratio`` per update.
 
     Args:
         optimizer (Optimizer): The optimizer.
         agc (dict, optional): ``clipping`` (lambda, required), ``eps``
-            (defaults to 1e-3) and ``exclude`` (full dotted names or
-            ``fnmatchcase`` patterns; defaults to ``['head.fc.weight']``;
-            ``[]`` clips all).
-            None: a plain ``OptimWrapper``. Defaults to None.
+            (default 1e-3) and ``exclude`` (names or ``fnmatchcase`` patterns;
+            default ``['head.fc.weight']``; ``[]`` clips all). None: a plain
+            ``OptimWrapper``. Defaults to None.
         max_consecutive_skips (int): Skipped updates in a row that raise a
             ``RuntimeError``. Defaults to 10.
         **kwargs: Passed to ``OptimWrapper`` (``accumulative_counts``,
             ``clip_grad``).
-
-    Example:
-        >>> optim_wrapper = dict(
-        ...     type='AGCOptimWrapper',
-        ...     optimizer=dict(
-        ...         type='SGD', lr=0.4, momentum=0.9, nesterov=True),
-        ...     agc=dict(clipping=0.01, eps=1e-3, exclude=['head.fc.weight']))
     """
 
     amp_variant = 'AmpAGCOptimWrapper'
@@ -145,9 +112,7 @@ class AGCOptimWrapper(OptimWrapper):
         self.param_names: Optional[dict] = None  # id(param) -> name
         self._excluded: set = set()  # ids of the excluded parameters
 
-    # MMEngine's step() (and AmpOptimWrapper's, which un-scales first) calls
-    # _clip_grad() only when clip_grad_kwargs is set: AGC alone must set it
-    # too.
+    # step() calls _clip_grad() only if clip_grad_kwargs is set: AGC sets it
     @property
     def clip_grad_kwargs(self) -> Optional[dict]:
         return self._clip_grad_cfg or self.agc
@@ -157,12 +122,7 @@ class AGCOptimWrapper(OptimWrapper):
         self._clip_grad_cfg = value
 
     def bind_model(self, model: nn.Module) -> None:
-        """Name the parameters from ``model`` (wrappers stripped), resolve
-        ``exclude``.
-
-        Raises:
-            ValueError: If an ``exclude`` pattern matches no parameter.
-        """
+        """Name ``model``'s parameters (unwrapped) and resolve ``exclude``."""
         while is_model_wrapper(model) or hasattr(model, '_orig_mod'):
             model = model.module if is_model_wrapper(
                 model) else model._orig_mod
@@ -177,11 +137,9 @@ class AGCOptimWrapper(OptimWrapper):
                                                   [n for n, _ in named])
                 raise ValueError(
                     f'agc.exclude pattern {pattern!r} matches no parameter of '
-                    'the '
-                    f'optimizer; closest names: {close}, last parameters: '
+                    f'the optimizer; closest names: {close}, last parameters: '
                     f'{[n for n, _ in named[-4:]]}. Use exclude=[] to clip '
-                    'all.'
-                )
+                    'all.')
             self._excluded |= hits
 
     @contextmanager
@@ -196,12 +154,9 @@ class AGCOptimWrapper(OptimWrapper):
         return [p for g in self.optimizer.param_groups for p in g['params']]
 
     def agc_clip_(self) -> Optional[torch.Tensor]:
-        """Apply eq. 3 to the current gradients (see :func:`unitwise_clip_`).
+        """Apply eq. 3; the stats of :func:`unitwise_clip_` or None if no grad.
 
-        Returns:
-            torch.Tensor or None: ``[grad_norm_sum, clip_frac, max_ratio]`` as
-            :func:`unitwise_clip_`, the sum including the excluded gradients;
-            None if no parameter has a gradient.
+        The excluded gradients count in ``grad_norm_sum`` but are not clipped.
         """
         if self.agc['exclude'] and self.param_names is None:
             raise RuntimeError(
@@ -221,12 +176,10 @@ class AGCOptimWrapper(OptimWrapper):
         return stats
 
     def _clip_grad(self) -> None:
-        """AGC, the skip of a non-finite update, then MMEngine's
-        ``clip_grad``."""
+        """AGC, the skip of a non-finite update, then ``clip_grad``."""
         stats = self.agc_clip_() if self.agc is not None else None
         if stats is not None:
-            grad_norm_sum, clip_frac, max_ratio = stats.tolist(
-            )  # one host sync
+            grad_norm_sum, clip_frac, max_ratio = stats.tolist()
             if math.isfinite(grad_norm_sum):
                 self.consecutive_skips = 0
                 self.message_hub.update_scalar('train/agc_clip_frac',
@@ -235,8 +188,7 @@ class AGCOptimWrapper(OptimWrapper):
                                                max_ratio)
             elif not (isinstance(self, AmpOptimWrapper) and
                       self.loss_scaler.is_enabled()):  # else the scaler skips
-                self.optimizer.zero_grad(
-                    set_to_none=True)  # step() does nothing
+                self.optimizer.zero_grad(set_to_none=True)
                 self.consecutive_skips += 1
                 print_log(
                     f'{type(self).__name__}: non-finite gradient, update '
@@ -247,8 +199,7 @@ class AGCOptimWrapper(OptimWrapper):
                     raise RuntimeError(
                         f'{self.consecutive_skips} consecutive updates had a '
                         'non-finite gradient: check the learning rate, the '
-                        'data '
-                        'and the loss.')
+                        'data and the loss.')
                 return
         if self._clip_grad_cfg:
             super()._clip_grad()
@@ -257,9 +208,6 @@ class AGCOptimWrapper(OptimWrapper):
 @OPTIM_WRAPPERS.register_module()
 class AmpAGCOptimWrapper(AmpOptimWrapper, AGCOptimWrapper):
     """:class:`AGCOptimWrapper` under automatic mixed precision.
-
-    ``AmpOptimWrapper.step`` un-scales, clips (AGC) and steps through the
-    scaler.
 
     Args:
         loss_scale (str or float or dict): ``'auto'``: dynamic for float16,

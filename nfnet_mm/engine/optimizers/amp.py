@@ -1,8 +1,7 @@
 """Which optimizer wrapper ``--amp`` switches a config to.
 
-MMPretrain's ``tools/train.py --amp`` replaces any wrapper type with
-``AmpOptimWrapper``, silently dropping AGC or SAM. A wrapper of ours names its
-AMP variant in the class attribute ``amp_variant`` instead.
+MMPretrain's ``--amp`` would drop AGC or SAM; our wrappers name their AMP
+variant in the class attribute ``amp_variant``.
 """
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmpretrain.registry import OPTIM_WRAPPERS
@@ -11,9 +10,11 @@ __all__ = ['amp_optim_wrapper_type']
 
 
 def amp_optim_wrapper_type(type_name: str) -> str:
-    """The AMP variant of a wrapper type: ``OptimWrapper`` ->
-    ``AmpOptimWrapper``, an AMP wrapper -> itself, ours -> its ``amp_variant``;
-    else a ``ValueError``."""
+    """The AMP variant of the optimizer wrapper type ``type_name``.
+
+    ``OptimWrapper`` -> ``AmpOptimWrapper``, AMP ones -> themselves, ours ->
+    their ``amp_variant``; else a ``ValueError``.
+    """
     cls = OPTIM_WRAPPERS.get(type_name)
     known = sorted(  # what --amp can switch, for the errors
         name for registry in (OPTIM_WRAPPERS, OPTIM_WRAPPERS.parent)
@@ -30,8 +31,6 @@ def amp_optim_wrapper_type(type_name: str) -> str:
     if getattr(cls, 'amp_variant', None) is None:
         raise ValueError(
             f'--amp cannot switch optim_wrapper type {type_name!r}: it names '
-            'no '
-            'AMP variant (class attribute `amp_variant`). Types it can '
-            'switch: '
-            f'{known}; or set an AMP wrapper in the config yourself.')
+            'no AMP variant (class attribute `amp_variant`). Types it can '
+            f'switch: {known}; or set an AMP wrapper in the config yourself.')
     return cls.amp_variant

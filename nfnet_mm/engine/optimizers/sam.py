@@ -1,14 +1,6 @@
-"""Sharpness-Aware Minimization with the NFNet paper's cheap ascent (appendix
-A.4).
+"""Sharpness-Aware Minimization with the NFNet paper's cheap ascent (App. A.4).
 
-SAM (Foret et al., ICLR 2021) updates ``w`` with the gradient taken at
-``w + e``, ``e = rho * g / ||g||``, ``g`` the gradient at ``w`` (the *ascent*).
-The NFNet paper computes ``g`` on 20% of the same batch and, under data
-parallelism, does not synchronise it: every replica perturbs its own copy of
-the weights. On fewer devices gradient accumulation (``accumulative_counts``)
-mimics the replicas. The wrappers subclass the AGC ones: the descent gradient
-is clipped after the all-reduce and the AMP un-scaling. MMEngine passes no
-closure to the optimizer wrapper, so the two-pass step runs from the model
+MMEngine passes no closure, so the two-pass step runs from the model
 (:mod:`nfnet_mm.models.utils.sam_train_step`).
 """
 import math
@@ -25,16 +17,14 @@ __all__ = ['SAMOptimWrapper', 'AmpSAMOptimWrapper']
 
 
 def _total_norm(tensors: List[torch.Tensor]) -> torch.Tensor:
-    """The 2-norm of all ``tensors`` together (torch < 2.6 has no
-    get_total_norm)."""
+    """The 2-norm of all ``tensors`` together."""
     if not tensors:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
 class _SAMMixin:
-    """SAM settings and the perturbation; each wrapper keeps its AGC base's
-    step."""
+    """SAM settings and the perturbation; the step is the AGC base's."""
 
     def __init__(self,
                  *args,
@@ -47,34 +37,25 @@ class _SAMMixin:
                 and isinstance(adaptive, bool)):
             raise ValueError(
                 'SAM needs rho > 0, 0 < ascent_fraction <= 1, eps >= 0 and a '
-                'bool '
-                f'adaptive, got rho={rho!r}, '
-                f'ascent_fraction={ascent_fraction!r}, '
-                f'eps={eps!r}, adaptive={adaptive!r}')
+                f'bool adaptive, got rho={rho!r}, ascent_fraction='
+                f'{ascent_fraction!r}, eps={eps!r}, adaptive={adaptive!r}')
         super().__init__(*args, **kwargs)
         self.rho, self.adaptive, self.eps = float(rho), adaptive, float(eps)
         self.ascent_fraction = float(ascent_fraction)
         self._backup: List[Tuple[nn.Parameter, torch.Tensor]] = []
 
     def ascent_size(self, batch_size: int) -> int:
-        """``ceil(ascent_fraction * batch_size)`` (at least 1): the ascent
-        samples."""
+        """The ascent samples: ``ceil(ascent_fraction * batch_size)``, >= 1."""
         # round() first: 0.2 * 10 = 2.0000000000000004 must give 2, not 3
         return max(1, math.ceil(round(self.ascent_fraction * batch_size, 9)))
 
     def ascend(self, loss: torch.Tensor) -> Tuple[torch.Tensor, bool]:
-        """Back-propagate the ascent ``loss`` and move the weights to
-        ``w + e``.
+        """Back-propagate the ascent ``loss``; move the weights to ``w + e``.
 
-        ``e = rho * g / ||g||``, or with ``adaptive=True`` (ASAM,
-        ``T_w = |w|``) ``e = rho * |w|^2 g / || |w| g ||``, norms over all
-        parameters with a gradient. Accumulated gradients are set aside
-        meanwhile; ``g`` is dropped. Under AMP ``g`` is un-scaled by hand (the
-        scaler un-scales once per update, the descent gradients). A non-finite
-        or zero norm leaves the weights at ``w``.
-
-        Returns:
-            tuple: ``||g||`` (a 0-d tensor) and whether the weights were moved.
+        ``e = rho * g / ||g||`` (ASAM: ``rho * |w|^2 g / || |w| g ||``); ``g``
+        is un-scaled by hand under AMP, then dropped (accumulated gradients are
+        kept). A non-finite or zero norm leaves ``w``. Returns ``||g||`` and
+        whether the weights moved.
         """
         scale = (self.loss_scaler.get_scale() if isinstance(
             self, AmpOptimWrapper) else 1.0)  # 1.0 if disabled
@@ -122,27 +103,19 @@ class _SAMMixin:
         """Refuse MMEngine's one-pass update: it would train without SAM."""
         raise RuntimeError(
             f'{type(self).__name__}.update_params() was called: a one-pass '
-            'train '
-            "step with a SAM optimizer wrapper trains without SAM. Use "
-            "model=dict("
-            "type='SAMImageClassifier', ...) on one device, and "
-            "model_wrapper_cfg="
-            "dict(type='SAMDistributedDataParallel') under distributed "
-            "training, "
-            'or call nfnet_mm.models.utils.sam_train_step().')
+            'train step with a SAM optimizer wrapper trains without SAM. Use '
+            "model=dict(type='SAMImageClassifier', ...) on one device, and "
+            "model_wrapper_cfg=dict(type='SAMDistributedDataParallel') under "
+            'distributed training, or call '
+            'nfnet_mm.models.utils.sam_train_step().')
 
 
 @OPTIM_WRAPPERS.register_module()
 class SAMOptimWrapper(_SAMMixin, AGCOptimWrapper):
-    """Optimizer wrapper for Sharpness-Aware Minimization (the two-pass step:
-    :func:`~nfnet_mm.models.utils.sam_train_step`).
+    """Optimizer wrapper for Sharpness-Aware Minimization (Foret et al. 2021).
 
-    Example config::
-
-        optim_wrapper = dict(
-            type='SAMOptimWrapper',
-            optimizer=dict(type='SGD', lr=0.1, momentum=0.9, nesterov=True),
-            rho=0.05, ascent_fraction=0.2, agc=dict(clipping=0.01))
+    The ascent gradient is not all-reduced: each replica (or accumulation
+    step) perturbs its own weights, as in the NFNet paper.
 
     Args:
         optimizer (Optimizer): The wrapped optimizer.
@@ -162,9 +135,8 @@ class SAMOptimWrapper(_SAMMixin, AGCOptimWrapper):
 
 @OPTIM_WRAPPERS.register_module()
 class AmpSAMOptimWrapper(_SAMMixin, AmpAGCOptimWrapper):
-    """:class:`SAMOptimWrapper` under mixed precision (arguments of both
-    bases).
+    """:class:`SAMOptimWrapper` under mixed precision (arguments of both).
 
-    Both passes run under autocast; the scaler steps once per update and sees
-    only the descent gradients, so an ascent overflow does not lower the scale.
+    The scaler sees only the descent gradients: an ascent overflow does not
+    lower the scale.
     """
