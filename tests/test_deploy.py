@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from deploy_helpers import REPO, TINY_ARCH, run_tool
+from helpers import REPO, TINY_ARCH, run_tool, write_deploy_config
 
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
@@ -16,36 +16,6 @@ pytest.importorskip('onnxruntime')
 from nfnet_mm import deploy  # noqa: E402
 
 TOOL = 'tools/deploy/export_onnx.py'
-
-CONFIG = """
-custom_imports = dict(imports=['nfnet_mm'], allow_failed_imports=False)
-default_scope = 'mmpretrain'
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='NFNet', arch={arch}),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(type='NFNetClsHead', num_classes=10, in_channels={feat}))
-data_preprocessor = dict(num_classes=10, mean=[123.675, 116.28, 103.53],
-                         std=[58.395, 57.12, 57.375], to_rgb=True)
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale={resize}, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size={crop}),
-    dict(type='PackInputs'),
-]
-test_dataloader = dict(batch_size=1, dataset=dict(pipeline=test_pipeline))
-"""
-
-
-def write_config(folder, arch=TINY_ARCH, crop=64, feat=None):
-    feat = feat or arch['widths'][-1] * arch['final_expansion']
-    path = osp.join(str(folder), 'cfg.py')
-    with open(path, 'w') as f:
-        f.write(
-            CONFIG.format(
-                arch=repr(arch), feat=feat, resize=crop + 8, crop=crop))
-    return path
 
 
 def real_image(folder):
@@ -56,7 +26,7 @@ def real_image(folder):
 @pytest.fixture(scope='module')
 def exports(tmp_path_factory):
     folder = tmp_path_factory.mktemp('onnx')
-    cfg = write_config(folder)
+    cfg = write_deploy_config(folder)
     img = real_image(folder)
     reports = {}
     for name, fold in (('folded', True), ('unfolded', False)):
@@ -106,7 +76,7 @@ def test_folded_graph_has_no_weight_standardisation(exports):
 
 @pytest.mark.slow
 def test_cli_json_and_failure_exit(tmp_path, monkeypatch, capsys):
-    cfg = write_config(tmp_path)
+    cfg = write_deploy_config(tmp_path)
     img = real_image(tmp_path)
     out = str(tmp_path / 'm.onnx')
     args = [
@@ -138,7 +108,7 @@ def test_cli_json_and_failure_exit(tmp_path, monkeypatch, capsys):
 
 
 def test_preprocess_uses_pipeline_and_normalisation(tmp_path):
-    model = deploy.build_classifier(write_config(tmp_path))
+    model = deploy.build_classifier(write_deploy_config(tmp_path))
     bgr = (10, 100, 200)
     img = np.empty((30, 50, 3), np.uint8)
     img[:] = bgr
@@ -162,7 +132,7 @@ def test_cli_reads_training_checkpoints_and_names_a_bad_file(tmp_path):
     from mmengine.logging import HistoryBuffer
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    cfg = write_config(tmp_path)
+    cfg = write_deploy_config(tmp_path)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         state = MODELS.build(Config.fromfile(cfg).model).state_dict()
     good, text = str(tmp_path / 'epoch_1.pth'), str(tmp_path / 'notes.pth')

@@ -53,6 +53,7 @@ def test_state_and_largest_batch():
     assert batch * GIB // 4 <= usable - 21000 < (batch + 1) * GIB // 4
 
 
+@pytest.mark.slow
 def test_tiny_arch_table(tmp_path, capsys):
     out = tmp_path / 'memory.json'
     rows = plan_memory.main(['--quick', '--out', str(out)])

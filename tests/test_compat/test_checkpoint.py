@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 import torch
-from foundation_helpers import StopAfterEpoch, make_runner, run_until_stopped
+from helpers import RunsCommand, StopAfterEpoch, make_runner, run_until_stopped
 from mmengine.logging import MMLogger
 from mmengine.runner import checkpoint as mm_ckpt
 from mmengine.runner.checkpoint import _load_checkpoint, find_latest_checkpoint
@@ -85,16 +85,6 @@ def test_real_checkpoint_needs_only_allow_listed_globals(tmp_path):
     assert _load_checkpoint(path, map_location='cpu')['meta']['epoch'] == 1
 
 
-class _RunsCommand:
-    """A pickled object that would run a shell command when unpickled."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f'touch {self.marker}', ))
-
-
 class _ReachesThroughGetattr:
     """Asks the unpickler for getattr(<allowed class>, <non-method
     attribute>)."""
@@ -107,7 +97,7 @@ class _ReachesThroughGetattr:
 def test_malicious_checkpoint_is_refused_and_nothing_runs(tmp_path):
     marker = tmp_path / 'pwned'
     path = str(tmp_path / 'evil.pth')
-    torch.save({'state_dict': {}, 'meta': _RunsCommand(marker)}, path)
+    torch.save({'state_dict': {}, 'meta': RunsCommand(marker)}, path)
 
     for load in (ckpt.load_checkpoint_file, _load_checkpoint):
         with pytest.raises(ckpt_utils.UnsafeCheckpointError) as info:

@@ -5,7 +5,7 @@ import sys
 import textwrap
 
 import pytest
-from foundation_helpers import write_image_folder
+from helpers import write_image_folder
 
 # Run in a fresh interpreter that never imports nfnet_mm itself: only the
 # config's custom_imports can register our modules (GrayToRGB) and opt in to

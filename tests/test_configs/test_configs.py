@@ -1,7 +1,7 @@
 """Every recipe config builds and trains two iterations on CPU (tiny arch).
 
 The F0-F6 ImageNet configs are also checked against the paper's values
-(NFNET_FACTS.md), including the realised optimizer parameter groups.
+(Table 1 and Appendix A), including the realised optimizer parameter groups.
 """
 import copy
 import glob
@@ -13,14 +13,13 @@ import mmcv
 import numpy as np
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, TINY_ARCH
 from mmengine.config import Config
 from mmengine.dataset import BaseDataset, Compose
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmpretrain.registry import DATASETS, MODELS, TRANSFORMS
-from shared_archs import TINY_ARCH
 
 import nfnet_mm  # noqa: F401
 

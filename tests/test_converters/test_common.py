@@ -4,12 +4,11 @@ import argparse
 import os
 import pickle
 import re
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from deploy_helpers import TINY_ARCH, deepmind_tree, run_tool
+from helpers import TINY_ARCH, deepmind_tree, run_tool, timm_tiny_cfg
 
 TIMM = 'tools/model_converters/timm_to_mmpretrain.py'
 DEEPMIND = 'tools/model_converters/deepmind_to_mmpretrain.py'
@@ -17,11 +16,7 @@ DEEPMIND = 'tools/model_converters/deepmind_to_mmpretrain.py'
 
 def timm_state_dict():
     nfnet = pytest.importorskip('timm.models.nfnet')
-    cfg = replace(
-        nfnet._dm_nfnet_cfg((1, 2, 1, 1), channels=(32, 64, 96, 128)),
-        stem_chs=32,
-        group_size=16)
-    return nfnet.NormFreeNet(cfg, num_classes=10).state_dict()
+    return nfnet.NormFreeNet(timm_tiny_cfg(), num_classes=10).state_dict()
 
 
 def _drop(sd, *keys):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from deploy_helpers import F0_ARCH, REPO, TINY_ARCH, deepmind_tree, run_tool
+from helpers import (F0_ARCH, REPO, TINY_ARCH, classifier_cfg, deepmind_tree,
+                     run_tool)
 
 from nfnet_mm.converters import ConversionError, check_converted
 from nfnet_mm.converters.deepmind import (convert_deepmind_file,
@@ -20,18 +21,7 @@ TOOL = 'tools/model_converters/deepmind_to_mmpretrain.py'
 
 def _classifier(arch):
     from mmpretrain.registry import MODELS
-
-    import nfnet_mm  # noqa: F401  (registers NFNet, NFNetClsHead)
-    head = dict(
-        type='NFNetClsHead',
-        num_classes=NUM_CLASSES,
-        in_channels=arch['widths'][-1] * arch['final_expansion'])
-    return MODELS.build(
-        dict(
-            type='ImageClassifier',
-            backbone=dict(type='NFNet', arch=arch),
-            neck=dict(type='GlobalAveragePooling'),
-            head=head)).eval()
+    return MODELS.build(classifier_cfg(arch, NUM_CLASSES)).eval()
 
 
 def _roundtrip(tmp_path, tree, protocol=4):

@@ -4,7 +4,7 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from deploy_helpers import REPO
+from helpers import REPO
 
 from nfnet_mm.converters import (convert_deepmind_params,
                                  convert_timm_state_dict)

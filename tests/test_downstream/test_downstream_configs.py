@@ -7,6 +7,7 @@ is not found.
 """
 import pytest
 import torch
+from helpers import F0_CHANNELS, check_backbone_config, load_downstream_config
 
 pytest.importorskip(
     'mmdet',
@@ -27,9 +28,6 @@ pytest.importorskip(
     'ops and ftfy)',
     exc_type=ImportError)
 
-from _downstream_helpers import F0_CHANNELS  # noqa: E402
-from _downstream_helpers import (check_backbone_config,  # noqa: E402
-                                 load_config)
 from mmengine.registry import DefaultScope  # noqa: E402
 
 from nfnet_mm.models.backbones import NFNet  # noqa: E402
@@ -66,7 +64,7 @@ def test_shipped_config_f0_backbone_matches_the_neck(config):
     Built and run on the ``meta`` device: shapes only, no F0 compute.
     """
     scope = CONFIGS[config]
-    cfg = load_config(config)
+    cfg = load_downstream_config(config)
     assert cfg.default_scope == scope
     check_backbone_config(cfg)
     backbone_cfg = cfg.model.backbone.copy()

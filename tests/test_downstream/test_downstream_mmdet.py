@@ -1,6 +1,9 @@
 """RetinaNet and Faster R-CNN (FPN) with our NFNet backbone in MMDetection."""
 import pytest
 import torch
+from helpers import (F0_CHANNELS, TINY_ARCH, TINY_CHANNELS,
+                     check_backbone_config, check_backbone_grads,
+                     load_downstream_config)
 
 pytest.importorskip(
     'mmdet',
@@ -12,13 +15,6 @@ pytest.importorskip(
     'ops)',
     exc_type=ImportError)
 
-from _downstream_helpers import (  # noqa: E402
-    F0_CHANNELS,
-    TINY_ARCH,  # noqa: E402
-    TINY_CHANNELS,
-    check_backbone_config,
-    check_backbone_grads,
-    load_config)
 from mmengine.registry import DefaultScope  # noqa: E402
 
 from nfnet_mm.models.backbones import NFNet  # noqa: E402
@@ -70,7 +66,7 @@ DETECTORS = {
 
 def _tiny_detector(config: str):
     from mmdet.registry import MODELS
-    cfg = load_config(config)
+    cfg = load_downstream_config(config)
     check_backbone_config(cfg)
     assert cfg.model.neck.in_channels == F0_CHANNELS
     model_cfg = cfg.model

@@ -1,6 +1,9 @@
 """UPerNet with our NFNet backbone in MMSegmentation, built from our config."""
 import pytest
 import torch
+from helpers import (F0_CHANNELS, TINY_ARCH, TINY_CHANNELS,
+                     check_backbone_config, check_backbone_grads,
+                     load_downstream_config)
 
 pytest.importorskip(
     'mmseg',
@@ -12,13 +15,6 @@ pytest.importorskip(
     'ops and ftfy)',
     exc_type=ImportError)
 
-from _downstream_helpers import (  # noqa: E402
-    F0_CHANNELS,
-    TINY_ARCH,  # noqa: E402
-    TINY_CHANNELS,
-    check_backbone_config,
-    check_backbone_grads,
-    load_config)
 from mmengine.registry import DefaultScope  # noqa: E402
 from mmengine.structures import PixelData  # noqa: E402
 
@@ -40,7 +36,7 @@ NUM_CLASSES = 4
 
 def _tiny_upernet(frozen_stages: int = -1):
     from mmseg.registry import MODELS
-    cfg = load_config(CONFIG)
+    cfg = load_downstream_config(CONFIG)
     check_backbone_config(cfg)
     assert cfg.model.decode_head.in_channels == F0_CHANNELS
     assert cfg.model.auxiliary_head.in_channels == F0_CHANNELS[2]

@@ -11,7 +11,7 @@ import logging
 
 import pytest
 import torch
-from _downstream_helpers import TINY_ARCH, load_config
+from helpers import TINY_ARCH, classifier_cfg, load_downstream_config
 from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 from mmengine.runner import save_checkpoint
@@ -28,19 +28,8 @@ def _classifier_state(arch) -> dict:
     gains one) make a tensor that was not loaded visible.
     """
     from mmpretrain.registry import MODELS
-    width = arch['widths'][-1] * arch['final_expansion'] if isinstance(
-        arch, dict) else 3072
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        clf = MODELS.build(
-            dict(
-                type='ImageClassifier',
-                backbone=dict(type='NFNet', arch=arch),
-                neck=dict(type='GlobalAveragePooling'),
-                head=dict(
-                    type='NFNetClsHead',
-                    num_classes=1000,
-                    in_channels=width,
-                    dropout_rate=0.2)))
+        clf = MODELS.build(classifier_cfg(arch))
     gen = torch.Generator().manual_seed(0)
     return {
         k: torch.randn(v.shape, generator=gen).to(v.dtype)
@@ -75,7 +64,7 @@ def _need_mmdet():
 def _detector(arch, checkpoint: str):
     _need_mmdet()
     from mmdet.registry import MODELS
-    cfg = load_config(FASTER_RCNN)
+    cfg = load_downstream_config(FASTER_RCNN)
     cfg.model.backbone.arch = arch
     cfg.model.backbone.init_cfg.checkpoint = checkpoint
     if arch != 'f0':

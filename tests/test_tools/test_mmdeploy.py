@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from deploy_helpers import REPO, TINY_ARCH
+from helpers import REPO, write_deploy_config
 
 pytest.importorskip('onnxruntime')
 if importlib.util.find_spec('mmdeploy') is None:
@@ -21,26 +21,6 @@ if importlib.util.find_spec('mmdeploy') is None:
 STATIC = osp.join(REPO, 'configs/deploy/classification_onnxruntime_static.py')
 DYNAMIC = osp.join(REPO,
                    'configs/deploy/classification_onnxruntime_dynamic.py')
-
-MODEL_CFG = """
-custom_imports = dict(imports=['nfnet_mm'], allow_failed_imports=False)
-default_scope = 'mmpretrain'
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='NFNet', arch={arch!r}),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(type='NFNetClsHead', num_classes=10, in_channels=256))
-data_preprocessor = dict(num_classes=10, mean=[123.675, 116.28, 103.53],
-                         std=[58.395, 57.12, 57.375], to_rgb=True)
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=72, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=64),
-    dict(type='PackInputs'),
-]
-test_dataloader = dict(batch_size=1, dataset=dict(pipeline=test_pipeline))
-"""
 
 
 def test_deploy_configs():
@@ -66,8 +46,7 @@ def test_deploy_configs():
 
 @pytest.mark.slow
 def test_mmdeploy_onnxruntime_end_to_end(tmp_path):
-    cfg = tmp_path / 'tiny.py'
-    cfg.write_text(MODEL_CFG.format(arch=TINY_ARCH))
+    cfg = write_deploy_config(tmp_path)  # the tiny arch
     work = tmp_path / 'work'
     out = subprocess.run([
         sys.executable,

@@ -11,6 +11,7 @@ import textwrap
 import pytest
 import torch
 from helpers import REPO as ROOT
+from helpers import RunsCommand, TinyRunnerNet, load_tool
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
@@ -21,15 +22,6 @@ TOOLS = osp.join(ROOT, 'tools')
 DEMO = osp.join(ROOT, 'configs', 'fashion_mnist',
                 'nfnet-demo_1xb128_fashion-mnist.py')
 FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
-
-
-class _RunsCommand:
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f'touch {self.marker}', ))
 
 
 def _demo_state_dict(**arch):
@@ -54,7 +46,7 @@ def _truncated(path):
 
 
 def _evil(path):
-    torch.save({'state_dict': {}, 'meta': _RunsCommand(path + '.pwned')}, path)
+    torch.save({'state_dict': {}, 'meta': RunsCommand(path + '.pwned')}, path)
     return path
 
 
@@ -223,11 +215,10 @@ def test_tta_tests_the_ema_weights_of_a_demo_run(tmp_path):
 
 def test_ema_of_a_tta_model_keys_weights_as_checkpoints_do():
     """The root cause of TTA testing random weights: the EMA copy's keys."""
-    from foundation_helpers import TinyNet
     from mmpretrain.models import AverageClsScoreTTA
 
     from nfnet_mm.models import NFNetEMA
-    model = TinyNet()
+    model = TinyRunnerNet()
     keys = {'steps'} | {f'module.{k}' for k in model.state_dict()}
     saved = NFNetEMA(
         model).state_dict()  # what EMAHook saves as ema_state_dict
@@ -238,18 +229,9 @@ def test_ema_of_a_tta_model_keys_weights_as_checkpoints_do():
     ema.load_state_dict(saved, strict=True)
 
 
-def _test_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('nfnet_mm_tools_test',
-                                                  osp.join(TOOLS, 'test.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_strict_check_covers_ema_weights_and_non_strict_opts_out(tmp_path):
     from nfnet_mm.utils.checkpoint import CheckpointMismatchError
-    tool = _test_tool()
+    tool = load_tool('test')
     state = _demo_state_dict()
     ema = {
         'steps': torch.tensor(3),
@@ -322,18 +304,18 @@ def test_strict_check_builds_models_that_need_real_tensors(tmp_path):
     path = str(tmp_path / 'convnext.pth')
     torch.save({'state_dict': state}, path)
     cfg = Config(dict(model=model, default_scope='mmpretrain'))
-    _test_tool().check_checkpoint(cfg, path)
+    load_tool('test').check_checkpoint(cfg, path)
     del state['head.fc.bias']
     torch.save({'state_dict': state}, path)
     with pytest.raises(Exception, match='1 missing: head.fc.bias'):
-        _test_tool().check_checkpoint(cfg, path)
+        load_tool('test').check_checkpoint(cfg, path)
 
 
 def test_strict_check_reads_urls_through_mmengine(tmp_path, monkeypatch):
     """A URL (MMPretrain's tool accepts them) goes through MMEngine's
     loader."""
     from mmengine.runner import CheckpointLoader
-    tool = _test_tool()
+    tool = load_tool('test')
     state = _demo_state_dict()
     seen = []
 

@@ -1,6 +1,5 @@
 """tools/train.py and tools/test.py: option handling, --amp, and a CLI run with
 --resume."""
-import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -8,23 +7,14 @@ import sys
 
 import pytest
 import tool_utils as cli
-from foundation_helpers import TINY_CLASSIFIER_CFG, write_image_folder
 from helpers import REPO as ROOT
+from helpers import TINY_CLASSIFIER_CFG, load_tool, write_image_folder
 from mmengine.config import Config
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmpretrain.registry import OPTIM_WRAPPERS
 
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'nfnet_mm_tools_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_tool = _load_tool('train')
-test_tool = _load_tool('test')
+train_tool = load_tool('train')
+test_tool = load_tool('test')
 
 
 @OPTIM_WRAPPERS.register_module(force=True)

@@ -30,8 +30,8 @@ sys.path[:] = [p for p in sys.path if osp.abspath(p or os.curdir) != _HERE]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from nfnet_mm.compat import (enable_safe_checkpoints,  # noqa: E402
-                             torchscript_onnx_exporter)
+from nfnet_mm.compat import enable_safe_checkpoints  # noqa: E402
+from nfnet_mm.compat import torchscript_onnx_exporter  # noqa: E402
 from nfnet_mm.deploy import DEFAULT_ATOL, build_classifier  # noqa: E402
 from nfnet_mm.utils.checkpoint import CheckpointError  # noqa: E402
 

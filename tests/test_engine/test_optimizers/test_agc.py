@@ -2,15 +2,14 @@
 wrappers."""
 import copy
 import logging
-import socket
 import warnings
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from agc_helpers import (TinyNet, ddp_worker, make_batches, reference_agc,
-                         train_steps)
+from helpers import (AGCTestNet, agc_batches, agc_ddp_worker, agc_train_steps,
+                     free_port, reference_agc)
 from mmengine.logging import MessageHub, MMLogger
 from mmengine.optim import OptimWrapper
 
@@ -149,7 +148,7 @@ def test_config_validation():
 # --------------------------------------------------------------- exclusion
 def _grads_after_step(model, wrapper):
     """Raw gradients of one batch, and the gradients after ``step()``."""
-    x, y = make_batches(1, 4)[0]
+    x, y = agc_batches(1, 4)[0]
     with wrapper.optim_context(model):
         loss = F.cross_entropy(model(x), y)
     loss.backward()
@@ -159,7 +158,7 @@ def _grads_after_step(model, wrapper):
 
 
 def test_default_exclusion_is_classifier_weight_only():
-    model = TinyNet()
+    model = AGCTestNet()
     wrapper = _wrapper(model.parameters(), agc=dict(clipping=1e-4))
     raw, clipped = _grads_after_step(model, wrapper)
     assert torch.equal(clipped['head.fc.weight'], raw['head.fc.weight'])
@@ -169,7 +168,7 @@ def test_default_exclusion_is_classifier_weight_only():
 
 
 def test_custom_exclusion_with_pattern():
-    model = TinyNet()
+    model = AGCTestNet()
     wrapper = _wrapper(
         model.parameters(),
         agc=dict(clipping=1e-4, exclude=['conv.*', 'gain']))
@@ -181,24 +180,24 @@ def test_custom_exclusion_with_pattern():
 
 
 def test_exclusion_matching_nothing_fails_before_any_update():
-    model = TinyNet()
+    model = AGCTestNet()
     before = copy.deepcopy(model.state_dict())
     wrapper = _wrapper(
         model.parameters(),
         agc=dict(clipping=0.01, exclude=['head.fc.weigth']))
     with pytest.raises(
             ValueError, match=r"'head\.fc\.weigth' matches no") as e:
-        train_steps(wrapper, model, make_batches(1, 4))
+        agc_train_steps(wrapper, model, agc_batches(1, 4))
     assert 'head.fc.weight' in str(e.value)  # the closest name is offered
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
 
 
 def test_step_without_names_is_a_clear_error():
-    model = TinyNet()
+    model = AGCTestNet()
     wrapper = _wrapper(model.parameters(), agc=dict(clipping=0.01))
     F.cross_entropy(
-        model(make_batches(1, 2)[0][0]),
+        model(agc_batches(1, 2)[0][0]),
         torch.zeros(2, dtype=torch.long)).backward()
     with pytest.raises(RuntimeError, match='bind_model'):
         wrapper.step()
@@ -207,7 +206,7 @@ def test_step_without_names_is_a_clear_error():
 
 
 def test_bind_strips_model_wrapper_prefix():
-    model = TinyNet()
+    model = AGCTestNet()
     wrapped = nn.DataParallel(model)  # a registered model wrapper: module.*
     wrapper = _wrapper(wrapped.parameters(), agc=dict(clipping=0.01))
     wrapper.bind_model(wrapped)
@@ -218,13 +217,13 @@ def test_bind_strips_model_wrapper_prefix():
 # ------------------------------------------------------------ plain / amp map
 def test_agc_none_is_plain_optim_wrapper():
     torch.manual_seed(0)
-    model_a, batches = TinyNet(), make_batches(3, 4)
+    model_a, batches = AGCTestNet(), agc_batches(3, 4)
     model_b = copy.deepcopy(model_a)
     hub = MessageHub.get_instance('agc_none_test')
     plain = OptimWrapper(torch.optim.SGD(model_a.parameters(), lr=0.1))
     ours = _wrapper(model_b.parameters(), agc=None, momentum=0)
-    train_steps(plain, model_a, batches)
-    train_steps(ours, model_b, batches)
+    agc_train_steps(plain, model_a, batches)
+    agc_train_steps(ours, model_b, batches)
     for pa, pb in zip(model_a.parameters(), model_b.parameters()):
         assert torch.equal(pa, pb)
     assert 'train/agc_clip_frac' not in hub.log_scalars
@@ -234,8 +233,8 @@ def test_clip_grad_applies_after_agc():
     """MMEngine's clip_grad composes with AGC: AGC first, then the total
     norm."""
     torch.manual_seed(0)
-    model = TinyNet()
-    x, y = make_batches(1, 4)[0]
+    model = AGCTestNet()
+    x, y = agc_batches(1, 4)[0]
     weights, raw = _raw_grads(model, x, y)
     wrapper = _wrapper(
         model.parameters(),
@@ -264,9 +263,9 @@ def test_accumulation_equals_double_batch():
     Tolerance: rtol 1e-5 / atol 1e-6 (float32 summation order differs).
     """
     torch.manual_seed(0)
-    model_a = TinyNet()
+    model_a = AGCTestNet()
     model_b = copy.deepcopy(model_a)
-    full = make_batches(3, 8)
+    full = agc_batches(3, 8)
     halves = [(x[s], y[s]) for x, y in full
               for s in (slice(0, 4), slice(4, 8))]
     agc = dict(clipping=CLIP)
@@ -276,8 +275,8 @@ def test_accumulation_equals_double_batch():
     calls = []
     clip = acc.agc_clip_
     acc.agc_clip_ = lambda: calls.append(acc._inner_count) or clip()
-    fracs = train_steps(acc, model_a, halves)
-    train_steps(one, model_b, full)
+    fracs = agc_train_steps(acc, model_a, halves)
+    agc_train_steps(one, model_b, full)
     assert calls == [2, 4, 6]  # clipped once per update, on the summed grads
     assert fracs[-1] > 0  # clipping was active
     for (name, pa), pb in zip(model_a.named_parameters(),
@@ -286,25 +285,19 @@ def test_accumulation_equals_double_batch():
 
 
 # --------------------------------------------------------------------- DDP
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ddp_two_ranks_gloo(tmp_path):
     steps, batch, agc = 3, 8, dict(clipping=CLIP)
     torch.multiprocessing.spawn(
-        ddp_worker,
-        args=(2, _free_port(), str(tmp_path), steps, batch, agc),
+        agc_ddp_worker,
+        args=(2, free_port(), str(tmp_path), steps, batch, agc),
         nprocs=2,
         join=True)
     ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
     torch.manual_seed(0)
-    model = TinyNet()
+    model = AGCTestNet()
     single = _wrapper(model.parameters(), agc=agc, lr=0.5)
-    fracs = train_steps(single, model, make_batches(steps, batch))
+    fracs = agc_train_steps(single, model, agc_batches(steps, batch))
     assert ranks[0]['fracs'] == ranks[1]['fracs']
     assert min(ranks[0]['fracs']) > 0  # clipping was active on every step
     assert ranks[0]['fracs'] == pytest.approx(fracs, abs=1e-6)
@@ -321,12 +314,12 @@ def test_ddp_two_ranks_gloo(tmp_path):
 # -------------------------------------------------------------- non-finite
 def test_non_finite_gradient_skips_update(log_records):
     torch.manual_seed(0)
-    model = TinyNet()
+    model = AGCTestNet()
     wrapper = _wrapper(model.parameters(), agc=dict(clipping=CLIP))
-    train_steps(wrapper, model, make_batches(1, 4))  # momentum state exists
+    agc_train_steps(wrapper, model, agc_batches(1, 4))  # momentum state exists
     weights = copy.deepcopy(model.state_dict())
     state = copy.deepcopy(wrapper.optimizer.state_dict())
-    x, y = make_batches(1, 4, seed=2)[0]
+    x, y = agc_batches(1, 4, seed=2)[0]
     with wrapper.optim_context(model):
         loss = F.cross_entropy(model(x), y)
     loss.backward()
@@ -342,13 +335,13 @@ def test_non_finite_gradient_skips_update(log_records):
     assert wrapper.consecutive_skips == 1
     assert any('non-finite gradient' in r.getMessage() for r in log_records)
     # a good step resets the run of skips and moves the weights
-    train_steps(wrapper, model, make_batches(1, 4, seed=3))
+    agc_train_steps(wrapper, model, agc_batches(1, 4, seed=3))
     assert wrapper.consecutive_skips == 0
     assert not torch.equal(model.conv.weight, weights['conv.weight'])
 
 
 def test_consecutive_non_finite_steps_stop_training():
-    model = TinyNet()
+    model = AGCTestNet()
     wrapper = _wrapper(
         model.parameters(), agc=dict(clipping=CLIP), max_consecutive_skips=3)
     wrapper.bind_model(model)
@@ -405,8 +398,8 @@ def _raw_grads(model, x, y, autocast_dtype=None, device='cpu'):
 
 def test_bf16_on_cpu_clips_and_skips(cpu_amp):
     torch.manual_seed(0)
-    model = TinyNet()
-    x, y = make_batches(1, 4)[0]
+    model = AGCTestNet()
+    x, y = agc_batches(1, 4)[0]
     weights, raw = _raw_grads(model, x, y, torch.bfloat16)
     wrapper = AmpAGCOptimWrapper(
         optimizer=torch.optim.SGD(
@@ -440,8 +433,8 @@ def test_bf16_on_cpu_clips_and_skips(cpu_amp):
 
 def test_fp16_loss_scaling_unscales_before_clipping(cpu_amp):
     torch.manual_seed(0)
-    model = TinyNet()
-    x, y = make_batches(1, 4)[0]
+    model = AGCTestNet()
+    x, y = agc_batches(1, 4)[0]
     weights, raw = _raw_grads(model, x, y)
     wrapper = AmpAGCOptimWrapper(
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
@@ -471,8 +464,8 @@ def test_fp16_loss_scaling_unscales_before_clipping(cpu_amp):
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
 def test_amp_on_cuda(dtype):
     torch.manual_seed(0)
-    model = TinyNet().cuda()
-    x, y = (t.cuda() for t in make_batches(1, 4)[0])
+    model = AGCTestNet().cuda()
+    x, y = (t.cuda() for t in agc_batches(1, 4)[0])
     weights, raw = _raw_grads(model, x, y, getattr(torch, dtype), 'cuda')
     wrapper = AmpAGCOptimWrapper(
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
@@ -512,7 +505,7 @@ def test_runner_logs_agc_scalars(tmp_path):
 
         def __init__(self):
             super().__init__()
-            self.net = TinyNet()
+            self.net = AGCTestNet()
 
         def forward(self, inputs, labels=None, mode='tensor'):
             out = self.net(inputs)
@@ -520,7 +513,7 @@ def test_runner_logs_agc_scalars(tmp_path):
                 return dict(loss=F.cross_entropy(out, labels))
             return out
 
-    x, y = make_batches(1, 16)[0]
+    x, y = agc_batches(1, 16)[0]
     data = [dict(inputs=x[i], labels=y[i]) for i in range(16)]
     loader = torch.utils.data.DataLoader(data, batch_size=4)
     runner = Runner(

@@ -2,21 +2,22 @@
 Runner."""
 import copy
 import math
-import socket
+import os
+import subprocess
+import sys
+from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
+from helpers import TESTS, build_sam_model, sam_batch, sam_model_cfg
+from mmengine.optim import OptimWrapper
+from mmpretrain.registry import OPTIM_WRAPPERS
 from torch.func import functional_call
 
-import sam_helpers  # noqa: E402
-from mmengine.optim import OptimWrapper  # noqa: E402
-from mmpretrain.registry import OPTIM_WRAPPERS  # noqa: E402
-from sam_helpers import build_model, make_batch  # noqa: E402
-
-from nfnet_mm.engine.optimizers import AmpSAMOptimWrapper  # noqa: E402
-from nfnet_mm.engine.optimizers import SAMOptimWrapper, amp_optim_wrapper_type
-from nfnet_mm.models.utils import sam_train_step  # noqa: E402
+from nfnet_mm.engine.optimizers import (AmpSAMOptimWrapper, SAMOptimWrapper,
+                                        amp_optim_wrapper_type)
+from nfnet_mm.models.utils import sam_train_step
 
 RHO = 0.05
 LR = 0.1
@@ -65,7 +66,7 @@ def reference_sam_grad(model,
 
 
 def _preprocessed(model, batch_size, seed):
-    data = model.data_preprocessor(make_batch(batch_size, seed), True)
+    data = model.data_preprocessor(sam_batch(batch_size, seed), True)
     return data['inputs'], data['data_samples']
 
 
@@ -82,14 +83,14 @@ def _sam_wrapper(model, **kwargs):
 # ------------------------------------------------------------------- tests
 @pytest.mark.parametrize('adaptive', [False, True])
 def test_sam_step_matches_reference(adaptive):
-    model = build_model()
+    model = build_sam_model()
     wrapper = _sam_wrapper(model, adaptive=adaptive, ascent_fraction=0.2)
     w0 = _snapshot(model)
     inputs, samples = _preprocessed(model, 10, seed=1)
     ref_grads, ref_loss, ref_norm = reference_sam_grad(
         model, inputs, samples, ascent_size=2, adaptive=adaptive)
 
-    log_vars = model.train_step(make_batch(10, seed=1), wrapper)
+    log_vars = model.train_step(sam_batch(10, seed=1), wrapper)
 
     for name, p in model.named_parameters():
         expected = w0[name] - LR * ref_grads[name]
@@ -105,12 +106,12 @@ def test_sam_step_matches_reference(adaptive):
 
 def test_sam_differs_from_plain_step():
     """The perturbation matters: the SAM update is not the plain-SGD update."""
-    model = build_model()
+    model = build_sam_model()
     plain_model = copy.deepcopy(model)
     model.train_step(
-        make_batch(10, 1), _sam_wrapper(model, ascent_fraction=1.0))
+        sam_batch(10, 1), _sam_wrapper(model, ascent_fraction=1.0))
     plain_model.train_step(
-        make_batch(10, 1),
+        sam_batch(10, 1),
         OptimWrapper(torch.optim.SGD(plain_model.parameters(), lr=LR)))
     diff = max((a - b).abs().max().item()
                for a, b in zip(model.parameters(), plain_model.parameters()))
@@ -121,14 +122,14 @@ def test_sam_differs_from_plain_step():
                                                      (0.2, 1, 1), (0.3, 10, 3),
                                                      (1.0, 6, 6), (0.5, 5, 3)])
 def test_ascent_size_is_ceil(fraction, batch, expected):
-    wrapper = _sam_wrapper(build_model(), ascent_fraction=fraction)
+    wrapper = _sam_wrapper(build_sam_model(), ascent_fraction=fraction)
     assert wrapper.ascent_size(batch) == expected
 
 
 def test_preprocessing_and_batch_augments_run_once():
     """Both passes see one augmented batch; the ascent uses its first
     samples."""
-    model = build_model(
+    model = build_sam_model(
         batch_augments=dict(augments=dict(type='Mixup', alpha=1.0)))
     wrapper = _sam_wrapper(model, ascent_fraction=0.3)
     seen, calls = [], []
@@ -142,17 +143,17 @@ def test_preprocessing_and_batch_augments_run_once():
 
     with mock.patch.object(model.data_preprocessor, 'forward',
                            counting_forward):
-        model.train_step(make_batch(10, 2), wrapper)
+        model.train_step(sam_batch(10, 2), wrapper)
     assert len(calls) == 1
     assert [x.shape[0] for x in seen] == [3, 10]
     torch.testing.assert_close(seen[0], seen[1][:3], rtol=0, atol=0)
     # Mixup did change the inputs (so the test would see a second draw).
-    raw = make_batch(10, 2)['inputs']
+    raw = sam_batch(10, 2)['inputs']
     assert not torch.allclose(seen[1], raw)
 
 
 def test_weights_restored_when_descent_raises():
-    model = build_model()
+    model = build_sam_model()
     wrapper = _sam_wrapper(model)
     w0 = _snapshot(model)
     forwards = []
@@ -164,7 +165,7 @@ def test_weights_restored_when_descent_raises():
 
     model.backbone.register_forward_pre_hook(fail_on_descent)
     with pytest.raises(RuntimeError, match='descent failed'):
-        model.train_step(make_batch(10, 3), wrapper)
+        model.train_step(sam_batch(10, 3), wrapper)
     assert not wrapper.is_perturbed
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), w0[name], rtol=0, atol=0)
@@ -175,18 +176,18 @@ def test_gradient_accumulation_perturbs_each_micro_batch():
     perturbs the same w with its own ascent (not polluted by the gradient
     accumulated so far); the optimizer steps once with the mean of the two
     descent gradients."""
-    model = build_model()
+    model = build_sam_model()
     wrapper = _sam_wrapper(model, ascent_fraction=0.2, accumulative_counts=2)
     w0 = _snapshot(model)
     refs = [
         reference_sam_grad(model, *_preprocessed(model, 10, seed), 2)[0]
         for seed in (5, 6)
     ]
-    model.train_step(make_batch(10, 5), wrapper)
+    model.train_step(sam_batch(10, 5), wrapper)
     for name, p in model.named_parameters(
     ):  # no step after the first micro-batch
         torch.testing.assert_close(p.detach(), w0[name], rtol=0, atol=0)
-    model.train_step(make_batch(10, 6), wrapper)
+    model.train_step(sam_batch(10, 6), wrapper)
     for name, p in model.named_parameters():
         grad = (refs[0][name] + refs[1][name]) / 2
         torch.testing.assert_close(
@@ -196,7 +197,7 @@ def test_gradient_accumulation_perturbs_each_micro_batch():
 
 def test_non_finite_ascent_skips_perturbation():
     """A non-finite ascent gradient: no perturbation, the descent runs at w."""
-    model = build_model()
+    model = build_sam_model()
     wrapper = _sam_wrapper(model)
     w0 = _snapshot(model)
     inputs, samples = _preprocessed(model, 10, seed=7)
@@ -210,7 +211,7 @@ def test_non_finite_ascent_skips_perturbation():
         return grad * float('inf') if len(backwards) == 1 else grad
 
     model.head.fc.bias.register_hook(poison_first_backward)
-    log_vars = model.train_step(make_batch(10, 7), wrapper)
+    log_vars = model.train_step(sam_batch(10, 7), wrapper)
     assert float(log_vars['sam_skipped']) == 1
     assert not math.isfinite(float(log_vars['sam_ascent_grad_norm']))
     for (name, p), g in zip(model.named_parameters(), plain):
@@ -219,24 +220,24 @@ def test_non_finite_ascent_skips_perturbation():
 
 
 def test_plain_wrapper_falls_back_to_normal_step():
-    model = build_model()
-    reference = build_model('ImageClassifier')
+    model = build_sam_model()
+    reference = build_sam_model('ImageClassifier')
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=LR))
     ref_wrapper = OptimWrapper(torch.optim.SGD(reference.parameters(), lr=LR))
-    log_vars = model.train_step(make_batch(10, 8), wrapper)
-    reference.train_step(make_batch(10, 8), ref_wrapper)
+    log_vars = model.train_step(sam_batch(10, 8), wrapper)
+    reference.train_step(sam_batch(10, 8), ref_wrapper)
     assert 'sam_ascent_grad_norm' not in log_vars
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
 def test_one_pass_step_with_sam_wrapper_is_refused():
-    model = build_model('ImageClassifier')
+    model = build_sam_model('ImageClassifier')
     with pytest.raises(RuntimeError, match='SAMImageClassifier'):
-        model.train_step(make_batch(4, 0), _sam_wrapper(model))
+        model.train_step(sam_batch(4, 0), _sam_wrapper(model))
     with pytest.raises(TypeError, match='SAM optimizer wrapper'):
         sam_train_step(
-            model, make_batch(4, 0),
+            model, sam_batch(4, 0),
             OptimWrapper(torch.optim.SGD(model.parameters(), lr=LR)))
 
 
@@ -249,7 +250,7 @@ def test_one_pass_step_with_sam_wrapper_is_refused():
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        _sam_wrapper(build_model(), **kwargs)
+        _sam_wrapper(build_sam_model(), **kwargs)
 
 
 def test_registry_and_amp_variant():
@@ -278,7 +279,7 @@ def _cpu_amp_wrapper(model, init_scale=2.0**12, **kwargs):
 
 @pytest.mark.parametrize('agc', [None, dict(clipping=0.01)])
 def test_amp_loss_scaler_used_once_per_update(agc):
-    model = build_model()
+    model = build_sam_model()
     fp32_model = copy.deepcopy(model)
     wrapper = _cpu_amp_wrapper(model, agc=agc)
     scaler = wrapper.loss_scaler
@@ -287,13 +288,13 @@ def test_amp_loss_scaler_used_once_per_update(agc):
                 scaler, 'update', wraps=scaler.update) as update, \
             mock.patch.object(
                 scaler, 'unscale_', wraps=scaler.unscale_) as unscale:
-        log_vars = model.train_step(make_batch(10, 9), wrapper)
+        log_vars = model.train_step(sam_batch(10, 9), wrapper)
     assert step.call_count == update.call_count == 1
     # the descent grads, once (AGC or scaler.step)
     assert unscale.call_count == 1
     assert wrapper.loss_scaler.get_scale() == 2.0**12  # no overflow seen
     fp32_log = fp32_model.train_step(
-        make_batch(10, 9), _sam_wrapper(fp32_model, agc=agc))
+        sam_batch(10, 9), _sam_wrapper(fp32_model, agc=agc))
     # The logged ascent norm is unscaled (bf16 forward: a loose tolerance).
     ratio = float(log_vars['sam_ascent_grad_norm']) / float(
         fp32_log['sam_ascent_grad_norm'])
@@ -305,7 +306,7 @@ def test_amp_loss_scaler_used_once_per_update(agc):
 def test_amp_ascent_overflow_skips_perturbation_not_scale():
     """An inf ascent gradient skips the perturbation; the scaler (which only
     sees the descent gradients) does not back off."""
-    model = build_model()
+    model = build_sam_model()
     w0 = _snapshot(model)
     wrapper = _cpu_amp_wrapper(model)
     backwards = []
@@ -315,7 +316,7 @@ def test_amp_ascent_overflow_skips_perturbation_not_scale():
         return grad * float('inf') if len(backwards) == 1 else grad
 
     model.head.fc.bias.register_hook(poison_first_backward)
-    log_vars = model.train_step(make_batch(10, 10), wrapper)
+    log_vars = model.train_step(sam_batch(10, 10), wrapper)
     assert float(log_vars['sam_skipped']) == 1
     assert wrapper.loss_scaler.get_scale() == 2.0**12
     assert not wrapper.is_perturbed
@@ -326,14 +327,14 @@ def test_amp_ascent_overflow_skips_perturbation_not_scale():
 
 @pytest.mark.cuda
 def test_amp_fp16_step_on_cuda():
-    model = build_model().cuda()
+    model = build_sam_model().cuda()
     wrapper = AmpSAMOptimWrapper(
         optimizer=torch.optim.SGD(model.parameters(), lr=LR),
         rho=RHO,
         dtype='float16',
         loss_scale=dict(init_scale=2.0**10))
     w0 = _snapshot(model)
-    log_vars = model.train_step(make_batch(10, 12), wrapper)
+    log_vars = model.train_step(sam_batch(10, 12), wrapper)
     assert not wrapper.is_perturbed
     assert float(log_vars['sam_skipped']) == 0
     assert float(log_vars['sam_ascent_grad_norm']) > 0
@@ -348,14 +349,14 @@ def test_sam_with_agc_clips_descent_gradient():
     here: unit-wise ratio ||G_i|| / max(||W_i||, eps) capped at lambda; vectors
     are one unit; the classifier weight is excluded."""
     clipping, eps = 0.01, 1e-3
-    model = build_model()
+    model = build_sam_model()
     wrapper = _sam_wrapper(
         model,
         agc=dict(clipping=clipping, eps=eps, exclude=['head.fc.weight']))
     w0 = _snapshot(model)
     inputs, samples = _preprocessed(model, 10, seed=11)
     ref_grads, _, _ = reference_sam_grad(model, inputs, samples, 2)
-    model.train_step(make_batch(10, 11), wrapper)
+    model.train_step(sam_batch(10, 11), wrapper)
     n_clipped = 0
     for name, p in model.named_parameters():
         g, w = ref_grads[name], w0[name]
@@ -374,20 +375,30 @@ def test_sam_with_agc_clips_descent_gradient():
 
 
 # ---------------------------------------------------------------------- DDP
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+DDP_WORKER = Path(__file__).parent / 'sam_ddp_worker.py'
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_gloo():
     """2 CPU processes: ascent not synced (different perturbations), descent
     gradient = all-rank average of the local descent gradients at the local
-    perturbed points, parameters identical across ranks after 3 steps."""
-    import torch.multiprocessing as mp
-    from sam_ddp_worker import run_worker
-    mp.spawn(run_worker, args=(2, _free_port()), nprocs=2, join=True)
+    perturbed points, parameters identical across ranks after 3 steps.
+
+    The worker script spawns the ranks and checks these in each; it imports
+    :mod:`helpers` through ``PYTHONPATH`` (and this module from its folder).
+    """
+    pythonpath = [TESTS] + os.environ.get('PYTHONPATH', '').split(os.pathsep)
+    proc = subprocess.run([sys.executable, str(DDP_WORKER)],
+                          capture_output=True,
+                          text=True,
+                          timeout=600,
+                          env=dict(
+                              os.environ,
+                              OMP_NUM_THREADS='1',
+                              PYTHONPATH=os.pathsep.join(
+                                  filter(None, pythonpath))))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert proc.stdout.splitlines()[-1:] == ['ranks passed: 2'], proc.stdout
 
 
 # ------------------------------------------------------------------- Runner
@@ -399,7 +410,7 @@ def test_runner_trains_with_sam(tmp_path):
         dict(
             default_scope='mmpretrain',
             work_dir=str(tmp_path),
-            model=sam_helpers.model_cfg('SAMImageClassifier'),
+            model=sam_model_cfg('SAMImageClassifier'),
             train_dataloader=dict(
                 batch_size=5,
                 num_workers=0,

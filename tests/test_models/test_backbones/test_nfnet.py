@@ -2,8 +2,8 @@
 import pytest
 import timm
 import torch
+from helpers import TINY_DEEPER_DIFF, TINY_DIFF, classifier_cfg, randomize_
 from mmpretrain.registry import MODELS
-from nfnet_test_utils import TINY, TINY2, classifier_cfg, randomize_
 from timm.models.nfnet import NormFreeNet, _dm_nfnet_cfg
 
 import nfnet_mm  # noqa: F401
@@ -66,7 +66,7 @@ def test_state_dict_keys_follow_design():
 def test_signal_propagation_constants():
     """beta = 1/expected_std; var starts at 1, + alpha^2 per block, reset to
     1 after each stage's transition block."""
-    m = NFNet(TINY2)
+    m = NFNet(TINY_DEEPER_DIFF)
     alpha = 0.2
     expected_var = 1.
     for stage in m.stages:
@@ -100,7 +100,7 @@ def test_signal_propagation_constants():
 
 
 def test_skip_gain_zero_init_makes_blocks_identity_on_residual():
-    m = NFNet(TINY2).eval()
+    m = NFNet(TINY_DEEPER_DIFF).eval()
     assert all(blk.skip_gain.item() == 0 for s in m.stages for blk in s)
     x = torch.randn(1, 32, 8, 8)
     block = m.stages[0][1]  # non-transition
@@ -114,7 +114,7 @@ def test_skip_gain_zero_init_makes_blocks_identity_on_residual():
     (0, [(0, 32, 16)]),
 ])
 def test_out_indices(out_indices, expect):
-    m = NFNet(TINY, out_indices=out_indices).eval()
+    m = NFNet(TINY_DIFF, out_indices=out_indices).eval()
     outs = m(torch.randn(2, 3, 64, 64))
     assert len(outs) == len(expect)
     for out, (idx, ch, size) in zip(outs, expect):
@@ -135,7 +135,7 @@ def test_arch_dict_states_only_what_differs():
     # F1 is F0 with twice the depths
     assert NFNet.parse_arch(
         dict(depths=[2, 4, 12, 6])) == NFNet.parse_arch('f1')
-    full = NFNet(TINY).arch
+    full = NFNet(TINY_DIFF).arch
     assert full['group_width'] == 16 and full['widths'] == [32, 64, 96, 128]
     # the rest is F0's
     assert full['alpha'] == 0.2 and full['stem_strides'] == [2, 1, 1, 2]
@@ -146,39 +146,40 @@ def test_errors():
     with pytest.raises(ValueError, match=r"'f9'.*'f0'.*'f4\+'.*'f7'"):
         NFNet('f9')
     with pytest.raises(ValueError, match=r"\['dephts'\].*'depths'"):
-        NFNet(dict(TINY, dephts=[1, 1]))
+        NFNet(dict(TINY_DIFF, dephts=[1, 1]))
     with pytest.raises(ValueError, match=r"'depths' and 'widths'.*\[1, 1\]"):
-        NFNet(dict(TINY, depths=[1, 1]))
+        NFNet(dict(TINY_DIFF, depths=[1, 1]))
     with pytest.raises(ValueError, match=r"'stem_widths' and 'stem_strides'"):
-        NFNet(dict(TINY, stem_widths=[8, 16]))
+        NFNet(dict(TINY_DIFF, stem_widths=[8, 16]))
     with pytest.raises(ValueError, match=r'4.*-4 \.\.\. 3'):
-        NFNet(TINY, out_indices=(1, 4))
+        NFNet(TINY_DIFF, out_indices=(1, 4))
     with pytest.raises(ValueError, match='-5'):
-        NFNet(TINY, out_indices=-5)
+        NFNet(TINY_DIFF, out_indices=-5)
     with pytest.raises(ValueError, match="'Hardswish'.*'GELU'"):
-        NFNet(TINY, act_cfg=dict(type='Hardswish'))
+        NFNet(TINY_DIFF, act_cfg=dict(type='Hardswish'))
     with pytest.raises(ValueError, match="'valid'"):
-        NFNet(TINY, padding='valid')
+        NFNet(TINY_DIFF, padding='valid')
     with pytest.raises(ValueError, match='frozen_stages'):
-        NFNet(TINY, frozen_stages=5)
+        NFNet(TINY_DIFF, frozen_stages=5)
     with pytest.raises(ValueError, match=r'drop_path_rate .*got 1\.2'):
-        NFNet(TINY, drop_path_rate=1.2)
+        NFNet(TINY_DIFF, drop_path_rate=1.2)
     with pytest.raises(
             ValueError, match=r'depths must be >= 1.*\[1, 0, 1, 1\]'):
-        NFNet(dict(TINY, depths=[1, 0, 1, 1]))
+        NFNet(dict(TINY_DIFF, depths=[1, 0, 1, 1]))
     with pytest.raises(ValueError, match='final_expansion > 0, got .* and 0'):
-        NFNet(dict(TINY, final_expansion=0))
+        NFNet(dict(TINY_DIFF, final_expansion=0))
 
 
 def test_other_activation_and_symmetric_padding():
     x = torch.randn(1, 3, 32, 32)
     torch.manual_seed(0)
-    a = randomize_(NFNet(TINY, act_cfg=dict(type='ReLU'))).eval()
+    a = randomize_(NFNet(TINY_DIFF, act_cfg=dict(type='ReLU'))).eval()
     assert a.gamma == pytest.approx(1.7139588594436646)
     assert a.stem.conv2.input_scale == pytest.approx(1.7139588594436646)
     torch.manual_seed(0)
     b = randomize_(
-        NFNet(TINY, act_cfg=dict(type='ReLU'), padding='symmetric')).eval()
+        NFNet(TINY_DIFF, act_cfg=dict(type='ReLU'),
+              padding='symmetric')).eval()
     b.load_state_dict(a.state_dict(), strict=True)
     ya, yb = a(x)[0], b(x)[0]
     assert ya.shape == yb.shape == (1, 256, 1, 1)
@@ -187,7 +188,7 @@ def test_other_activation_and_symmetric_padding():
 
 @pytest.mark.parametrize('frozen', [0, 2, 4])
 def test_frozen_stages(frozen):
-    m = NFNet(TINY, frozen_stages=frozen)
+    m = NFNet(TINY_DIFF, frozen_stages=frozen)
     m.train()
     frozen_modules = [m.stem] + list(m.stages[:frozen])
     if frozen == 4:
@@ -204,7 +205,7 @@ def test_frozen_stages(frozen):
 
 
 def test_drop_path_schedule():
-    m = NFNet(TINY2, drop_path_rate=0.25)
+    m = NFNet(TINY_DEEPER_DIFF, drop_path_rate=0.25)
     rates = [blk.drop_path.drop_rate for s in m.stages for blk in s]
     n = len(rates)
     assert rates == pytest.approx([0.25 * i / n for i in range(n)])
@@ -227,7 +228,7 @@ def test_stochastic_depth_does_not_rescale():
 
 
 def test_stochastic_depth_in_block():
-    m = randomize_(NFNet(TINY2, drop_path_rate=0.9)).train()
+    m = randomize_(NFNet(TINY_DEEPER_DIFF, drop_path_rate=0.9)).train()
     block = m.stages[0][1]
     x = torch.randn(64, 32, 4, 4)
     block.eval()
@@ -246,8 +247,8 @@ def test_stochastic_depth_in_block():
 
 def test_with_cp_same_gradients():
     torch.manual_seed(0)
-    a = randomize_(NFNet(TINY))
-    b = NFNet(TINY, with_cp=True)
+    a = randomize_(NFNet(TINY_DIFF))
+    b = NFNet(TINY_DIFF, with_cp=True)
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 3, 32, 32)
     for m in (a, b):

@@ -1,7 +1,7 @@
 """NFNet deploy: WS folding, ONNX export, torch.compile."""
 import pytest
 import torch
-from nfnet_test_utils import TINY, TINY2, randomize_
+from helpers import TINY_DEEPER_DIFF, TINY_DIFF, randomize_
 
 import nfnet_mm  # noqa: F401
 from nfnet_mm.models.backbones.nfnet import NFNet
@@ -9,7 +9,7 @@ from nfnet_mm.models.backbones.nfnet import NFNet
 
 def test_switch_to_deploy_tiny_and_roundtrip():
     torch.manual_seed(0)
-    m = randomize_(NFNet(TINY2, out_indices=(0, 1, 2, 3))).eval()
+    m = randomize_(NFNet(TINY_DEEPER_DIFF, out_indices=(0, 1, 2, 3))).eval()
     x = torch.randn(2, 3, 47, 50)
     with torch.no_grad():
         ref = m(x)
@@ -19,7 +19,7 @@ def test_switch_to_deploy_tiny_and_roundtrip():
         torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
     sd = m.state_dict()
     assert not any(k.endswith('.gain') and 'skip' not in k for k in sd)
-    other = NFNet(TINY2, out_indices=(0, 1, 2, 3))
+    other = NFNet(TINY_DEEPER_DIFF, out_indices=(0, 1, 2, 3))
     other.switch_to_deploy()
     other.load_state_dict(sd, strict=True)
     with torch.no_grad():
@@ -44,7 +44,7 @@ def test_onnx_export_static_shape(tmp_path, deploy):
     ort = pytest.importorskip('onnxruntime')
     pytest.importorskip('onnx')
     torch.manual_seed(0)
-    m = randomize_(NFNet(TINY, out_indices=(0, 1, 2, 3))).eval()
+    m = randomize_(NFNet(TINY_DIFF, out_indices=(0, 1, 2, 3))).eval()
     if deploy:
         m.switch_to_deploy()
     x = torch.randn(1, 3, 50, 63)  # even and odd sizes: asymmetric pads
@@ -63,7 +63,7 @@ def test_onnx_export_static_shape(tmp_path, deploy):
 def test_torch_compile_fullgraph():
     """No graph breaks (SAME pads are plain Python ints of the shape)."""
     torch._dynamo.reset()
-    m = randomize_(NFNet(TINY)).eval()
+    m = randomize_(NFNet(TINY_DIFF)).eval()
     x = torch.randn(1, 3, 40, 41)
     compiled = torch.compile(m, backend='eager', fullgraph=True)
     with torch.no_grad():

@@ -7,13 +7,14 @@ is spent.
 """
 import pytest
 import torch
+from helpers import classifier_cfg
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
-from nfnet_test_utils import classifier_cfg
 from torch.utils.flop_counter import FlopCounterMode
 
-# variant: (test resolution, GFLOPs at test resolution), NFNET_FACTS.md / paper
-# Table.
+# variant: (test resolution, GFLOPs at test resolution) as the paper (Brock
+# et al., 2021) gives them: the test resolutions of Table 1 ("Test") and the
+# FLOPs of Table 3 ("#FLOPs", e.g. NFNet-F0 12.38B).
 PAPER = {
     'f0': (256, 12.38),
     'f1': (320, 35.54),

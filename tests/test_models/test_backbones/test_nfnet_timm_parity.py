@@ -13,29 +13,17 @@ How the comparison is made exact instead of loosening the tolerance:
 - timm initialises the skip gains and the conv biases to 0, which would hide
   errors in the residual branches: they (and the gains) are randomised.
 """
-from dataclasses import replace
-
 import pytest
 import timm
 import torch
+from helpers import TIMM_TINY_ARCH, timm_tiny_cfg
 from mmpretrain.registry import MODELS
 from timm.layers import ScaledStdConv2dSame
-from timm.models.nfnet import NormFreeNet, _dm_nfnet_cfg
+from timm.models.nfnet import NormFreeNet
 
 import nfnet_mm  # noqa: F401
 from nfnet_mm.converters import (ConversionError, convert_timm_file,
                                  convert_timm_state_dict, infer_arch)
-
-# a small dm_nfnet-like timm model and our matching arch (for fast tests)
-TIMM_TINY_CFG = replace(
-    _dm_nfnet_cfg((1, 2, 1, 1), channels=(32, 64, 96, 128)),
-    stem_chs=32,
-    group_size=16)
-OUR_TINY = dict(
-    depths=[1, 2, 1, 1],
-    widths=[32, 64, 96, 128],
-    group_width=16,
-    stem_widths=[4, 8, 16, 32])
 
 
 def prepare_timm(model, seed=0, fill_weights=False):
@@ -115,8 +103,8 @@ def test_parity_with_timm(variant, size):
 
 def test_parity_tiny_and_deploy():
     torch.manual_seed(0)
-    ref = prepare_timm(NormFreeNet(TIMM_TINY_CFG, num_classes=7))
-    ours = build_ours(OUR_TINY, num_classes=7, in_channels=256)
+    ref = prepare_timm(NormFreeNet(timm_tiny_cfg(), num_classes=7))
+    ours = build_ours(TIMM_TINY_ARCH, num_classes=7, in_channels=256)
     ours.load_state_dict(
         convert_timm_state_dict(ref.state_dict()), strict=True)
     for size in (33, 48):
@@ -126,7 +114,7 @@ def test_parity_tiny_and_deploy():
 
 
 def test_converter_shapes_and_every_key_used():
-    ref = NormFreeNet(TIMM_TINY_CFG, num_classes=7)
+    ref = NormFreeNet(timm_tiny_cfg(), num_classes=7)
     src = ref.state_dict()
     out = convert_timm_state_dict(src)
     assert len(out) == len(src)
@@ -136,11 +124,12 @@ def test_converter_shapes_and_every_key_used():
                                                                      1)
     assert out['backbone.stages.1.1.skip_gain'].shape == ()
     assert set(out) == set(
-        build_ours(OUR_TINY, num_classes=7, in_channels=256).state_dict())
+        build_ours(TIMM_TINY_ARCH, num_classes=7,
+                   in_channels=256).state_dict())
 
 
 def test_converter_fails_listing_leftovers():
-    src = NormFreeNet(TIMM_TINY_CFG, num_classes=7).state_dict()
+    src = NormFreeNet(timm_tiny_cfg(), num_classes=7).state_dict()
     src['stages.0.0.extra.weight'] = torch.zeros(1)
     src['head.fc.running_mean'] = torch.zeros(1)
     with pytest.raises(ConversionError) as err:
@@ -152,7 +141,7 @@ def test_converter_fails_listing_leftovers():
 
 @pytest.mark.parametrize('fmt', ['pth', 'wrapped', 'safetensors'])
 def test_converter_cli(tmp_path, fmt):
-    ref = prepare_timm(NormFreeNet(TIMM_TINY_CFG, num_classes=7))
+    ref = prepare_timm(NormFreeNet(timm_tiny_cfg(), num_classes=7))
     sd = ref.state_dict()
     if fmt == 'safetensors':
         from safetensors.torch import save_file
@@ -166,7 +155,7 @@ def test_converter_cli(tmp_path, fmt):
     ckpt = torch.load(dst, map_location='cpu', weights_only=True)
     assert set(ckpt) == {'state_dict', 'meta'}
     assert ckpt['meta']['converted_from'] == 'timm'
-    ours = build_ours(OUR_TINY, num_classes=7, in_channels=256)
+    ours = build_ours(TIMM_TINY_ARCH, num_classes=7, in_channels=256)
     ours.load_state_dict(ckpt['state_dict'], strict=True)
     assert_parity(ref, ours, torch.randn(1, 3, 32, 32))
 
@@ -174,14 +163,14 @@ def test_converter_cli(tmp_path, fmt):
 def test_converted_checkpoint_as_backbone_init_cfg(tmp_path):
     """A converted file works as ``init_cfg=dict(type='Pretrained', ...,
     prefix='backbone.')`` (how detectors/segmentors load it)."""
-    ref = prepare_timm(NormFreeNet(TIMM_TINY_CFG, num_classes=7))
+    ref = prepare_timm(NormFreeNet(timm_tiny_cfg(), num_classes=7))
     src, dst = tmp_path / 'm.pth', tmp_path / 'out.pth'
     torch.save(ref.state_dict(), src)
     convert_timm_file(str(src), str(dst))
     backbone = MODELS.build(
         dict(
             type='NFNet',
-            arch=OUR_TINY,
+            arch=TIMM_TINY_ARCH,
             out_indices=(0, 1, 2, 3),
             init_cfg=dict(
                 type='Pretrained', checkpoint=str(dst), prefix='backbone.')))

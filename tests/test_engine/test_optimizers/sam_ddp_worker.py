@@ -1,18 +1,23 @@
-"""Worker of the 2-process gloo DDP SAM test (spawned by test_sam.py)."""
+"""The 2-process gloo DDP SAM test's script (run by test_sam.py).
+
+``python sam_ddp_worker.py`` spawns two ranks that run :func:`run_worker`
+and prints ``ranks passed: 2`` when both passed; a failed check in a rank
+fails the script. :mod:`helpers` must be importable (test_sam.py puts
+tests/ in ``PYTHONPATH``); ``test_sam`` is found beside this script.
+"""
 import os
 
 import torch
 import torch.distributed as dist
+from helpers import build_sam_model, free_port, sam_batch
 from mmengine.optim import OptimWrapper
 from mmpretrain.registry import MODEL_WRAPPERS
+from test_sam import LR, reference_sam_grad
 
-from sam_helpers import build_model, make_batch  # noqa: E402
-from test_sam import LR, reference_sam_grad  # noqa: E402
+from nfnet_mm.engine.model_wrappers import SAMDistributedDataParallel
+from nfnet_mm.engine.optimizers import SAMOptimWrapper
 
-from nfnet_mm.engine.model_wrappers import \
-    SAMDistributedDataParallel  # noqa: E402
-from nfnet_mm.engine.optimizers import SAMOptimWrapper  # noqa: E402
-
+WORLD_SIZE = 2
 BATCH = 6
 ASCENT = 3  # ceil(0.5 * 6)
 
@@ -35,7 +40,7 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
     try:
         # Different seeds per rank: DDP must broadcast rank 0's initial
         # weights.
-        model = build_model(seed=rank)
+        model = build_sam_model(seed=rank)
         # as the Runner builds it from model_wrapper_cfg
         ddp = MODEL_WRAPPERS.build(
             dict(type='SAMDistributedDataParallel', module=model))
@@ -57,7 +62,7 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
         for step in range(3):
             seed = 100 * step + rank  # the ranks' data differ
             w = {n: p.detach().clone() for n, p in model.named_parameters()}
-            data = model.data_preprocessor(make_batch(BATCH, seed), True)
+            data = model.data_preprocessor(sam_batch(BATCH, seed), True)
             local, _, _ = reference_sam_grad(
                 model, data['inputs'], data['data_samples'], ASCENT, w=w)
             local = _flat(local[n] for n in names)
@@ -66,7 +71,7 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
             expected /= world_size
 
             seen_weights.clear()
-            log_vars = ddp.train_step(make_batch(BATCH, seed), wrapper)
+            log_vars = ddp.train_step(sam_batch(BATCH, seed), wrapper)
             assert len(seen_weights) == 2, len(seen_weights)
             w_flat = _flat(w[n] for n in names)
             # ascent at w, descent at the local perturbed point
@@ -92,10 +97,20 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
         # A non-SAM optimizer wrapper: the normal one-pass DDP step.
         seen_weights.clear()
         plain = OptimWrapper(torch.optim.SGD(ddp.parameters(), lr=LR))
-        log_vars = ddp.train_step(make_batch(BATCH, 1000 + rank), plain)
+        log_vars = ddp.train_step(sam_batch(BATCH, 1000 + rank), plain)
         assert len(
             seen_weights) == 1 and 'sam_ascent_grad_norm' not in log_vars
         params = _gather(_flat(model.parameters()), world_size)
         torch.testing.assert_close(params[0], params[1], rtol=0, atol=0)
     finally:
         dist.destroy_process_group()
+
+
+if __name__ == '__main__':
+    import torch.multiprocessing as mp
+    mp.spawn(
+        run_worker,
+        args=(WORLD_SIZE, free_port()),
+        nprocs=WORLD_SIZE,
+        join=True)
+    print(f'ranks passed: {WORLD_SIZE}')
