@@ -16,7 +16,7 @@ How the comparison is made exact instead of loosening the tolerance:
 import pytest
 import timm
 import torch
-from helpers import TIMM_TINY_ARCH, timm_tiny_cfg
+from helpers import TIMM_TINY_ARCH, classifier_cfg, timm_tiny_cfg
 from mmpretrain.registry import MODELS
 from timm.layers import ScaledStdConv2dSame
 from timm.models.nfnet import NormFreeNet
@@ -51,21 +51,11 @@ def prepare_timm(model, seed=0, fill_weights=False):
     return model.eval()
 
 
-def build_ours(arch, num_classes=1000, in_channels=None, matched=True):
-    in_channels = in_channels or 3072
+def build_ours(arch, num_classes=1000, matched=True):
     matched = dict(
         act_cfg=dict(type='GELU', approximate='none'),
         ws_eps=0.) if matched else {}
-    return MODELS.build(
-        dict(
-            type='ImageClassifier',
-            backbone=dict(type='NFNet', arch=arch, **matched),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(
-                type='NFNetClsHead',
-                num_classes=num_classes,
-                in_channels=in_channels,
-                dropout_rate=0.2))).eval()
+    return MODELS.build(classifier_cfg(arch, num_classes, **matched)).eval()
 
 
 def assert_parity(ref, ours, x):
@@ -104,7 +94,7 @@ def test_parity_with_timm(variant, size):
 def test_parity_tiny_and_deploy():
     torch.manual_seed(0)
     ref = prepare_timm(NormFreeNet(timm_tiny_cfg(), num_classes=7))
-    ours = build_ours(TIMM_TINY_ARCH, num_classes=7, in_channels=256)
+    ours = build_ours(TIMM_TINY_ARCH, num_classes=7)
     ours.load_state_dict(
         convert_timm_state_dict(ref.state_dict()), strict=True)
     for size in (33, 48):
@@ -124,8 +114,7 @@ def test_converter_shapes_and_every_key_used():
                                                                      1)
     assert out['backbone.stages.1.1.skip_gain'].shape == ()
     assert set(out) == set(
-        build_ours(TIMM_TINY_ARCH, num_classes=7,
-                   in_channels=256).state_dict())
+        build_ours(TIMM_TINY_ARCH, num_classes=7).state_dict())
 
 
 def test_converter_fails_listing_leftovers():
@@ -155,7 +144,7 @@ def test_converter_cli(tmp_path, fmt):
     ckpt = torch.load(dst, map_location='cpu', weights_only=True)
     assert set(ckpt) == {'state_dict', 'meta'}
     assert ckpt['meta']['converted_from'] == 'timm'
-    ours = build_ours(TIMM_TINY_ARCH, num_classes=7, in_channels=256)
+    ours = build_ours(TIMM_TINY_ARCH, num_classes=7)
     ours.load_state_dict(ckpt['state_dict'], strict=True)
     assert_parity(ref, ours, torch.randn(1, 3, 32, 32))
 
