@@ -1,11 +1,6 @@
 """Export a classifier to ONNX and check the graph with onnxruntime.
 
-The one export path of the package (:func:`export_and_check`): build, fold the
-weight standardisation (``switch_to_deploy``), export with the TorchScript
-exporter, compare onnxruntime's logits with PyTorch's on a real image.
-``tools/deploy/mmdeploy.py`` runs MMDeploy's own pipeline instead and checks
-it with :func:`build_classifier` (see :mod:`nfnet_mm.compat.onnx`).
-"""
+``tools/deploy/mmdeploy.py`` runs MMDeploy's pipeline instead."""
 import copy
 import os
 import os.path as osp
@@ -43,8 +38,8 @@ class _Logits(nn.Module):
 
 
 def build_classifier(config, checkpoint: Optional[str] = None) -> nn.Module:
-    """Build the model of ``config`` (file or Config) in eval mode and load
-    ``checkpoint`` (None or ``'none'``: the constructors' random weights)."""
+    """Build ``config``'s model (file or Config) in eval mode and load
+    ``checkpoint`` (None or ``'none'``: random weights)."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
@@ -90,8 +85,7 @@ def preprocess(model: nn.Module,
     Args:
         model (nn.Module): Model built by :func:`build_classifier`.
         img (np.ndarray): uint8 HWC image.
-        shape (Sequence[int], optional): ``(H, W)`` to resize the input to
-            (bilinear). Defaults to None.
+        shape (Sequence[int], optional): ``(H, W)`` to resize to (bilinear).
     """
     from mmcv.transforms import Compose
     from mmpretrain.registry import TRANSFORMS  # noqa: F401
@@ -124,23 +118,14 @@ def export_onnx(model: nn.Module,
                 opset: int = 17,
                 dynamic_batch: bool = False,
                 constant_folding: bool = True) -> None:
-    """Export ``model(inputs, mode='tensor')`` with the TorchScript exporter
-    to ``out``, the batch axis dynamic with ``dynamic_batch``.
+    """Export ``model(inputs, mode='tensor')`` to ``out`` (TorchScript).
 
-    Note: unfolded (no ``switch_to_deploy()``), torch 2.14's exporter merges
-    equal-valued gains and biases into one initializer but names them apart:
-    an invalid graph. Pass ``constant_folding=False`` for unfolded models:
-    the initializers are then also kept as (unmerged) graph inputs.
+    Unfolded models need ``constant_folding=False``: torch 2.14's exporter
+    merges equal gains and biases into one misnamed initializer otherwise.
     """
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    dynamic_axes = ({
-        'input': {
-            0: 'batch'
-        },
-        'output': {
-            0: 'batch'
-        }
-    } if dynamic_batch else None)
+    dynamic_axes = dict(
+        input={0: 'batch'}, output={0: 'batch'}) if dynamic_batch else None
     with torch.no_grad():
         torch.onnx.export(
             _Logits(model).eval(), (inputs, ),
@@ -166,8 +151,7 @@ def ort_session(onnx_file: str,
                 threads: Optional[int] = None,
                 optimize: bool = True):
     """A CPU onnxruntime session with ``threads`` intra-op threads (None:
-    onnxruntime's choice); ``optimize=False`` disables every graph
-    optimisation (they constant-fold computations on initializers)."""
+    onnxruntime's choice); ``optimize=False`` disables graph optimisation."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     if not optimize:
@@ -192,13 +176,8 @@ def export_and_check(config: str,
                      threads: Optional[int] = None) -> dict:
     """Build, fold (unless ``fold=False``), export, check with onnxruntime.
 
-    ``img`` (:func:`load_image`) goes through :func:`preprocess`; the
-    reference is the PyTorch model before folding. With ``dynamic_batch`` a
-    batch of two is checked too.
-
-    Returns ``max_abs_diff``, ``ops`` (histogram), ``folded`` and shapes;
-    raises :class:`ExportError` if onnxruntime differs from PyTorch by more
-    than ``atol`` (and removes ``out``).
+    The reference is the unfolded model on ``img`` (and a batch of two with
+    ``dynamic_batch``); a difference above ``atol`` removes ``out``.
     """
     model = build_classifier(config, checkpoint)
     inputs = preprocess(model, load_image(img), shape)

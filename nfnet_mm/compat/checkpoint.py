@@ -1,21 +1,6 @@
-"""MMEngine checkpoints under torch's weights-only loading, saved atomically.
-
-Targets MMEngine <= 0.10.7 (:data:`TARGETED_MMENGINE`; the newest release):
-
-- Since torch 2.6 ``torch.load`` is weights-only by default, and MMEngine's
-  loader passes no ``weights_only``: a ``Runner`` cannot resume (or
-  ``tools/test.py`` load) its own checkpoints, which pickle a
-  ``HistoryBuffer`` and numpy objects (open-mmlab/mmengine#1655; the fix
-  proposed upstream, #1650, loads with ``weights_only=False``, which we never
-  do for files a user did not write). :func:`load_checkpoint_file` allows
-  exactly those types (:data:`SAFE_CHECKPOINT_GLOBALS`).
-- MMEngine writes checkpoints and ``last_checkpoint`` in place: a save killed
-  half-way leaves a truncated file that ``--resume`` picks.
-
-:func:`enable_safe_checkpoints` is the opt-in (our configs' ``custom_imports``
-name :mod:`nfnet_mm.compat.safe_checkpoints`); on an MMEngine newer than the
-targeted one it changes nothing and says so once.
-"""
+"""MMEngine (<= 0.10.7) checkpoints under torch's weights-only loading (torch
+>= 2.6, which MMEngine cannot resume from), saved atomically; never with
+``weights_only=False``. :func:`enable_safe_checkpoints` is the opt-in."""
 import contextlib
 import os
 import os.path as osp
@@ -51,20 +36,17 @@ _HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 
 
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
-    """``builtins.getattr`` while unpickling: HistoryBuffer's statistics
-    methods only."""
+    """``getattr`` while unpickling: HistoryBuffer's statistics only."""
     if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
         return getattr(HistoryBuffer, name)
     raise UnsafeCheckpointError(
         f'the checkpoint asks for getattr({obj!r}, {name!r}); only '
         f'getattr(HistoryBuffer, m) for m in {list(_HISTORY_BUFFER_METHODS)} '
-        'is allowed'
-    )
+        'is allowed')
 
 
 def _safe_globals() -> List[Tuple[Any, str]]:
-    """Numpy objects under their numpy 1.x and 2.x names, HistoryBuffer,
-    getattr."""
+    """Numpy objects (1.x and 2.x names), HistoryBuffer, getattr."""
     multiarray = (np._core
                   if hasattr(np, '_core') else np.core).multiarray  # numpy 2|1
     entries = [(HistoryBuffer,
@@ -74,8 +56,7 @@ def _safe_globals() -> List[Tuple[Any, str]]:
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         entries += [(multiarray.scalar, f'{module}.scalar'),
                     (multiarray._reconstruct, f'{module}._reconstruct')]
-    # numpy >= 1.25 may pickle a dtype through its class
-    # (np.dtypes.Float64DType).
+    # numpy >= 1.25 may pickle a dtype as its class (np.dtypes.Float64DType)
     if hasattr(np, 'dtypes'):
         for code in '?bhilqBHILQefdgFDG':
             cls = type(np.dtype(code))
@@ -83,14 +64,11 @@ def _safe_globals() -> List[Tuple[Any, str]]:
     return entries
 
 
-#: ``(object, pickled name)`` pairs: what a checkpoint of MMEngine 0.10.7's
-#: ``Runner`` (message hub, optimizer, schedulers, EMA, our hooks) holds beyond
-#: torch's defaults.
+#: ``(object, name)`` pairs MMEngine 0.10.7 checkpoints hold beyond torch's.
 SAFE_CHECKPOINT_GLOBALS: List[Tuple[Any, str]] = _safe_globals()
 
-# torch >= 2.6 loads weights-only by default and lets
-# TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 lift that for callers that pass nothing:
-# there we pass nothing, before we insist.
+# torch >= 2.6: pass nothing (weights-only by default, which the user may lift
+# with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1); older torch: insist.
 _WEIGHTS_ONLY = (None if digit_version(torch.__version__)
                  >= digit_version('2.6.0') else True)
 
@@ -106,20 +84,11 @@ def _allow_listed() -> contextlib.AbstractContextManager:
 
 def load_checkpoint_file(path: Union[str, os.PathLike],
                          map_location: Any = 'cpu') -> Any:
-    """Load a checkpoint file weights-only, with one clear error naming the
-    file.
+    """Load a checkpoint file weights-only, with one clear error naming it.
 
     Args:
         path (str | os.PathLike): The checkpoint file.
         map_location (Any): As in :func:`torch.load`. Defaults to ``'cpu'``.
-
-    Returns:
-        Any: What the file holds (a state dict or an MMEngine checkpoint dict).
-
-    Raises:
-        NotACheckpointError: The file is missing, empty, truncated or not a
-            checkpoint.
-        UnsafeCheckpointError: The file pickles objects outside the allow-list.
     """
     path = osp.expanduser(os.fspath(path))
     if not osp.isfile(path):
@@ -130,7 +99,6 @@ def load_checkpoint_file(path: Union[str, os.PathLike],
             return torch.load(
                 path, map_location=map_location, weights_only=_WEIGHTS_ONLY)
     except Exception as err:  # noqa: BLE001
-        # every failure becomes one of two errors
         names = forbidden_globals(err)
         if names:
             raise UnsafeCheckpointError(
@@ -149,8 +117,7 @@ def load_checkpoint_file(path: Union[str, os.PathLike],
 
 
 def _is_torch_archive(path: str) -> bool:
-    """Whether ``path`` is a complete zip archive holding a pickled
-    ``data.pkl``."""
+    """Whether ``path`` is a complete zip archive holding a ``data.pkl``."""
     try:
         with zipfile.ZipFile(path) as archive:
             return any(
@@ -160,8 +127,7 @@ def _is_torch_archive(path: str) -> bool:
 
 
 def load_from_local(filename: str, map_location: Any = None) -> Any:
-    """MMEngine's local loader (same name: its log line is unchanged), made
-    safe."""
+    """MMEngine's local loader (same name, same log line), made safe."""
     return load_checkpoint_file(filename, map_location=map_location)
 
 
@@ -169,8 +135,7 @@ def atomic_save_checkpoint(checkpoint: dict,
                            filename: str,
                            file_client_args=None,
                            backend_args=None) -> None:
-    """MMEngine's ``save_checkpoint``, atomic for local files; others go to
-    MMEngine's."""
+    """MMEngine's ``save_checkpoint``, atomic for local files."""
     if (file_client_args is not None or str(filename).startswith('pavi://')
             or not isinstance(
                 get_file_backend(filename, backend_args=backend_args),
@@ -182,8 +147,7 @@ def atomic_save_checkpoint(checkpoint: dict,
 
 
 def _hook_open(file: Any, mode: str = 'r', *args, **kwargs) -> IO:
-    """``open`` for ``CheckpointHook``: its ``last_checkpoint`` write becomes
-    atomic."""
+    """``open`` for ``CheckpointHook``: ``last_checkpoint`` writes atomic."""
     if (mode == 'w' and not args and not kwargs
             and isinstance(file, (str, os.PathLike))
             and osp.basename(os.fspath(file)) == 'last_checkpoint'):
@@ -197,16 +161,10 @@ _enabled = False
 def enable_safe_checkpoints() -> None:
     """The opt-in: MMEngine loads checkpoints safely and saves them atomically.
 
-    Idempotent; call it before a ``Runner`` resumes or loads (our tools do; for
-    any tool, ``'nfnet_mm.compat.safe_checkpoints'`` in ``custom_imports``).
-    torch's safe globals gain :data:`SAFE_CHECKPOINT_GLOBALS` (for every
-    scheme), ``CheckpointLoader``'s local scheme becomes
-    :func:`load_from_local`, ``save_checkpoint`` where MMEngine's runners look
-    it up becomes :func:`atomic_save_checkpoint`, and ``CheckpointHook`` writes
-    ``last_checkpoint`` through :func:`atomic_write`. MMEngine 0.10.7 otherwise
-    cannot resume its own checkpoints under torch's weights-only default (>=
-    2.6), and a save killed half-way leaves a truncated file that ``--resume``
-    picks.
+    Idempotent; call it before a ``Runner`` resumes or loads. Adds
+    :data:`SAFE_CHECKPOINT_GLOBALS` to torch's safe globals and patches
+    MMEngine's local loader, ``save_checkpoint`` and ``CheckpointHook``'s
+    ``last_checkpoint`` write; on an MMEngine newer than 0.10.7: a no-op.
     """
     global _enabled
     if _enabled:

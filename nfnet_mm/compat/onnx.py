@@ -1,11 +1,6 @@
 """MMDeploy 1.3.1 under torch >= 2.9: the TorchScript ONNX exporter.
 
-torch 2.9 made ``torch.onnx.export`` use the dynamo exporter by default.
-MMDeploy 1.3.1 (the newest release) passes no ``dynamo``, and its rewriters
-patch TorchScript tracing only. :func:`torchscript_onnx_exporter` restores the
-old default while an export runs; our own exporter passes ``dynamo=False``
-itself.
-"""
+torch 2.9 exports with dynamo by default; MMDeploy's rewriters need tracing."""
 import contextlib
 import functools
 import inspect
@@ -19,11 +14,8 @@ __all__ = ['torchscript_onnx_exporter']
 
 @contextlib.contextmanager
 def torchscript_onnx_exporter() -> Iterator[None]:
-    """Inside: ``torch.onnx.export`` defaults to ``dynamo=False``.
-
-    A no-op where ``torch.onnx.export`` has no ``dynamo`` argument (torch
-    < 2.5) or does not default to it (torch < 2.9).
-    """
+    """Inside: ``torch.onnx.export`` defaults to ``dynamo=False`` (a no-op on
+    torch < 2.9 or where it has no ``dynamo`` argument)."""
     original = torch.onnx.export
     if (digit_version(torch.__version__) < digit_version('2.9.0')
             or 'dynamo' not in inspect.signature(original).parameters):

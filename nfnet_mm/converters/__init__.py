@@ -1,8 +1,6 @@
 """Weight converters (DeepMind's Haiku files, timm's dm_nfnet) to our keys.
 
-Not imported by ``import nfnet_mm``; the command lines are
-``tools/model_converters/{deepmind,timm}_to_mmpretrain.py``.
-"""
+Not imported by ``import nfnet_mm``; CLIs in ``tools/model_converters/``."""
 from .common import ConversionError, check_converted, infer_arch
 from .deepmind import convert_deepmind_file, convert_deepmind_params
 from .timm import convert_timm_file, convert_timm_state_dict

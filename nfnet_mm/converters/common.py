@@ -1,6 +1,5 @@
-"""What both weight converters share: one error type, the arch read from the
-tensors, the exact check against ``NFNet(arch)`` on the ``meta`` device, and
-an atomic save after every check passed."""
+"""What both weight converters share: the error type, the arch read from the
+tensors and the exact check against ``NFNet(arch)`` on the ``meta`` device."""
 import re
 import sys
 from typing import Callable, Dict, Iterable, Union
@@ -21,9 +20,8 @@ class ConversionError(ValueError):
 
 def unreadable_error(path: str, err: BaseException,
                      expected: str) -> ConversionError:
-    """One error for an unreadable file: the forbidden objects it names
-    (``err.names`` or torch's ``GLOBAL`` message), else what the file is;
-    never its bytes."""
+    """One error for an unreadable file: its forbidden objects, else what the
+    file is; never its bytes."""
     names = forbidden_globals(err)
     if names:
         return ConversionError(
@@ -50,11 +48,9 @@ def _ratio(num: int, den: int) -> float:
 
 
 def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Union[str, dict]:
-    """The NFNet arch of converted ``backbone.*`` weights: a name of
-    ``NFNet.arch_settings`` when depths and widths match one, else an arch
-    dict read from the shapes (``alpha`` and the strides, which no shape
-    shows, are F0's; a shortcut in a block that keeps the width means a
-    stride of 2)."""
+    """The NFNet arch of ``backbone.*`` weights: a name of ``arch_settings``
+    if depths and widths match one, else a dict read from the shapes (F0's
+    ``alpha`` and strides; a shortcut that keeps the width means stride 2)."""
     from ..models.backbones.nfnet import NFNet
     blocks = [
         tuple(map(int, m.groups()))
@@ -116,12 +112,7 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
 
     Args:
         unused (Iterable[str]): Source keys no rule converted.
-        source_name (Callable): Names a target key as the source calls it
-            (for the missing ones). Defaults to the target name.
-
-    Raises:
-        ConversionError: Naming every unused, missing, unexpected and
-            mismatched key in one message.
+        source_name (Callable): A target key's name in the source.
     """
     from ..models.backbones.nfnet import NFNet
     try:
@@ -160,8 +151,7 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
 
 
 def run_converter(convert: Callable[[], dict], dst: str) -> int:
-    """Run a converter for a command line: one line on success, or the
-    :class:`ConversionError` and exit code 1."""
+    """Run ``convert`` for a CLI: print one line, or the error and return 1."""
     try:
         ckpt = convert()
     except (ConversionError, FileNotFoundError) as err:

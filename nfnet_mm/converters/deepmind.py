@@ -1,22 +1,6 @@
-"""DeepMind's released NFNet weights (Haiku) -> an nfnet_mm checkpoint.
+"""DeepMind's NFNet weights (Haiku, ``F{0..6}_haiku.npz``) -> our checkpoint.
 
-DeepMind publishes ``F{0..6}_haiku.npz`` (https://storage.googleapis.com/
-dm-nfnets/). Despite the suffix these files are pickles (written with
-``dill``) of Haiku's two-level parameter dict ``{module: {param: array}}``:
-
-- ``NFNet/~/stem_conv{0..3}`` -> ``backbone.stem.conv{1..4}``
-- ``NFNet/~/nf_block[_k]`` (k counted over all blocks; the first is
-  unnumbered), param ``skip_gain`` -> ``backbone.stages.S.B.skip_gain``
-- ``.../~/conv0, conv1, conv1b, conv2`` -> ``...conv1, conv2, conv2b, conv3``
-- ``.../~/conv_shortcut`` -> ``...shortcut.conv``
-- ``.../~/squeeze_excite/~/linear, linear_1`` -> ``...se.fc1, se.fc2``
-- ``NFNet/~/final_conv`` -> ``backbone.final_conv``; ``NFNet/~/linear`` ->
-  ``head.fc``
-
-Convolutions' ``w`` (HWIO) and linears' ``w`` (IO) become ``weight`` (OIHW,
-OI); ``b`` becomes ``bias``. Every parameter must be converted and fill
-``NFNet(arch)`` exactly. The pickle is read with :class:`SafeNumpyUnpickler`;
-a real ``.npz`` (keys ``'<module>/<param>'``) with ``allow_pickle=False``.
+Despite the suffix these are ``dill`` pickles of ``{module: {param: array}}``.
 """
 import importlib
 import io
@@ -53,13 +37,8 @@ _BLOCK_PARTS = {
     f'squeeze_excite{SEP}linear': 'se.fc1',
     f'squeeze_excite{SEP}linear_1': 'se.fc2'
 }
-_PARAMS = {
-    'w': 'weight',
-    'b': 'bias',
-    'gain': 'gain',
-    'bias': 'bias',
-    'skip_gain': 'skip_gain'
-}
+_PARAMS = dict(
+    w='weight', b='bias', gain='gain', bias='bias', skip_gain='skip_gain')
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -90,8 +69,7 @@ def _dill_create_array(f: Callable,
                        args: tuple,
                        state: Any,
                        npdict: Optional[dict] = None) -> np.ndarray:
-    # dill pickles an ndarray as _create_array(f, args, state, npdict); ``f``
-    # was itself resolved through the allow-list (numpy's _reconstruct)
+    # dill's ndarray pickle; ``f`` came through the allow-list (_reconstruct)
     if npdict:
         raise UnsafePickleError('an ndarray subclass with attributes')
     array = f(*args)
@@ -120,9 +98,8 @@ def _allowed_globals() -> Dict[Tuple[str, str], Callable]:
 
 
 class SafeNumpyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only NumPy's array/scalar/dtype builders,
-    ``OrderedDict``, latin-1 ``_codecs.encode`` and dill's array wrapper
-    (re-implemented); any other global raises :class:`UnsafePickleError`."""
+    """Unpickler allowing only NumPy's array, scalar and dtype builders,
+    ``OrderedDict``, latin-1 ``_codecs.encode`` and dill's array wrapper."""
 
     _table: Optional[Dict[Tuple[str, str], Callable]] = None
 
@@ -139,12 +116,7 @@ class SafeNumpyUnpickler(pickle.Unpickler):
 
 def load_deepmind_file(path: str) -> Params:
     """Read a DeepMind pickle (``*_haiku.npz``) or a real ``.npz`` safely as
-    ``{module: {param: array}}``.
-
-    Raises:
-        ConversionError: The file is no parameter file, refers to objects
-            outside the allow-list, or holds anything but float arrays.
-    """
+    ``{module: {param: float array}}``."""
     with open(path, 'rb') as f:
         data = f.read()
     try:
@@ -187,9 +159,8 @@ def _block_names(params: Params, root: str) -> Dict[int, str]:
 
 
 def infer_depths(params: Params, root: str = 'NFNet') -> Tuple[str, List[int]]:
-    """The NFNet-F variant name and depths from the number of blocks and the
-    last width: ``12 n`` blocks mean depths ``[n, 2n, 6n, 3n]``, i.e. F(n-1);
-    a final width of 2048 with ``n = 5`` means F4+."""
+    """The NFNet-F name and depths: ``12 n`` blocks mean ``[n, 2n, 6n, 3n]``,
+    i.e. F(n-1), or F4+ if ``n = 5`` and the last width is 2048."""
     num_blocks = len(_block_names(params, root))
     if num_blocks == 0 or num_blocks % 12:
         raise ConversionError(
@@ -218,13 +189,8 @@ def convert_deepmind_params(params: Params,
     Args:
         params (dict): ``{module: {param: array}}`` as Haiku stores it.
         depths (Sequence[int]): Blocks per stage (to place block ``k``).
-        arch (str | dict, optional): The NFNet arch to fill. Defaults to the
-            one the tensors show (:func:`~.common.infer_arch`).
+        arch (str | dict, optional): The arch to fill; None infers it.
         root (str): The network's Haiku name. Defaults to ``'NFNet'``.
-
-    Raises:
-        ConversionError: A block count that does not match ``depths``, or
-            every key that does not fill the model exactly, in one message.
     """
     positions = [(s, b) for s, d in enumerate(depths) for b in range(d)]
     blocks = _block_names(params, root)
@@ -247,10 +213,8 @@ def convert_deepmind_params(params: Params,
         elif re.fullmatch(r'stem_conv\d+', parts[1]) and not tail:
             prefix = f'backbone.stem.conv{int(parts[1][9:]) + 1}'
         elif parts[1] in ('final_conv', 'linear') and not tail:
-            prefix = {
-                'final_conv': 'backbone.final_conv',
-                'linear': 'head.fc'
-            }[parts[1]]
+            prefix = dict(
+                final_conv='backbone.final_conv', linear='head.fc')[parts[1]]
         for name, array in group.items():
             if prefix is None or name not in _PARAMS:
                 unused.append(f'{module}:{name}')
@@ -276,10 +240,8 @@ def convert_deepmind_params(params: Params,
         else:
             module = {'backbone.final_conv': 'final_conv'}.get(path, 'linear')
         linear = module.endswith(('linear', 'linear_1'))
-        name = {
-            'weight': 'w',
-            'bias': 'b' if linear else 'bias'
-        }.get(param, param)
+        name = dict(
+            weight='w', bias='b' if linear else 'bias').get(param, param)
         return f'{root}{SEP}{module}:{name}'
 
     check_converted(out, arch or infer_arch(out), unused, deepmind_name)
@@ -293,10 +255,8 @@ def convert_deepmind_file(src: str,
     """Read ``src``, convert, check, then (only then) write ``dst``.
 
     Args:
-        arch (str, optional): NFNet arch name (e.g. ``'f0'``); inferred
-            from the block count when both ``arch`` and ``depths`` are None.
-        depths (Sequence[int], optional): Blocks per stage, for archs that
-            are not named (the rest of the arch is read from the shapes).
+        arch (str, optional): An arch name (e.g. ``'f0'``); None: inferred.
+        depths (Sequence[int], optional): Blocks per stage, for unnamed archs.
     """
     from ..models.backbones.nfnet import NFNet
     params = load_deepmind_file(src)

@@ -1,13 +1,6 @@
-"""timm ``dm_nfnet_f*`` weights -> an MMPretrain ImageClassifier checkpoint.
+"""timm ``dm_nfnet_f*`` weights -> an ImageClassifier (``padding='same'``).
 
-The keys (``backbone.*``, ``head.fc.*``) load with ``strict=True`` into an
-``ImageClassifier`` (NFNet with ``padding='same'``, GAP, ``NFNetClsHead``);
-every key must be converted by one rule and fill the model exactly.
-
-Numerics: timm uses the exact (erf) GELU and WS ``(W - mean) / sqrt(fan_in *
-(var + 1e-5))``, ours DeepMind's ``rsqrt(max(fan_in * var, 1e-4))`` and the
-tanh GELU; ``act_cfg=dict(type='GELU', approximate='none')`` comes closer.
-"""
+timm's numerics differ: exact GELU, WS eps 1e-5 inside the variance."""
 import os.path as osp
 import re
 from collections import OrderedDict
@@ -33,9 +26,7 @@ def _same(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-# (source regex, target template, tensor transform), first match wins. A
-# transform never fails: a tensor of the wrong shape keeps a wrong shape,
-# which the check against the model reports.
+# (source regex, target template, tensor transform), first match wins
 TIMM_KEY_RULES: List[Tuple[str, str, Callable]] = [
     (_CONV + r'\.(?P<n>weight|bias)', 'backbone.{p}.{n}', _same),
     # timm's gain is [O, 1, 1, 1], ours [O]
@@ -67,12 +58,8 @@ def convert_timm_state_dict(
     """Map a timm ``dm_nfnet_f*`` state dict to our ImageClassifier keys.
 
     Args:
-        arch (str | dict, optional): The NFNet arch to fill. Defaults to the
-            one the tensors show (:func:`~.common.infer_arch`).
-
-    Raises:
-        ConversionError: Two keys converted to one, or every key that does
-            not fill the model exactly, in one message.
+        state_dict (dict): timm's state dict.
+        arch (str | dict, optional): The arch to fill; None infers it.
     """
     converted, unused = OrderedDict(), []
     for key, value in state_dict.items():
@@ -93,9 +80,8 @@ def convert_timm_state_dict(
 
 
 def load_timm_file(path: str) -> Dict[str, torch.Tensor]:
-    """timm's state dict from ``.safetensors`` or a torch file (read with
-    ``weights_only=True``; maybe under ``'state_dict'``, ``'model'`` or
-    ``'state_dict_ema'``)."""
+    """timm's state dict from ``.safetensors`` or a weights-only torch file
+    (maybe under ``'state_dict'``, ``'model'`` or ``'state_dict_ema'``)."""
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
         try:
@@ -119,8 +105,7 @@ def load_timm_file(path: str) -> Dict[str, torch.Tensor]:
 
 
 def convert_timm_file(src: str, dst: str, arch: Optional[str] = None) -> dict:
-    """Read ``src``, convert, check, then (only then) write ``dst``; return
-    the saved ``{'state_dict', 'meta'}``."""
+    """Read ``src``, convert, check, then (only then) write ``dst``."""
     arch = arch and arch.lower()
     converted = convert_timm_state_dict(load_timm_file(src), arch)
     meta = dict(

@@ -1,8 +1,6 @@
 """Checkpoint files: clear errors, key checks, prefix strip, atomic writes.
 
-Host-independent; the weights-only loading of MMEngine checkpoints and the
-MMEngine patches are in :mod:`nfnet_mm.compat.checkpoint`.
-"""
+Host-independent; MMEngine's loading and patches: :mod:`nfnet_mm.compat`."""
 import contextlib
 import os
 import os.path as osp
@@ -22,13 +20,11 @@ PathLike = Union[str, os.PathLike]
 
 
 class CheckpointError(Exception):
-    """A checkpoint file that cannot be used as asked; the message names the
-    file."""
+    """A checkpoint file that cannot be used as asked; the message names it."""
 
 
 class NotACheckpointError(CheckpointError):
-    """The file is missing, empty, truncated or not a PyTorch checkpoint at
-    all."""
+    """The file is missing, empty, truncated or not a PyTorch checkpoint."""
 
 
 class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
@@ -40,12 +36,9 @@ class CheckpointMismatchError(CheckpointError):
 
 
 def forbidden_globals(err: BaseException) -> List[str]:
-    """The pickled globals a weights-only or allow-list unpickler refused.
-
-    Reads ``err`` and the error it was raised from: their ``names``, else an
-    :class:`UnsafeCheckpointError`'s message, else the names in torch's
-    ``GLOBAL <name>`` message (its unpickler stops at the first).
-    """
+    """The pickled globals an unpickler refused: ``names`` of ``err`` or its
+    context, an :class:`UnsafeCheckpointError`'s message, or torch's ``GLOBAL
+    <name>`` (torch stops at the first)."""
     for exc in (err, err.__context__):  # torch re-raises ours
         if getattr(exc, 'names', None):
             return list(exc.names)
@@ -55,13 +48,8 @@ def forbidden_globals(err: BaseException) -> List[str]:
 
 
 def describe_unreadable(path: str) -> str:
-    """Why ``path`` is no checkpoint, from its first bytes (never printing
-    them).
-
-    Returns a phrase such as ``'is empty'`` or ``'is a text file'``, for errors
-    of the form ``f'{path} {phrase}'``; the loaders and the converters share
-    it.
-    """
+    """Why ``path`` is no checkpoint, as a phrase for ``f'{path} {phrase}'``
+    (e.g. ``'is empty'``), from its first bytes (never printing them)."""
     with open(path, 'rb') as f:
         head = f.read(512)
     if not head:
@@ -80,10 +68,7 @@ def describe_unreadable(path: str) -> str:
 
 def strip_prefix(state_dict: Mapping[str, Any],
                  prefix: str = 'module.') -> Dict[str, Any]:
-    """``state_dict`` with ``prefix`` removed where a key starts with it.
-
-    The default is DDP's ``module.``, which MMEngine's loaders strip too.
-    """
+    """``state_dict`` with ``prefix`` (default: DDP's) removed from keys."""
     return {
         k[len(prefix):] if k.startswith(prefix) else k: v
         for k, v in state_dict.items()
@@ -103,17 +88,11 @@ def check_state_dict(expected: Mapping[str, Any],
     """Refuse a state dict whose keys or shapes differ from the model's.
 
     Args:
-        expected (Mapping[str, Any]): The model's state dict (tensors may be on
-            the ``meta`` device).
+        expected (Mapping[str, Any]): The model's state dict (may be meta).
         given (Mapping[str, Any]): The checkpoint's state dict.
         source (str): The file (and part of it) named in the error.
         fix (str): The error's last sentence.
-        error (type, optional): A :class:`CheckpointMismatchError` subclass to
-            raise.
-
-    Raises:
-        CheckpointMismatchError: One error listing missing, unexpected and
-            misshaped keys (the first 8 of each, and their number).
+        error (type, optional): A :class:`CheckpointMismatchError` subclass.
     """
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
@@ -135,20 +114,12 @@ def check_state_dict(expected: Mapping[str, Any],
 
 @contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = 'wb') -> Iterator[IO]:
-    """Open a temporary file that replaces ``path`` (or a symlink's target) on
-    success.
-
-    The data is fsynced before ``os.replace`` moves it over the target, so a
-    reader sees the old file or the complete new one; if the block raises (or
-    the process dies), the target is untouched and the temporary file is
-    removed (on exceptions).
+    """Open a temporary file that replaces ``path`` (or a symlink's target),
+    fsynced, on success; if the block raises, the target is untouched.
 
     Args:
         path (str | os.PathLike): The file to write; a symlink stays a link.
         mode (str): ``'wb'`` or ``'w'``. Defaults to ``'wb'``.
-
-    Yields:
-        IO: The open temporary file.
     """
     if mode not in ('wb', 'w'):
         raise ValueError(
@@ -171,8 +142,7 @@ def atomic_write(path: PathLike, mode: str = 'wb') -> Iterator[IO]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    with contextlib.suppress(
-            OSError):  # the rename itself, where directories sync
+    with contextlib.suppress(OSError):  # the rename, where directories sync
         dir_fd = os.open(dirname, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
