@@ -4,7 +4,8 @@
 # label smoothing, NF RandAugment, half-MixUp / half-CutMix on every batch,
 # EMA with warm-up), bf16 autocast, 100 epochs. Not tuned on a GPU yet.
 #
-#   python tools/train.py configs/fashion_mnist/nfnet-s_1xb256_fashion-mnist_gpu.py
+#   python tools/train.py \
+#       configs/fashion_mnist/nfnet-s_1xb256_fashion-mnist_gpu.py
 _base_ = './nfnet-demo_1xb128_fashion-mnist.py'
 
 small_arch = dict(
