@@ -1,8 +1,8 @@
 # Fine-tune an ImageNet-1k NFNet-F0 on Oxford Flowers-102 (8 GPUs x 32 = 256
 # images per step) with the paper's fine-tuning choices (Appendix A.5): SAM rho
-# 0.05, weight decay 1e-5, dropout 0.25, stochastic depth 0.1, EMA with warm-
-# up, linear warm-up over the first third of the steps then cosine to 0. 1500
-# steps here. Point `model.backbone.init_cfg.checkpoint` at your ImageNet
+# 0.05, weight decay 1e-5, dropout 0.25, stochastic depth 0.1, EMA with
+# warm-up, linear warm-up over the first third of the steps then cosine to 0.
+# 1500 steps here. Point `model.backbone.init_cfg.checkpoint` at your ImageNet
 # checkpoint (default placeholder: checkpoints/nfnet-f0_in1k.pth).
 _base_ = [
     '../_base_/models/nfnet/nfnet-f0.py',
