@@ -8,9 +8,10 @@
 # Runs the CUDA-only tests, then NFNet-F0 ours vs timm's dm_nfnet_f0 (bf16;
 # training at batch 128 and 256, eager and torch.compile against timm eager;
 # channels_last on and off; peak memory, MFU, AGC share, SAM(0.2) cost,
-# folded inference), 8 minutes in all, and last the GPU Fashion-MNIST recipe
-# for what time is left (its top-1 so far and the time). Every step runs under
-# its own `timeout`: a slow or failed step is reported and the next one runs.
+# folded inference), F0's memory plan with a measured peak, and
+# last the GPU Fashion-MNIST recipe for what time is left (its top-1 so far
+# and the time). Every step runs under its own `timeout`: a slow or failed
+# step is reported and the next one runs.
 # The report puts the GPU targets next to the measurements.
 #
 # All steps end by GPU_REPORT_DEADLINE_S (default 540 s from the start; a step
@@ -43,8 +44,9 @@ B=${BENCH:-$PY -m lab.benchmark}
 F0="f0 --dtype bf16 --device cuda" B1=128 B2=256
 E="$F0 --steps 20 --warmup 5" C="$F0 --steps 10 --warmup 3"  # eager, compiled
 FMCFG=configs/fashion_mnist/nfnet-s_1xb256_fashion-mnist_gpu.py FMQ=
+MP="configs/nfnet/nfnet-f0_8xb128_in1k.py --peak-batch 128"  # saved bytes on the CPU
 if [ $QUICK = 1 ]; then
-  E=--quick C=--quick B1=2 B2=4 FMCFG=configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py
+  E=--quick C=--quick B1=2 B2=4 MP=--quick FMCFG=configs/fashion_mnist/nfnet-demo_1xb128_fashion-mnist.py
   FMQ="train_cfg.max_epochs=1 train_dataloader.dataset.dataset.indices=1024 val_dataloader.dataset.indices=500"
 fi
 FM=data/fashion-mnist
@@ -58,6 +60,7 @@ STEPS=(
   "eager-b$B2-contiguous|45|$B $E --batch $B2 --no-agc-ablation --no-inference --out $W/eager-b$B2-contiguous.json"
   "compile-b$B1|110|$B $C --batch $B1 --channels-last --compile --timm-eager --no-agc-ablation --no-inference --out $W/compile-b$B1.json"
   "compile-b$B2|95|$B $C --batch $B2 --channels-last --compile --timm-eager --no-agc-ablation --no-inference --out $W/compile-b$B2.json"
+  "memory-plan|30|$PY -m lab.plan_memory $MP --out $W/memory-plan.json"
   "fashion-mnist|80|test -f '$FM/train-images-idx3-ubyte.gz' || { echo no Fashion-MNIST in '$FM': set FASHION_MNIST_ROOT; exit 3; }; $PY tools/train.py $FMCFG --work-dir $W/fmnist --cfg-options 'train_dataloader.dataset.dataset.data_root=$FM' 'val_dataloader.dataset.data_root=$FM' 'test_dataloader.dataset.data_root=$FM' train_cfg.val_interval=1 $FMQ"
 )
 

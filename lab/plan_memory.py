@@ -164,22 +164,37 @@ def parse_args(argv=None):
 
 def main(argv=None) -> list:
     args = parse_args(argv)
-    cache, rows = {}, []
+    if args.peak_batch and not torch.cuda.is_available():
+        sys.exit(
+            'plan_memory: --peak-batch measures a CUDA peak; this machine '
+            'has no CUDA device (drop --peak-batch).')
+    cache, rows, todo = {}, [], []
     if args.quick:
         path = osp.join(REPO, 'configs', 'nfnet', 'nfnet-f0_8xb128_in1k.py')
         model_cfg = Config.fromfile(path).model
         model_cfg.backbone.arch = dict(TINY_ARCH)
         model_cfg.head.in_channels = TINY_ARCH['widths'][-1] * 2
-        rows.append(
-            plan(path, args.gpu_gib, cache, args.device, model_cfg, 32))
-    for path in args.configs or ([] if args.quick else DEFAULT_CONFIGS):
-        rows.append(plan(path, args.gpu_gib, cache, args.device))
+        todo.append((path, model_cfg, 32))
+    todo += [
+        (path, None, None)
+        for path in args.configs or ([] if args.quick else DEFAULT_CONFIGS)
+    ]
+    for path, model_cfg, px in todo:
+        row = plan(path, args.gpu_gib, cache, args.device, model_cfg, px)
+        rows.append(row)
         if args.peak_batch:
-            cfg = Config.fromfile(path)
-            model = _build(cfg.model, rows[-1]['with_cp'], 'cuda')
-            rows[-1]['measured_peak_gib'] = measured_peak(
-                model, args.peak_batch, rows[-1]['train_px']) / GIB
-            rows[-1]['peak_batch'] = args.peak_batch
+            model = _build(
+                model_cfg or Config.fromfile(path).model, row['with_cp'],
+                'cuda')
+            row['measured_peak_gib'] = measured_peak(model, args.peak_batch,
+                                                     row['train_px']) / GIB
+            row['peak_batch'] = args.peak_batch
+            # the same step estimated: one process, SGD with momentum
+            one = state_bytes(row['params'], ema=False, ddp_buckets=False)
+            row['estimated_peak_gib'] = (
+                sum(one.values()) / GIB + row['fixed_gib'] +
+                args.peak_batch * row['act_per_image_cp_gib' if row['with_cp']
+                                      else 'act_per_image_gib'])
     print(
         markdown_table(
             ('config', 'px', 'batch/GPU', 'with_cp', 'act GiB/img',

@@ -469,10 +469,11 @@ def agc_train_steps(wrapper, model, batches, wrapped=None):
 
 
 def agc_ddp_worker(rank: int, world: int, port: int, out_dir: str, steps: int,
-                   batch: int, agc: dict) -> None:
-    """One gloo rank: DDP over AGCTestNet, AGC wrapper, its shard of each
-    batch (a module-level function, so that ``torch.multiprocessing.spawn``
-    can import it in the child processes)."""
+                   batch: int, agc: dict, bucket_view: bool) -> None:
+    """One gloo rank: DDP (``gradient_as_bucket_view=bucket_view``) over
+    AGCTestNet, AGC wrapper, its shard of each batch (a module-level function,
+    so that ``torch.multiprocessing.spawn`` can import it in the child
+    processes)."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -485,7 +486,8 @@ def agc_ddp_worker(rank: int, world: int, port: int, out_dir: str, steps: int,
     try:
         torch.manual_seed(0)
         model = AGCTestNet()
-        ddp = DistributedDataParallel(model)
+        ddp = DistributedDataParallel(
+            model, gradient_as_bucket_view=bucket_view)
         wrapper = AGCOptimWrapper(
             torch.optim.SGD(ddp.parameters(), lr=0.5, momentum=0.9), agc=agc)
         shard = batch // world

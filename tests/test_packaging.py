@@ -112,7 +112,7 @@ def test_pytest_config_registers_markers_and_durations(pytestconfig):
 
 @pytest.mark.cuda
 def test_cuda_marked_tests_run_only_with_cuda():
-    # skipped by tests/conftest.py when there is no CUDA device
+    # skipped by conftest.py (the repository root) when there is no CUDA device
     assert torch.cuda.is_available()
     assert torch.ones(2, device='cuda').sum().item() == 2
 

@@ -116,7 +116,8 @@ def gpu_report(work_dir: str) -> Dict:
 def report_markdown(report: Dict) -> str:
     """``report.md``: targets, step table, Fashion-MNIST, each step."""
     steps = report['steps']
-    env = next((s['result']['env'] for s in steps if 'result' in s), None)
+    env = next((s['result']['env']
+                for s in steps if 'env' in s.get('result', {})), None)
     text = '## GPU report\n\n'
     if env:
         text += (f"Device: {env['device_name']}; torch "
@@ -138,6 +139,15 @@ def report_markdown(report: Dict) -> str:
             text += (f"\nFashion-MNIST recipe (GPU config): top-1 "
                      f"{fm['top1']} after {fm['epochs']} epoch(s), "
                      f"{s['seconds']} s in all ({s['status']}).\n")
+        if 'rows' in s.get('result', {}):  # lab.plan_memory
+            text += f"\n### {s['name']}\n\n" + markdown_table(
+                ('config', 'with_cp', 'batch', 'measured peak GiB',
+                 'estimated GiB'),
+                [(r['config'].split('/')[-1], r['with_cp'],
+                  r.get('peak_batch'), r.get('measured_peak_gib') and round(
+                      r['measured_peak_gib'], 2), r.get('estimated_peak_gib')
+                  and round(r['estimated_peak_gib'], 2))
+                 for r in s['result']['rows']])
         if 'train' in s.get('result', {}):
             text += f"\n### {s['name']}\n\n" + speed_markdown(s['result'])
     return text

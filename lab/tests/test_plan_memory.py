@@ -65,7 +65,24 @@ def test_tiny_arch_table(tmp_path, capsys):
     assert row['fits']
     assert (row['largest_batch']['with_cp'] >
             row['largest_batch']['without_cp'] > 128)
-    # weights, gradients, buckets, momentum and EMA: 5 fp32 copies
-    assert sum(row['state_gib'].values()) == pytest.approx(5 * 4 *
+    # weights, gradients (the DDP buckets are views), momentum and EMA: 4
+    # fp32 copies
+    assert row['state_gib']['ddp_buckets'] == 0
+    assert sum(row['state_gib'].values()) == pytest.approx(4 * 4 *
                                                            row['params'] / GIB)
     assert '| nfnet-f0_8xb128_in1k.py | 32 | 128 |' in capsys.readouterr().out
+
+
+@pytest.mark.cuda
+def test_measured_peak_is_next_to_the_estimate(tmp_path):
+    row, = plan_memory.main(['--quick', '--peak-batch', '8'])
+    assert row['peak_batch'] == 8
+    # the estimate leaves out the CUDA workspace and the logits: same order
+    assert (0.5 * row['measured_peak_gib'] < row['estimated_peak_gib'] <
+            2 * row['measured_peak_gib'])
+
+
+def test_peak_batch_without_cuda_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(SystemExit, match='no CUDA device'):
+        plan_memory.main(['--quick', '--peak-batch', '8'])

@@ -301,7 +301,14 @@ def test_imagenet_configs_carry_paper_values(rel, tmp_path):
         assert cfg.model.type == 'SAMImageClassifier'
         assert cfg.optim_wrapper.rho == 0.05
         assert cfg.optim_wrapper.ascent_fraction == 0.2
-        assert cfg.model_wrapper_cfg.type == 'SAMDistributedDataParallel'
+    # DDP as the Runner's default, plus gradients as bucket views (checked
+    # with AGC and SAM: test_agc.py / test_sam.py, test_ddp_*[True])
+    assert cfg.model_wrapper_cfg == dict(
+        type='SAMDistributedDataParallel' if sam else
+        'MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=False,
+        gradient_as_bucket_view=True)
 
     # schedule: 5 warm-up epochs from ~0, cosine to 0 at the run's end (epoch
     # 360), per iter (resolved: tests/test_engine/test_schedulers.py)

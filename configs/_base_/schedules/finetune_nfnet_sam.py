@@ -21,5 +21,12 @@ optim_wrapper = dict(
             'skip_gain': dict(decay_mult=0.),
         }),
 )
-model_wrapper_cfg = dict(type='SAMDistributedDataParallel')
+# DDP: gradients live in the all-reduce buckets (one copy fewer; AGC clips
+# them in place, SAM's stash keeps them: both tested). Set
+# find_unused_parameters here: the Runner's top-level key no longer applies.
+model_wrapper_cfg = dict(
+    type='SAMDistributedDataParallel',
+    broadcast_buffers=False,
+    find_unused_parameters=False,
+    gradient_as_bucket_view=True)
 auto_scale_lr = dict(base_batch_size=256)

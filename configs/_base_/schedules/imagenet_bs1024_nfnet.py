@@ -43,3 +43,11 @@ test_cfg = dict()
 
 # the lr above is for 1024 images per step
 auto_scale_lr = dict(base_batch_size=1024)
+# DDP: gradients live in the all-reduce buckets (one copy fewer; AGC clips
+# them in place, SAM's stash keeps them: both tested). Set
+# find_unused_parameters here: the Runner's top-level key no longer applies.
+model_wrapper_cfg = dict(
+    type='MMDistributedDataParallel',
+    broadcast_buffers=False,
+    find_unused_parameters=False,
+    gradient_as_bucket_view=True)

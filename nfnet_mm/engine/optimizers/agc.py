@@ -18,6 +18,8 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmpretrain.registry import OPTIM_WRAPPERS
 from torch.optim import Optimizer
 
+from nfnet_mm.utils.sharding import refuse_sharded
+
 __all__ = ['AGCOptimWrapper', 'AmpAGCOptimWrapper', 'unitwise_clip_']
 
 
@@ -59,7 +61,9 @@ class AGCOptimWrapper(OptimWrapper):
     """Optimizer wrapper that applies AGC (eq. 3) before each update.
 
     AGC runs once per update, after gradient accumulation, DDP's all-reduce
-    and AMP un-scaling, before ``clip_grad`` (if set). ``exclude`` is resolved
+    and AMP un-scaling, before ``clip_grad`` (if set). FSDP and multi-process
+    ``ZeroRedundancyOptimizer`` are refused before the first update
+    (:mod:`nfnet_mm.utils.sharding`). ``exclude`` is resolved
     by the first :meth:`optim_context` (or :meth:`bind_model`). A non-finite
     gradient skips the update (under fp16 the ``GradScaler`` skips instead).
     Logs ``train/agc_clip_frac`` and ``train/agc_max_ratio`` per update.
@@ -111,6 +115,7 @@ class AGCOptimWrapper(OptimWrapper):
         self.consecutive_skips = 0
         self.param_names: Optional[dict] = None  # id(param) -> name
         self._excluded: set = set()  # ids of the excluded parameters
+        self._whole_checked = False  # the sharding refusal has run
 
     # step() calls _clip_grad() only if clip_grad_kwargs is set: AGC sets it
     @property
@@ -151,7 +156,15 @@ class AGCOptimWrapper(OptimWrapper):
             yield
 
     def _params(self) -> List[torch.Tensor]:
-        return [p for g in self.optimizer.param_groups for p in g['params']]
+        params = [p for g in self.optimizer.param_groups for p in g['params']]
+        if not self._whole_checked and (self.agc is not None
+                                        or hasattr(self, 'ascend')):
+            names = self.param_names or {}
+            refuse_sharded(((names.get(id(p), f'optimizer parameter {i}'), p)
+                            for i, p in enumerate(params)),
+                           type(self).__name__, self.optimizer)
+            self._whole_checked = True
+        return params
 
     def agc_clip_(self) -> Optional[torch.Tensor]:
         """Apply eq. 3; the stats of :func:`unitwise_clip_` or None if no grad.

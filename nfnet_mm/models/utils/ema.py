@@ -10,6 +10,8 @@ from mmengine.model import BaseTTAModel, ExponentialMovingAverage
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
+from nfnet_mm.utils.sharding import refuse_sharded
+
 __all__ = ['NFNetEMA']
 
 
@@ -21,7 +23,8 @@ class NFNetEMA(ExponentialMovingAverage):
     ``momentum=1e-5``). Update ``t`` (MMEngine's ``steps``, from 0) uses
     :math:`d_t = \min(1 - \text{momentum}, (1 + t) / (10 + t))`. Unlike the
     reference, update 0 copies the weights (MMEngine) instead of mixing in the
-    initial ones; the difference vanishes within a few hundred steps.
+    initial ones; the difference vanishes within a few hundred steps. A model
+    with FSDP-sharded parameters is refused.
 
     Args:
         model (nn.Module): The model to average.
@@ -49,6 +52,7 @@ class NFNetEMA(ExponentialMovingAverage):
             raise ValueError(
                 'NFNetEMA: momentum (= 1 - decay) must be in (0, 0.5]; the '
                 f"paper's decay 0.99999 is momentum=1e-5, got {momentum}.")
+        refuse_sharded(model.named_parameters(), 'NFNetEMA')  # before copying
         super().__init__(
             model,
             momentum=momentum,

@@ -1,11 +1,14 @@
 """The 2-process gloo DDP SAM test's script (run by test_sam.py).
 
-``python sam_ddp_worker.py`` spawns two ranks that run :func:`run_worker`
-and prints ``ranks passed: 2`` when both passed; a failed check in a rank
-fails the script. :mod:`helpers` must be importable (test_sam.py puts
-tests/ in ``PYTHONPATH``); ``test_sam`` is found beside this script.
+``python sam_ddp_worker.py [--bucket-view]`` spawns two ranks that run
+:func:`run_worker` (with ``--bucket-view``: DDP's ``gradient_as_bucket_view``,
+as the shipped SAM configs set it) and prints ``ranks passed: 2`` when both
+passed; a failed check in a rank fails the script. :mod:`helpers` must be
+importable (test_sam.py puts tests/ in ``PYTHONPATH``); ``test_sam`` is found
+beside this script.
 """
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -32,7 +35,8 @@ def _gather(tensor, world_size):
     return out
 
 
-def run_worker(rank: int, world_size: int, port: int) -> None:
+def run_worker(rank: int, world_size: int, port: int,
+               bucket_view: bool) -> None:
     torch.set_num_threads(1)
     os.environ['MASTER_ADDR'] = '127.0.0.1'
     os.environ['MASTER_PORT'] = str(port)
@@ -43,7 +47,10 @@ def run_worker(rank: int, world_size: int, port: int) -> None:
         model = build_sam_model(seed=rank)
         # as the Runner builds it from model_wrapper_cfg
         ddp = MODEL_WRAPPERS.build(
-            dict(type='SAMDistributedDataParallel', module=model))
+            dict(
+                type='SAMDistributedDataParallel',
+                module=model,
+                gradient_as_bucket_view=bucket_view))
         assert isinstance(ddp, SAMDistributedDataParallel)
         wrapper = SAMOptimWrapper(
             optimizer=torch.optim.SGD(ddp.parameters(), lr=LR),
@@ -110,7 +117,7 @@ if __name__ == '__main__':
     import torch.multiprocessing as mp
     mp.spawn(
         run_worker,
-        args=(WORLD_SIZE, free_port()),
+        args=(WORLD_SIZE, free_port(), '--bucket-view' in sys.argv),
         nprocs=WORLD_SIZE,
         join=True)
     print(f'ranks passed: {WORLD_SIZE}')

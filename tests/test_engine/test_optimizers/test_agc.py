@@ -286,11 +286,12 @@ def test_accumulation_equals_double_batch():
 
 # --------------------------------------------------------------------- DDP
 @pytest.mark.slow
-def test_ddp_two_ranks_gloo(tmp_path):
+@pytest.mark.parametrize('bucket_view', [False, True])
+def test_ddp_two_ranks_gloo(tmp_path, bucket_view):
     steps, batch, agc = 3, 8, dict(clipping=CLIP)
     torch.multiprocessing.spawn(
         agc_ddp_worker,
-        args=(2, free_port(), str(tmp_path), steps, batch, agc),
+        args=(2, free_port(), str(tmp_path), steps, batch, agc, bucket_view),
         nprocs=2,
         join=True)
     ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]

@@ -379,16 +379,20 @@ DDP_WORKER = Path(__file__).parent / 'sam_ddp_worker.py'
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_gloo():
+@pytest.mark.parametrize('bucket_view', [False, True])
+def test_ddp_two_processes_gloo(bucket_view):
     """2 CPU processes: ascent not synced (different perturbations), descent
     gradient = all-rank average of the local descent gradients at the local
-    perturbed points, parameters identical across ranks after 3 steps.
+    perturbed points, parameters identical across ranks after 3 steps; with
+    and without DDP's ``gradient_as_bucket_view`` (SAM stashes and restores
+    the gradient tensors).
 
     The worker script spawns the ranks and checks these in each; it imports
     :mod:`helpers` through ``PYTHONPATH`` (and this module from its folder).
     """
     pythonpath = [TESTS] + os.environ.get('PYTHONPATH', '').split(os.pathsep)
-    proc = subprocess.run([sys.executable, str(DDP_WORKER)],
+    proc = subprocess.run([sys.executable, str(DDP_WORKER)] +
+                          ['--bucket-view'] * bucket_view,
                           capture_output=True,
                           text=True,
                           timeout=600,

@@ -1,4 +1,4 @@
-"""Skips ``cuda``-marked tests when no CUDA device is present."""
+"""Skips ``cuda``-marked tests (tests/ and lab/tests/) without CUDA."""
 import pytest
 
 
