@@ -1,9 +1,4 @@
-"""Refusal of sharded training, which AGC, SAM and the EMA do not support.
-
-AGC's unit norms, SAM's perturbation and the EMA's copy need whole parameters;
-under torch's FSDP1 (MMEngine's ``FSDPStrategy``) they see flat shard views,
-under FSDP2 (``fully_shard``) DTensor shards. See ``docs/benchmarks.md``.
-"""
+"""Refusal of sharded training (FSDP1/FSDP2, ZeRO): see docs/benchmarks.md."""
 from typing import Iterable, Optional, Tuple
 
 import torch
@@ -40,12 +35,8 @@ def sharded_kind(param: torch.Tensor) -> Optional[str]:
 def refuse_sharded(named_params: Iterable[Tuple[str, torch.Tensor]],
                    who: str,
                    optimizer: Optional[torch.optim.Optimizer] = None) -> None:
-    """Raise :class:`ShardedTrainingError` at the first sharded parameter.
-
-    ``optimizer``, if given, is refused when it is a multi-process
-    ``ZeroRedundancyOptimizer``: MMEngine 0.10.7 saves checkpoints on rank 0
-    only, and the optimizer's ``state_dict`` is a collective, so a save hangs.
-    """
+    """Raise at the first sharded parameter, or a multi-process ZeRO
+    ``optimizer`` (MMEngine 0.10.7 saves on rank 0 only: a save hangs)."""
     for name, param in named_params:
         kind = sharded_kind(param)
         if kind:
