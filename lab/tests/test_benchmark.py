@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from lab.benchmarks import harness, measures
+from lab.benchmarks import harness, measures, report
 from nfnet_mm.converters.timm import convert_timm_state_dict
 from nfnet_mm.datasets.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT
 
@@ -398,3 +398,17 @@ def test_speed_on_cuda_reports_memory_and_mfu():
     assert 'train: ours SAM0.5 / ours train_step step time' in res['ratios']
     if res['settings']['peak_tflops']:
         assert 0 < res['train']['ours']['mfu'] < 1
+
+
+def test_report_shows_the_memory_plan_step(tmp_path):
+    (tmp_path / 'steps.tsv').write_text('memory-plan\t30\t0\t12\n')
+    row = dict(
+        config='configs/nfnet/nfnet-f0_8xb128_in1k.py',
+        with_cp=False,
+        peak_batch=128,
+        measured_peak_gib=6.04,
+        estimated_peak_gib=5.71)
+    (tmp_path / 'memory-plan.json').write_text(json.dumps(dict(rows=[row])))
+    text = report.report_markdown(report.gpu_report(str(tmp_path)))
+    assert '### memory-plan' in text
+    assert '| nfnet-f0_8xb128_in1k.py | False | 128 | 6.04 | 5.71 |' in text
