@@ -76,8 +76,9 @@ def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Union[str, dict]:
     ]
     f_arch = NFNet.arch_settings['f0']
     for name, arch in NFNet.arch_settings.items():
-        if (arch['depths'], arch['widths'],
-                arch['stem_widths']) == (depths, widths, stem):
+        if arch['style'] == 'deepmind' and (arch['depths'], arch['widths'],
+                                            arch['stem_widths']) == (
+                                                depths, widths, stem):
             return name
     conv1 = _first(state_dict, stage.format(0, 'conv1'))
     fc1 = _first(state_dict, stage.format(0, 'se.fc1'))
@@ -108,16 +109,21 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
                     arch: Union[str, dict],
                     unused: Iterable[str] = (),
                     source_name: Callable[[str], str] = str) -> None:
-    """Refuse weights that do not fill ``NFNet(arch)`` and the head exactly.
+    """Refuse weights that do not fill ``NFNet(arch)`` (or the backbone of
+    a config with a ``type``) and the head exactly.
 
     Args:
         unused (Iterable[str]): Source keys no rule converted.
         source_name (Callable): A target key's name in the source.
     """
+    from mmpretrain.registry import MODELS
+
     from ..models.backbones.nfnet import NFNet
+    cfg = arch if isinstance(arch, dict) and 'type' in arch else dict(
+        type=NFNet, arch=arch)
     try:
         with torch.device('meta'):
-            backbone = NFNet(arch=arch)
+            backbone = MODELS.build(cfg)
     except (ValueError, TypeError) as err:  # an unknown arch name or key
         raise ConversionError(str(err)) from None
     expected = {
@@ -143,9 +149,10 @@ def check_converted(state_dict: Dict[str, torch.Tensor],
     }
     found = {k: v for k, v in problems.items() if v}
     if found:
-        name = arch if isinstance(arch, str) else 'the inferred arch'
+        name = f'NFNet({arch})' if isinstance(arch, str) else (
+            cfg['type'] if 'type' in arch else 'NFNet(the inferred arch)')
         raise ConversionError(
-            f'The weights do not fill NFNet({name}) exactly; nothing was '
+            f'The weights do not fill {name} exactly; nothing was '
             'written. ' + '; '.join(f'{what} ({len(keys)}): {keys}'
                                     for what, keys in found.items()))
 

@@ -261,9 +261,10 @@ def convert_deepmind_file(src: str,
     from ..models.backbones.nfnet import NFNet
     params = load_deepmind_file(src)
     if arch is not None:
-        if arch.lower() not in NFNet.arch_settings:
-            raise ConversionError(f'Unknown arch {arch!r}; valid: '
-                                  f'{sorted(NFNet.arch_settings)}')
+        valid = sorted(k for k, v in NFNet.arch_settings.items()
+                       if v['style'] == 'deepmind')
+        if arch.lower() not in valid:
+            raise ConversionError(f'Unknown arch {arch!r}; valid: {valid}')
         arch = arch.lower()
         named = NFNet.arch_settings[arch]['depths']
         if depths is not None and list(depths) != named:

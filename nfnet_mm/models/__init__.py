@@ -1,4 +1,5 @@
-from .backbones import NFBlock, NFNet, SqueezeExcite, StochasticDepth
+from .backbones import (EfficientChannelAttention, NFBlock, NFNet, NFRegNet,
+                        NFResNet, SqueezeExcite, StochasticDepth)
 from .classifiers import SAMImageClassifier
 from .heads import NFNetClsHead
 from .layers import ScaledWSConv2d
@@ -6,7 +7,8 @@ from .utils import (NFNetEMA, PretrainedKeysError, StrictPretrained,
                     sam_train_step)
 
 __all__ = [
-    'NFBlock', 'NFNet', 'SqueezeExcite', 'StochasticDepth',
+    'EfficientChannelAttention', 'NFBlock', 'NFNet', 'NFRegNet', 'NFResNet',
+    'SqueezeExcite', 'StochasticDepth',
     'SAMImageClassifier', 'NFNetClsHead', 'ScaledWSConv2d', 'NFNetEMA',
     'PretrainedKeysError', 'StrictPretrained', 'sam_train_step'
 ]

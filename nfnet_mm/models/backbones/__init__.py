@@ -1,3 +1,7 @@
-from .nfnet import NFBlock, NFNet, SqueezeExcite, StochasticDepth
+from .nfnet import (EfficientChannelAttention, NFBlock, NFNet, NFRegNet,
+                    NFResNet, SqueezeExcite, StochasticDepth)
 
-__all__ = ['NFBlock', 'NFNet', 'SqueezeExcite', 'StochasticDepth']
+__all__ = [
+    'EfficientChannelAttention', 'NFBlock', 'NFNet', 'NFRegNet', 'NFResNet',
+    'SqueezeExcite', 'StochasticDepth'
+]

@@ -33,12 +33,14 @@ def same_pads(size: int,
 
 
 def _ws(weight, gain, eps, input_scale, in_place):
-    """Eq. (1) per output row, with its row statistics."""
+    """Eq. (1) per output row, with its row statistics (``eps < 0``: timm's
+    ``-eps`` inside the variance)."""
     flat = weight.flatten(1)
     mean = flat.mean(1, keepdim=True)
     out = flat - mean
     sq = torch.linalg.vector_norm(out, dim=1).square()
-    r = torch.rsqrt(torch.clamp(sq, min=eps))
+    r = torch.rsqrt(
+        torch.clamp(sq, min=eps) if eps >= 0 else sq - eps * flat.shape[1])
     k = gain * r * input_scale
     out = out.mul_(k[:, None]) if in_place else out * k[:, None]
     return out.view_as(weight), mean[:, 0], sq, r, k
@@ -50,7 +52,7 @@ class _ScaledWS(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight, gain, eps, input_scale):
         out, mean, sq, r, k = _ws(weight, gain, eps, input_scale, True)
-        kr2 = torch.where(sq >= eps, k * r * r, 0.)
+        kr2 = torch.where(sq >= eps, k * r * r, 0.)  # always if eps < 0
         ctx.save_for_backward(weight, mean, k, kr2, r * input_scale)
         return out
 
@@ -75,12 +77,14 @@ def standardize_weight(weight: torch.Tensor,
     """Scaled weight standardisation, paper eq. (1).
 
     ``gain * (W - mean) * rsqrt(max(var * fan_in, eps)) * input_scale`` over
-    each output unit's fan-in (biased variance, DeepMind's guard).
+    each output unit's fan-in (biased variance, DeepMind's guard); a negative
+    ``eps`` gives timm's ``rsqrt((var - eps) * fan_in)``.
 
     Args:
         weight (Tensor): Conv weight ``[O, I/groups, kh, kw]``.
         gain (Tensor): Per-output-channel gain ``[O]``.
-        eps (float): Lower bound of ``var * fan_in``. Defaults to 1e-4.
+        eps (float): Lower bound of ``var * fan_in`` (negative: timm's
+            epsilon in the variance, negated). Defaults to 1e-4.
         input_scale (float): Constant input gain. Defaults to 1.0.
     """
     tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
@@ -109,7 +113,8 @@ class ScaledWSConv2d(nn.Conv2d):
         dilation (int | tuple[int, int]): Dilation. Defaults to 1.
         groups (int): Groups. Defaults to 1.
         bias (bool): Learnable bias (init 0). Defaults to True.
-        eps (float): Lower bound of ``var * fan_in``. Defaults to 1e-4.
+        eps (float): Lower bound of ``var * fan_in``; negative: ``-eps`` is
+            added to the variance (timm). Defaults to 1e-4.
         gain_init (float): Initial value of the gain. Defaults to 1.0.
         input_scale (float): Constant factor of the input (e.g. gamma), folded
             into the weight; not in the state dict. Defaults to 1.0.

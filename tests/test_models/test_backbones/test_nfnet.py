@@ -7,7 +7,8 @@ from mmpretrain.registry import MODELS
 from timm.models.nfnet import NormFreeNet, _dm_nfnet_cfg
 
 import nfnet_mm  # noqa: F401
-from nfnet_mm.models.backbones.nfnet import NFNet, StochasticDepth
+from nfnet_mm.models.backbones.nfnet import (NFNet, NFRegNet, NFResNet,
+                                            StochasticDepth)
 
 
 def count(model):
@@ -166,8 +167,16 @@ def test_errors():
     with pytest.raises(
             ValueError, match=r'depths must be >= 1.*\[1, 0, 1, 1\]'):
         NFNet(dict(TINY_DIFF, depths=[1, 0, 1, 1]))
-    with pytest.raises(ValueError, match='final_expansion > 0, got .* and 0'):
-        NFNet(dict(TINY_DIFF, final_expansion=0))
+    with pytest.raises(ValueError, match='final_expansion >= 0, got .* -1'):
+        NFNet(dict(TINY_DIFF, final_expansion=-1))
+    with pytest.raises(ValueError, match="style must be.*'keras'"):
+        NFNet(dict(TINY_DIFF, style='keras'))
+    with pytest.raises(ValueError, match="attention must be.*'cbam'"):
+        NFNet(dict(TINY_DIFF, attention='cbam'))
+    with pytest.raises(ValueError, match='depth must be 26, 50 or 101.*34'):
+        NFResNet(depth=34)
+    with pytest.raises(ValueError, match=r"Unknown NFRegNet arch 'b9'.*'b5'"):
+        NFRegNet('b9')
 
 
 def test_other_activation_and_symmetric_padding():
