@@ -24,10 +24,16 @@ def test_index_found_and_registration_idempotent():
 
 
 def test_list_models_names_only_models_with_weights():
-    # DeepMind's released F0-F6; configs without weights are not models
+    # DeepMind's released F0-F6 and timm's six; configs without weights are
+    # not models
     assert set(list_models('nfnet*')) == {
         f'nfnet-f{v}_3rdparty_in1k'
         for v in range(7)
+    } | {'nfnet-l0_3rdparty_in1k'}
+    assert set(list_models('*nf-*')) | set(list_models('eca-nfnet*')) == {
+        'eca-nfnet-l0_3rdparty_in1k', 'eca-nfnet-l1_3rdparty_in1k',
+        'eca-nfnet-l2_3rdparty_in1k', 'nf-resnet50_3rdparty_in1k',
+        'nf-regnet-b1_3rdparty_in1k'
     }
     # MMPretrain's own models are still there
     assert 'resnet50_8xb32_in1k' in list_models('resnet50*')

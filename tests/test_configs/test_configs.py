@@ -100,10 +100,12 @@ def _cpu_optim_wrapper(cfg_optim):
 
 def _tiny_model_cfg(cfg):
     model = copy.deepcopy(cfg.model)
-    model.backbone.arch = TINY_ARCH
+    model.backbone.arch = TINY_ARCH  # over the family's base arch
+    model.backbone.pop('depth', None)
     model.backbone.init_cfg = None  # no pretrained file in tests
-    model.head.in_channels = TINY_ARCH['final_expansion'] * \
-        TINY_ARCH['widths'][-1]
+    with torch.device('meta'):
+        backbone = MODELS.build(model.backbone)
+    model.head.in_channels = backbone.num_features
     return model
 
 
