@@ -600,12 +600,12 @@ def load_downstream_config(name: str) -> Config:
     return Config.fromfile(osp.join(DOWNSTREAM_CONFIG_DIR, name))
 
 
-def check_backbone_config(cfg: Config) -> None:
+def check_backbone_config(cfg: Config, arch: str = 'f0') -> None:
     """What every downstream config must say about the backbone."""
     assert cfg.custom_imports == DOWNSTREAM_CUSTOM_IMPORTS
     backbone = cfg.model.backbone
     assert backbone.type == 'mmpretrain.NFNet'
-    assert backbone.arch == 'f0'
+    assert backbone.arch == arch
     assert tuple(backbone.out_indices) == (0, 1, 2, 3)
     assert backbone.init_cfg.type == 'StrictPretrained'
     assert backbone.init_cfg.prefix == 'backbone.'

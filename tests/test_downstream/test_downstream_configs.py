@@ -1,4 +1,4 @@
-"""Our downstream configs as shipped: type naming across scopes, F0 channels.
+"""Our downstream configs as shipped: type naming across scopes, channels.
 
 NFNet is registered in MMPretrain's MODELS. MMDet's and MMSeg's MODELS are
 its siblings (all children of MMEngine's root registry), so from their
@@ -36,7 +36,10 @@ CONFIGS = {
     'upernet_nfnet-f0_4xb4-160k_ade20k-512x512.py': 'mmseg',
     'retinanet_nfnet-f0_fpn_1x_coco.py': 'mmdet',
     'faster-rcnn_nfnet-f0_fpn_1x_coco.py': 'mmdet',
+    'retinanet_eca-nfnet-l0_fpn_1x_coco.py': 'mmdet',
 }
+# the arch and its four output widths (timm's eca_nfnet_l0 ends at 2304)
+ARCHS = {'eca-l0': [256, 512, 1536, 2304], 'f0': F0_CHANNELS}
 
 
 def _models(scope: str):
@@ -58,15 +61,17 @@ def test_backbone_type_needs_the_mmpretrain_prefix(scope):
 
 
 @pytest.mark.parametrize('config', sorted(CONFIGS))
-def test_shipped_config_f0_backbone_matches_the_neck(config):
-    """The F0 backbone as configured feeds the neck/decoder the right widths.
+def test_shipped_config_backbone_matches_the_neck(config):
+    """The backbone as configured feeds the neck/decoder the right widths.
 
-    Built and run on the ``meta`` device: shapes only, no F0 compute.
+    Built and run on the ``meta`` device: shapes only, no compute.
     """
     scope = CONFIGS[config]
     cfg = load_downstream_config(config)
     assert cfg.default_scope == scope
-    check_backbone_config(cfg)
+    arch = 'eca-l0' if 'eca-nfnet-l0' in config else 'f0'
+    check_backbone_config(cfg, arch)
+    channels = ARCHS[arch]
     backbone_cfg = cfg.model.backbone.copy()
     backbone_cfg.init_cfg = None
     with DefaultScope.overwrite_default_scope(scope), torch.device('meta'):
@@ -74,16 +79,16 @@ def test_shipped_config_f0_backbone_matches_the_neck(config):
         outs = backbone(torch.empty(1, 3, 256, 320))
     assert isinstance(backbone, NFNet)
     assert [tuple(o.shape) for o in outs] == [
-        (1, c, 256 // s, 320 // s) for c, s in zip(F0_CHANNELS, (4, 8, 16, 32))
+        (1, c, 256 // s, 320 // s) for c, s in zip(channels, (4, 8, 16, 32))
     ]
     if scope == 'mmseg':
         assert cfg.model.pretrained is None
-        assert cfg.model.decode_head.in_channels == F0_CHANNELS
+        assert cfg.model.decode_head.in_channels == channels
         assert cfg.model.decode_head.in_index == [0, 1, 2, 3]
         aux_index = cfg.model.auxiliary_head.in_index
-        assert cfg.model.auxiliary_head.in_channels == F0_CHANNELS[aux_index]
+        assert cfg.model.auxiliary_head.in_channels == channels[aux_index]
     else:
-        assert cfg.model.neck.in_channels == F0_CHANNELS
+        assert cfg.model.neck.in_channels == channels
         frozen = [backbone.stem, backbone.stages[0]]
         assert cfg.model.backbone.frozen_stages == 1
         assert all(not p.requires_grad for m in frozen for p in m.parameters())
