@@ -9,6 +9,9 @@ docs/benchmarks.md). Examples::
     # GPU (one step of lab/gpu_report.sh)
     python -m lab.benchmark f0 --batch 256 --dtype bf16 \
         --channels-last --compile --timm-eager --device cuda
+    # any of timm's NF models against timm's model of the same name
+    python -m lab.benchmark eca_nfnet_l0 --batch 4 --img-size 128 \
+        --device cpu
     # CI smoke run: tiny arch, batch 2, 32 px, 2 warm-up + 3 steps
     python -m lab.benchmark --quick --out quick.json
 """
@@ -23,6 +26,7 @@ import torch
 from lab.benchmarks.harness import TINY_ARCH, VARIANTS, write_json
 from lab.benchmarks.measures import speed
 from lab.benchmarks.report import speed_markdown
+from nfnet_mm.converters import TIMM_MODELS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         'arch',
         nargs='?',
-        help=f'{", ".join(VARIANTS)}, tiny or an arch dict (JSON)')
+        help=f'{", ".join(VARIANTS)}, a timm NF name (eca_nfnet_l0, ...), '
+        'tiny or an arch dict (JSON)')
     p.add_argument('--batch', type=int, help='defaults to 32 (2: --quick)')
     p.add_argument(
         '--img-size', type=int, help="defaults to the variant's train size")
@@ -64,9 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--threads', type=int, help='torch.set_num_threads')
     p.add_argument(
         '--padding',
-        default='same',
         dest='paddings',
-        help="ours with each of 'same,symmetric'")
+        help="ours with each of 'same,symmetric' (default: the arch's)")
     p.add_argument(
         '--ours-act', choices=['tanh', 'erf'], help='our GELU approximation')
     p.add_argument('--drop-path-rate', type=float, default=0.)
@@ -107,6 +111,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error('--img-size is required with an arch dict')
     elif args.arch.lower() in VARIANTS:
         args.arch = args.arch.lower()
+    elif args.arch in TIMM_MODELS:
+        args.img_size = args.img_size or 224
     else:
         p.error(f'unknown variant {args.arch!r}; valid: '
                 f'{", ".join(VARIANTS)}, tiny or an arch dict as JSON')
@@ -115,8 +121,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.warmup = 5 if args.warmup is None else args.warmup
     args.device = args.device or ('cuda'
                                   if torch.cuda.is_available() else 'cpu')
-    args.paddings = args.paddings.split(',')
-    if not set(args.paddings) <= {'same', 'symmetric'}:
+    args.paddings = args.paddings.split(',') if args.paddings else [None]
+    if not set(args.paddings) <= {'same', 'symmetric', None}:
         p.error(f"--padding: bad value(s) in {args.paddings}; valid: 'same', "
                 "'symmetric'")
     if min(args.batch, args.steps) < 1 or args.warmup < 0:

@@ -196,17 +196,20 @@ def build_ours(arch,
                **backbone) -> nn.Module:
     """Our classifier: NFNet + GAP + NFNetClsHead (+ a data preprocessor).
 
-    ``arch``: an NFNet arch name or dict, or ``'tiny'`` (:data:`TINY_ARCH`);
+    ``arch``: an NFNet arch name or dict, one of timm's NF names, or
+    ``'tiny'`` (:data:`TINY_ARCH`);
     ``sam``: a ``SAMImageClassifier``; ``backbone``: more ``NFNet`` arguments.
     """
     from mmpretrain.registry import MODELS
 
     import nfnet_mm  # noqa: F401  (registers our modules)
-    net = MODELS.build(
-        dict(
-            type='NFNet',
-            **backbone,
-            arch=TINY_ARCH if arch == 'tiny' else arch))
+    from nfnet_mm.converters import TIMM_MODELS
+    if arch in TIMM_MODELS:  # timm's name: its layout and numerics
+        cfg = dict(TIMM_MODELS[arch], **backbone)
+    else:
+        cfg = dict(
+            type='NFNet', **backbone, arch=TINY_ARCH if arch == 'tiny' else arch)
+    net = MODELS.build(cfg)
     return MODELS.build(
         dict(
             type='SAMImageClassifier' if sam else 'ImageClassifier',
@@ -262,9 +265,12 @@ def build_timm(arch,
                num_classes: int = 1000,
                dropout: float = 0.,
                drop_path_rate: float = 0.) -> nn.Module:
-    """timm's ``dm_nfnet_<arch>``, or a ``NormFreeNet`` for an arch dict."""
+    """timm's ``dm_nfnet_<arch>`` (or its model ``arch`` if a timm name), or a
+    ``NormFreeNet`` for an arch dict."""
     import timm
     from timm.models.nfnet import NormFreeNet
+
+    from nfnet_mm.converters import TIMM_MODELS
     if isinstance(arch, dict):
         return NormFreeNet(
             timm_cfg_from_arch(arch),
@@ -272,7 +278,7 @@ def build_timm(arch,
             drop_rate=dropout,
             drop_path_rate=drop_path_rate)
     return timm.create_model(
-        f'dm_nfnet_{arch}',
+        arch if arch in TIMM_MODELS else f'dm_nfnet_{arch}',
         num_classes=num_classes,
         drop_rate=dropout,
         drop_path_rate=drop_path_rate)

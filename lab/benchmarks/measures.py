@@ -134,7 +134,7 @@ def speed(arch,
           channels_last: bool = False,
           compile: bool = False,
           timm_eager: bool = False,
-          paddings: Sequence[str] = ('same', ),
+          paddings: Sequence[Optional[str]] = (None, ),
           ours_act: Optional[str] = None,
           drop_path_rate: float = 0.,
           timm: bool = True,
@@ -158,7 +158,9 @@ def speed(arch,
     with ``with_cp``, our training step with per-block checkpointing too.
 
     Args:
-        arch (str | dict): ``'f0'``..``'f6'`` or an arch dict.
+        arch (str | dict): ``'f0'``..``'f6'``, a timm NF name or an arch
+            dict.
+        paddings (Sequence): Ours with each padding (None: the arch's).
         compile (bool): ``torch.compile`` the forwards (timm's stays eager
             with ``timm_eager``).
         peak_tflops (float, optional): Device peak for MFU; defaults to the
@@ -169,7 +171,7 @@ def speed(arch,
     dev = torch.device(device)
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise RuntimeError(f'device {device!r}: CUDA is not available')
-    variant = arch if isinstance(arch, str) else None
+    variant = arch if isinstance(arch, str) and arch in VARIANTS else None
     dropout = VARIANTS[variant][2] if variant else 0.
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(
