@@ -208,7 +208,9 @@ def build_ours(arch,
         cfg = dict(TIMM_MODELS[arch], **backbone)
     else:
         cfg = dict(
-            type='NFNet', **backbone, arch=TINY_ARCH if arch == 'tiny' else arch)
+            type='NFNet',
+            **backbone,
+            arch=TINY_ARCH if arch == 'tiny' else arch)
     net = MODELS.build(cfg)
     return MODELS.build(
         dict(

@@ -77,8 +77,9 @@ def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Union[str, dict]:
     f_arch = NFNet.arch_settings['f0']
     for name, arch in NFNet.arch_settings.items():
         if arch['style'] == 'deepmind' and (arch['depths'], arch['widths'],
-                                            arch['stem_widths']) == (
-                                                depths, widths, stem):
+                                            arch['stem_widths']) == (depths,
+                                                                     widths,
+                                                                     stem):
             return name
     conv1 = _first(state_dict, stage.format(0, 'conv1'))
     fc1 = _first(state_dict, stage.format(0, 'se.fc1'))

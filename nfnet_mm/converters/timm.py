@@ -24,25 +24,31 @@ __all__ = [
 # timm's name -> our backbone config, with timm's numerics
 TIMM_MODELS: Dict[str, dict] = {
     **{
-        f'dm_nfnet_f{n}': dict(
+        f'dm_nfnet_f{n}':
+        dict(
             type='NFNet',
             arch=f'f{n}',
             act_cfg=dict(type='GELU'),
             ws_style='timm')
         for n in range(7)
     },
-    **{f'nfnet_f{n}': dict(type='NFNet', arch=f'timm-f{n}')
-       for n in range(8)},
+    **{
+        f'nfnet_f{n}': dict(type='NFNet', arch=f'timm-f{n}')
+        for n in range(8)
+    },
     'nfnet_l0': dict(type='NFNet', arch='l0'),
     **{
         f'eca_nfnet_l{n}': dict(type='NFNet', arch=f'eca-l{n}')
         for n in range(4)
     },
-    **{f'nf_regnet_b{n}': dict(type='NFRegNet', arch=f'b{n}')
-       for n in range(6)},
+    **{
+        f'nf_regnet_b{n}': dict(type='NFRegNet', arch=f'b{n}')
+        for n in range(6)
+    },
     **{
         f'nf_{a or ""}resnet{d}': dict(type='NFResNet', depth=d, attention=a)
-        for d in (26, 50, 101) for a in (None, 'se', 'eca')
+        for d in (26, 50, 101)
+        for a in (None, 'se', 'eca')
     },
 }
 
@@ -132,8 +138,8 @@ def convert_timm_state_dict(state_dict: Dict[str, torch.Tensor],
             match = re.fullmatch(pattern, key)
             if match:
                 target = template.format(**match.groupdict()).replace(
-                    '.downsample.conv', '.shortcut.conv').replace(
-                        'stem.conv.', 'stem.conv1.')
+                    '.downsample.conv',
+                    '.shortcut.conv').replace('stem.conv.', 'stem.conv1.')
                 if target in converted:
                     raise ConversionError(f'Two source keys give {target}')
                 converted[target] = fn(value).contiguous()

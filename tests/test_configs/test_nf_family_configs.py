@@ -27,8 +27,8 @@ WEIGHTED = {
     ('eca_nfnet_l2', 'nfnet/eca-nfnet-l2_8xb128_in1k.py'),
     'nf-resnet50_3rdparty_in1k':
     ('nf_resnet50', 'nf_resnet/nf-resnet50_8xb128_in1k.py'),
-    'nf-regnet-b1_3rdparty_in1k':
-    ('nf_regnet_b1', 'nf_regnet/nf-regnet-b1_8xb128_in1k.py'),
+    'nf-regnet-b1_3rdparty_in1k': ('nf_regnet_b1',
+                                   'nf_regnet/nf-regnet-b1_8xb128_in1k.py'),
 }
 
 
@@ -43,10 +43,13 @@ def test_name_builds_timms_model_and_its_config(name):
     # the named config is the converter's architecture, key for key
     with torch.device('meta'):
         ref = MODELS.build(timm_model_cfg(timm_name))
-    assert {k: v.shape
-            for k, v in model.state_dict().items()
-            } == {k: v.shape
-                  for k, v in ref.state_dict().items()}
+    assert {
+        k: v.shape
+        for k, v in model.state_dict().items()
+    } == {
+        k: v.shape
+        for k, v in ref.state_dict().items()
+    }
     assert model._config.filename.endswith(rel)
 
 
@@ -69,8 +72,9 @@ def test_test_pipeline_is_timms_evaluation(name, tmp_path):
     ours = preprocessor(dict(inputs=[packed['inputs']]), False)['inputs'][0]
     with torch.device('meta'):
         theirs = timm.create_model(timm_name)
-    data_cfg = timm.data.resolve_data_config(
-        {}, model=theirs, use_test_size=True)
+    data_cfg = timm.data.resolve_data_config({},
+                                             model=theirs,
+                                             use_test_size=True)
     assert data_cfg['interpolation'] == 'bicubic'
     ref = timm.data.create_transform(**data_cfg)(Image.open(path))
     assert ours.shape == ref.shape

@@ -4,7 +4,7 @@ import os.path as osp
 import pytest
 import timm
 import torch
-from helpers import run_tool
+from helpers import REPO, run_tool
 from mmengine.runner import load_checkpoint
 from mmpretrain.registry import MODELS
 
@@ -79,8 +79,8 @@ def test_converted_logits_and_folding_match_timm(name):
     assert (folded - got).abs().max() <= 1e-5 * scale
 
 
-@pytest.mark.parametrize('name', ['nf_resnet50', 'eca_nfnet_l0',
-                                  'nf_regnet_b1'])
+@pytest.mark.parametrize('name',
+                         ['nf_resnet50', 'eca_nfnet_l0', 'nf_regnet_b1'])
 def test_stage_outputs_are_timms_features(name):
     theirs = _timm_randomized(name)
     ours = _converted(name, theirs)
@@ -94,18 +94,19 @@ def test_stage_outputs_are_timms_features(name):
         ref = theirs.forward_intermediates(
             x, indices=[1, 2, 3], intermediates_only=True)
     assert ours.backbone.out_channels == feats.feature_info.channels()
-    assert [t.shape[1:] for t in got] == [
-        (c, 64 // r, 64 // r) for c, r in zip(feats.feature_info.channels(),
-                                             feats.feature_info.reduction())
-    ]
+    assert [t.shape[1:]
+            for t in got] == [(c, 64 // r, 64 // r) for c, r in zip(
+                feats.feature_info.channels(), feats.feature_info.reduction())]
     for a, b in zip(got[:3], ref):  # the residual stream, unactivated
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_wrong_model_name_is_refused():
     sd = timm.create_model('nf_resnet26').state_dict()
-    with pytest.raises(ConversionError, match=r'missing in the source.*'
-                       r'stages\.2\.2\.conv1\.weight'):
+    with pytest.raises(
+            ConversionError,
+            match=r'missing in the source.*'
+            r'stages\.2\.2\.conv1\.weight'):
         convert_timm_state_dict(sd, model='nf_resnet50')
     with pytest.raises(ConversionError, match="'nf_resnet51'"):
         convert_timm_state_dict(sd, model='nf_resnet51')
@@ -131,3 +132,36 @@ def test_cli_converts_by_model_name(tmp_path, capsys):
     assert run_tool(tool, src, other, '--model', 'nf_regnet_b1') == 1
     assert 'missing in the source' in capsys.readouterr().err
     assert not osp.exists(other)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('rel', [
+    'configs/nf_regnet/nf-regnet-b1_8xb128_in1k.py',
+    'configs/nf_resnet/nf-resnet50_8xb128_in1k.py'
+])
+def test_family_config_exports_folded_onnx(rel, tmp_path):
+    pytest.importorskip('onnxruntime')
+    from nfnet_mm import deploy
+    report = deploy.export_and_check(
+        osp.join(REPO, rel),
+        'none',
+        str(tmp_path / 'model.onnx'),
+        img=osp.join(REPO, 'demo', 'demo.png'),
+        shape=(64, 64))
+    assert report['folded'] and report['max_abs_diff'] <= 1e-4
+
+
+def test_agc_default_exclusion_names_the_family_head():
+    """The shipped AGC exclusion matches every family's classifier weight."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/_base_/schedules/imagenet_bs1024_nfnet.py'))
+    for name in ('nf_resnet26', 'nf_regnet_b0', 'eca_nfnet_l0'):
+        model = MODELS.build(timm_model_cfg(name, num_classes=10))
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        wrapper.bind_model(model)  # resolves `exclude`, or raises
+        names = {id(p): n for n, p in model.named_parameters()}
+        assert [names[i] for i in wrapper._excluded] == ['head.fc.weight']

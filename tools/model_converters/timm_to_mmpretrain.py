@@ -29,8 +29,7 @@ if __name__ == '__main__':
     parser.add_argument(
         '--arch', help='NFNet arch name (default: read from '
         'the tensors)')
-    parser.add_argument(
-        '--model', help="timm's model name, e.g. eca_nfnet_l0")
+    parser.add_argument('--model', help="timm's model name, e.g. eca_nfnet_l0")
     args = parser.parse_args()
     sys.exit(
         run_converter(

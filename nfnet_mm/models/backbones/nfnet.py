@@ -43,11 +43,18 @@ _F0 = dict(
 # final conv), a zero-initialised last gain instead of SkipInit, rescaled
 # drop-path, channels rounded to multiples of 8; symmetric padding, SiLU
 _TIMM = dict(style='timm', act=dict(type='SiLU'))
-_L = dict(_F0, **_TIMM, widths=[256, 512, 1536, 1536], group_width=64,
-          bottleneck_ratio=0.25, se_ratio=0.25, final_expansion=1.5)
+_L = dict(
+    _F0,
+    **_TIMM,
+    widths=[256, 512, 1536, 1536],
+    group_width=64,
+    bottleneck_ratio=0.25,
+    se_ratio=0.25,
+    final_expansion=1.5)
 
 
-def make_divisible(value: float, divisor: int = 8,
+def make_divisible(value: float,
+                   divisor: int = 8,
                    round_limit: float = 0.9) -> int:
     """timm's channel rounding: nearest multiple of ``divisor``, at least
     ``divisor``, one more if that loses over ``1 - round_limit``."""
@@ -90,7 +97,8 @@ class StochasticDepth(nn.Module):
         return x * keep
 
     def extra_repr(self) -> str:
-        return f'drop_rate={self.drop_rate}, scale_by_keep={self.scale_by_keep}'
+        return (f'drop_rate={self.drop_rate}, '
+                f'scale_by_keep={self.scale_by_keep}')
 
 
 class SqueezeExcite(nn.Module):
@@ -191,8 +199,8 @@ class NFBlock(nn.Module):
                  style: str = 'deepmind') -> None:
         super().__init__()
         timm = style == 'timm'
-        mid = (in_channels if bottleneck_of_input else
-               out_channels) * bottleneck_ratio
+        mid = (in_channels
+               if bottleneck_of_input else out_channels) * bottleneck_ratio
         mid = make_divisible(mid) if timm else int(mid)
         groups = mid // group_width if group_width else 1
         if groups < 1:
@@ -312,7 +320,8 @@ class NFNet(BaseModule):
         'f4+':
         dict(_F0, depths=[5, 10, 30, 15], widths=[384, 768, 2048, 2048]),
         **{
-            f'timm-f{n}': dict(
+            f'timm-f{n}':
+            dict(
                 _F0,
                 style='timm',
                 act=dict(type='GELU'),
@@ -321,7 +330,8 @@ class NFNet(BaseModule):
         },
         'l0': _L,
         **{
-            f'eca-l{n}': dict(
+            f'eca-l{n}':
+            dict(
                 _L,
                 attention='eca',
                 final_expansion=1.5 if n == 0 else 2,
@@ -411,8 +421,8 @@ class NFNet(BaseModule):
                         alpha=alpha,
                         beta=1. / expected_std,
                         group_width=arch['group_width'],
-                        bottleneck_ratio=1. if first else
-                        arch['bottleneck_ratio'],
+                        bottleneck_ratio=1.
+                        if first else arch['bottleneck_ratio'],
                         se_ratio=arch['se_ratio'],
                         act=self.act,
                         gamma=self.gamma,
@@ -605,7 +615,8 @@ class NFResNet(NFNet):
 
     base_arch = 'resnet50'
     arch_settings = {
-        f'resnet{depth}': dict(
+        f'resnet{depth}':
+        dict(
             _F0,
             style='timm',
             act=dict(type='ReLU'),

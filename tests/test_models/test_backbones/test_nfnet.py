@@ -8,7 +8,7 @@ from timm.models.nfnet import NormFreeNet, _dm_nfnet_cfg
 
 import nfnet_mm  # noqa: F401
 from nfnet_mm.models.backbones.nfnet import (NFNet, NFRegNet, NFResNet,
-                                            StochasticDepth)
+                                             StochasticDepth)
 
 
 def count(model):
