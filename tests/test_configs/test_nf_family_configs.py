@@ -32,7 +32,10 @@ WEIGHTED = {
 }
 
 
-@pytest.mark.parametrize('name', sorted(WEIGHTED))
+@pytest.mark.parametrize('name', [
+    n if n.startswith('nf-regnet') else pytest.param(
+        n, marks=pytest.mark.slow) for n in sorted(WEIGHTED)
+])
 def test_name_builds_timms_model_and_its_config(name):
     timm_name, rel = WEIGHTED[name]
     with torch.device('meta'):
@@ -53,7 +56,10 @@ def test_name_builds_timms_model_and_its_config(name):
     assert model._config.filename.endswith(rel)
 
 
-@pytest.mark.parametrize('name', sorted(WEIGHTED))
+@pytest.mark.parametrize('name', [
+    n if n.startswith('nf-regnet') else pytest.param(
+        n, marks=pytest.mark.slow) for n in sorted(WEIGHTED)
+])
 def test_test_pipeline_is_timms_evaluation(name, tmp_path):
     """Our test pipeline and data preprocessor give timm's eval tensor."""
     timm_name, rel = WEIGHTED[name]

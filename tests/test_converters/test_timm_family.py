@@ -14,14 +14,21 @@ from nfnet_mm.converters import (TIMM_MODELS, ConversionError,
 
 NF_PREFIXES = ('nf_', 'nfnet_', 'dm_nfnet_', 'eca_nfnet_')
 TIMM_NAMES = sorted(n for n in timm.list_models() if n.startswith(NF_PREFIXES))
-BIG = ('nfnet_f', 'dm_nfnet_f')  # F1 and up take a second each to count
 # the six timm-trained weights, then one of every other family
 PARITY = [
     'eca_nfnet_l0', 'eca_nfnet_l1', 'eca_nfnet_l2', 'nfnet_l0', 'nf_resnet50',
     'nf_regnet_b1', 'dm_nfnet_f0', 'nfnet_f0', 'nf_seresnet26',
     'nf_ecaresnet26'
 ]
-SLOW_PARITY = ('eca_nfnet_l1', 'eca_nfnet_l2', 'nfnet_f0', 'dm_nfnet_f0')
+# the fast suite (-m "not slow") keeps the smallest weighted model
+FAST = ('nf_regnet_b1', )
+
+
+def _fast_only(names):
+    return [
+        n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
+        for n in names
+    ]
 
 
 def test_every_timm_nf_name_is_known():
@@ -29,10 +36,7 @@ def test_every_timm_nf_name_is_known():
     assert set(TIMM_NAMES) == set(TIMM_MODELS)
 
 
-@pytest.mark.parametrize('name', [
-    pytest.param(n, marks=pytest.mark.slow)
-    if n.startswith(BIG) and not n.endswith('f0') else n for n in TIMM_NAMES
-])
+@pytest.mark.parametrize('name', _fast_only(TIMM_NAMES))
 def test_parameter_count_is_timms(name):
     with torch.device('meta'):
         ours = MODELS.build(timm_model_cfg(name))
@@ -61,10 +65,7 @@ def _converted(name, timm_model, num_classes=1000):
     return ours
 
 
-@pytest.mark.parametrize('name', [
-    pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PARITY else n
-    for n in PARITY
-])
+@pytest.mark.parametrize('name', _fast_only(PARITY))
 def test_converted_logits_and_folding_match_timm(name):
     theirs = _timm_randomized(name, num_classes=10)
     ours = _converted(name, theirs, num_classes=10)
@@ -114,6 +115,7 @@ def test_wrong_model_name_is_refused():
         timm_model_cfg('resnet50')
 
 
+@pytest.mark.slow
 def test_cli_converts_by_model_name(tmp_path, capsys):
     theirs = _timm_randomized('nf_regnet_b0')
     src, dst = tmp_path / 'timm.pth', tmp_path / 'ours.pth'
@@ -151,6 +153,7 @@ def test_family_config_exports_folded_onnx(rel, tmp_path):
     assert report['folded'] and report['max_abs_diff'] <= 1e-4
 
 
+@pytest.mark.slow
 def test_agc_default_exclusion_names_the_family_head():
     """The shipped AGC exclusion matches every family's classifier weight."""
     from mmengine.config import Config
