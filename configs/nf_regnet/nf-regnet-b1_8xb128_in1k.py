@@ -6,23 +6,17 @@
 # Weights: timm's `nf_regnet_b1`, converted with
 # tools/model_converters/timm_to_mmpretrain.py --model nf_regnet_b1.
 _base_ = [
+    '../_base_/models/nfnet/nfnet-f0.py',
     '../_base_/datasets/imagenet_bs128_timm-eval.py',
     '../_base_/schedules/imagenet_bs1024_nfnet.py',
     '../_base_/nfnet_runtime.py',
 ]
 
+# F0's head (dropout 0.2, label smoothing 0.1); stochastic depth 0.1
 model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='NFRegNet', arch='b1', drop_path_rate=0.1),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='NFNetClsHead',
-        num_classes=1000,
-        in_channels=960,
-        dropout_rate=0.2,
-        loss=dict(
-            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        topk=(1, 5)))
+    backbone=dict(
+        _delete_=True, type='NFRegNet', arch='b1', drop_path_rate=0.1),
+    head=dict(in_channels=960))
 optim_wrapper = dict(type='AmpAGCOptimWrapper', dtype='bfloat16', agc=None)
 train_dataloader = dict(
     dataset=dict(

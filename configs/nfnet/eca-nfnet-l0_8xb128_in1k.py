@@ -6,21 +6,12 @@
 # Weights: timm's `eca_nfnet_l0` converted with
 # tools/model_converters/timm_to_mmpretrain.py --model eca_nfnet_l0.
 _base_ = [
+    '../_base_/models/nfnet/nfnet-f0.py',
     '../_base_/datasets/imagenet_bs128_timm-eval.py',
     '../_base_/schedules/imagenet_bs1024_nfnet.py',
     '../_base_/nfnet_runtime.py',
 ]
 
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='NFNet', arch='eca-l0', drop_path_rate=0.25),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='NFNetClsHead',
-        num_classes=1000,
-        in_channels=2304,
-        dropout_rate=0.2,
-        loss=dict(
-            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        topk=(1, 5)))
+# F0's regularisation: dropout 0.2, stochastic depth 0.25, label smoothing 0.1
+model = dict(backbone=dict(arch='eca-l0'), head=dict(in_channels=2304))
 optim_wrapper = dict(type='AmpAGCOptimWrapper', dtype='bfloat16')

@@ -1,29 +1,11 @@
-# ECA-NFNet-L2 (timm: 56.72M parameters, 84.71% top-1 at 384 px),
-# timm's layout and numerics (SiLU, gamma folded into the convs, symmetric
-# padding), trained from scratch with the paper's NFNet recipe at F0's
-# regularisation (timm's own training settings are not published with its
-# code); train at 320 px, test as timm evaluates: bicubic, 384 px, crop 1.0.
-# Weights: timm's `eca_nfnet_l2` converted with
-# tools/model_converters/timm_to_mmpretrain.py --model eca_nfnet_l2.
-_base_ = [
-    '../_base_/datasets/imagenet_bs128_timm-eval.py',
-    '../_base_/schedules/imagenet_bs1024_nfnet.py',
-    '../_base_/nfnet_runtime.py',
-]
+# ECA-NFNet-L2 (timm: 56.72M parameters, 84.71% top-1 at 384 px): ECA-NFNet-L1's
+# recipe (eca-nfnet-l1_8xb128_in1k.py), deeper; train at 320 px, test as timm
+# evaluates: bicubic, 384 px, crop 1.0. Weights: timm's `eca_nfnet_l2`,
+# converted with tools/model_converters/timm_to_mmpretrain.py --model
+# eca_nfnet_l2.
+_base_ = ['./eca-nfnet-l1_8xb128_in1k.py']
 
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='NFNet', arch='eca-l2', drop_path_rate=0.25),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='NFNetClsHead',
-        num_classes=1000,
-        in_channels=3072,
-        dropout_rate=0.2,
-        loss=dict(
-            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        topk=(1, 5)))
-optim_wrapper = dict(type='AmpAGCOptimWrapper', dtype='bfloat16')
+model = dict(backbone=dict(arch='eca-l2'))
 train_dataloader = dict(
     dataset=dict(
         dataset=dict(pipeline=[
