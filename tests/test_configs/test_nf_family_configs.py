@@ -85,3 +85,67 @@ def test_test_pipeline_is_timms_evaluation(name, tmp_path):
     ref = timm.data.create_transform(**data_cfg)(Image.open(path))
     assert ours.shape == ref.shape
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_inferencer_on_converted_weights_gives_timms_scores(tmp_path):
+    """End to end: timm's weights converted, our name's config and pipeline,
+    MMPretrain's inferencer: timm's probabilities on timm's eval tensor."""
+    from mmpretrain import ImageClassificationInferencer
+
+    from nfnet_mm.converters import convert_timm_file
+    torch.manual_seed(0)
+    theirs = timm.create_model('nf_regnet_b1').eval()
+    with torch.no_grad():
+        for key, p in theirs.named_parameters():
+            if key.endswith(('gain', 'bias')):
+                p.add_(0.3 * torch.randn_like(p))
+    src, dst = str(tmp_path / 'timm.pth'), str(tmp_path / 'ours.pth')
+    torch.save(theirs.state_dict(), src)
+    convert_timm_file(src, dst, model='nf_regnet_b1')
+    img = np.random.RandomState(0).randint(0, 256, (300, 400, 3), np.uint8)
+    path = str(tmp_path / 'img.png')
+    Image.fromarray(img).save(path)
+    inferencer = ImageClassificationInferencer(
+        'nf-regnet-b1_3rdparty_in1k', pretrained=dst)
+    scores = inferencer(path)[0]['pred_scores']
+    data_cfg = timm.data.resolve_data_config({},
+                                             model=theirs,
+                                             use_test_size=True)
+    x = timm.data.create_transform(**data_cfg)(Image.open(path))
+    with torch.no_grad():
+        ref = theirs(x[None]).softmax(-1)[0].numpy()
+    np.testing.assert_allclose(scores, ref, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize('cls,kwargs', [('NFRegNet', dict(arch='b0')),
+                                        ('NFResNet', dict(depth=26)),
+                                        ('NFNet', dict(arch='eca-l0'))])
+def test_family_backbones_freeze_checkpoint_and_tap(cls, kwargs):
+    """frozen_stages, with_cp and out_indices as for the F-series."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    nets = [
+        MODELS.build(
+            dict(
+                type=cls,
+                frozen_stages=1,
+                out_indices=(0, 1),
+                with_cp=cp,
+                **kwargs)).train() for cp in (False, True)
+    ]
+    nets[1].load_state_dict(nets[0].state_dict())
+    grads = []
+    for net in nets:
+        outs = net(x)
+        assert [o.shape[1] for o in outs] == net.out_channels[:2]
+        sum(o.square().mean() for o in outs).backward()
+        grads.append({n: p.grad for n, p in net.named_parameters()})
+        assert not any(p.requires_grad for p in net.stem.parameters())
+        assert not any(p.requires_grad for p in net.stages[0].parameters())
+        assert net.stages[0].training is False
+        # stages after the last output are not run: no gradient
+        assert all(p.grad is None for p in net.stages[2].parameters())
+    for name, g in grads[0].items():
+        if g is not None:
+            torch.testing.assert_close(grads[1][name], g)
