@@ -18,7 +18,8 @@ import nfnet_mm
 from mmpretrain import get_model, list_models
 from mmpretrain.apis.model import ModelHub
 print(osp.dirname(nfnet_mm.__file__))
-print(' '.join(list_models('nfnet*')))
+print(' '.join(list_models('nfnet*') + list_models('*nf-*') +
+               list_models('eca-nfnet*')))
 if list_models('nfnet*'):
     print(ModelHub.get('nfnet-f0_3rdparty_in1k').config.filename)
     with torch.device('meta'):
@@ -79,7 +80,14 @@ def test_wheel_lists_and_builds_models_from_its_model_index(tmp_path):
     lines, _ = run()
     assert lines[0] == str(pkg)
     names = set(lines[1].split())
-    assert {f'nfnet-f{v}_3rdparty_in1k' for v in range(7)} == names
+    # DeepMind's F0-F6 and timm's six, from the wheel's own metafiles
+    timm_six = {
+        f'{n}_3rdparty_in1k'
+        for n in ('nfnet-l0', 'eca-nfnet-l0', 'eca-nfnet-l1', 'eca-nfnet-l2',
+                  'nf-resnet50', 'nf-regnet-b1')
+    }
+    assert {f'nfnet-f{v}_3rdparty_in1k'
+            for v in range(7)} | timm_six == names
     # the config comes from the wheel, and builds the repository's model
     assert lines[2].startswith(str(pkg / '.mim' / 'configs'))
     from mmpretrain import get_model

@@ -204,7 +204,7 @@ def build_ours(arch,
 
     import nfnet_mm  # noqa: F401  (registers our modules)
     from nfnet_mm.converters import TIMM_MODELS
-    if arch in TIMM_MODELS:  # timm's name: its layout and numerics
+    if isinstance(arch, str) and arch in TIMM_MODELS:  # timm's name
         cfg = dict(TIMM_MODELS[arch], **backbone)
     else:
         cfg = dict(
