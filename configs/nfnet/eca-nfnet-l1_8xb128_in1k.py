@@ -1,7 +1,7 @@
-# ECA-NFNet-L1 (timm: 41.41M parameters, 84.06% top-1 at 320 px): ECA-NFNet-L0's
-# recipe (eca-nfnet-l0_8xb128_in1k.py), deeper, with a 3072-wide final conv;
-# train at 256 px, test as timm evaluates: bicubic, 320 px, crop 1.0.
-# Weights: timm's `eca_nfnet_l1`, converted with
+# ECA-NFNet-L1 (timm: 41.41M parameters, 84.06% top-1 at 320 px):
+# ECA-NFNet-L0's recipe (eca-nfnet-l0_8xb128_in1k.py), deeper, with a
+# 3072-wide final conv; train at 256 px, test as timm evaluates: bicubic,
+# 320 px, crop 1.0. Weights: timm's `eca_nfnet_l1`, converted with
 # tools/model_converters/timm_to_mmpretrain.py --model eca_nfnet_l1.
 _base_ = ['./eca-nfnet-l0_8xb128_in1k.py']
 

@@ -1,8 +1,8 @@
-# ECA-NFNet-L2 (timm: 56.72M parameters, 84.71% top-1 at 384 px): ECA-NFNet-L1's
-# recipe (eca-nfnet-l1_8xb128_in1k.py), deeper; train at 320 px, test as timm
-# evaluates: bicubic, 384 px, crop 1.0. Weights: timm's `eca_nfnet_l2`,
-# converted with tools/model_converters/timm_to_mmpretrain.py --model
-# eca_nfnet_l2.
+# ECA-NFNet-L2 (timm: 56.72M parameters, 84.71% top-1 at 384 px):
+# ECA-NFNet-L1's recipe (eca-nfnet-l1_8xb128_in1k.py), deeper; train at
+# 320 px, test as timm evaluates: bicubic, 384 px, crop 1.0. Weights: timm's
+# `eca_nfnet_l2`, converted with
+# tools/model_converters/timm_to_mmpretrain.py --model eca_nfnet_l2.
 _base_ = ['./eca-nfnet-l1_8xb128_in1k.py']
 
 model = dict(backbone=dict(arch='eca-l2'))
