@@ -114,8 +114,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     elif args.arch in TIMM_MODELS:
         args.img_size = args.img_size or 224
     else:
-        p.error(f'unknown variant {args.arch!r}; valid: '
-                f'{", ".join(VARIANTS)}, tiny or an arch dict as JSON')
+        p.error(
+            f'unknown variant {args.arch!r}; valid: '
+            f'{", ".join(VARIANTS)}, a timm NF name (e.g. eca_nfnet_l0, '
+            'nf_resnet50; nfnet_mm.converters.TIMM_MODELS), tiny or an arch '
+            'dict as JSON')
     args.img_size = args.img_size or VARIANTS.get(args.arch, [None])[0]
     args.batch, args.steps = args.batch or 32, args.steps or 20
     args.warmup = 5 if args.warmup is None else args.warmup

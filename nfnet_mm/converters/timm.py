@@ -107,12 +107,13 @@ TIMM_KEY_RULES: List[Tuple[str, str, Callable]] = [
 def _timm_name(target: str, name: Optional[str] = None) -> str:
     """Our key -> the timm key it comes from (of timm's model ``name``)."""
     key = re.sub(r'^backbone\.', '', target)
-    attn = '.attn.fc' if name and 'regnet' in name else '.attn_last.fc'
+    kind = TIMM_MODELS[name]['type'] if name else 'NFNet'
+    attn = '.attn.fc' if kind == 'NFRegNet' else '.attn_last.fc'
     for ours, theirs in (('.shortcut.conv', '.downsample.conv'),
                          ('.skip_gain', '.skipinit_gain'), ('.se.fc', attn),
                          ('.eca.', '.attn_last.')):
         key = key.replace(ours, theirs)
-    if name and TIMM_MODELS[name]['type'] != 'NFNet':
+    if kind != 'NFNet':  # one stem conv
         key = key.replace('stem.conv1.', 'stem.conv.')
     return key
 

@@ -46,7 +46,6 @@ _TIMM = dict(style='timm', act=dict(type='SiLU'))
 _L = dict(
     _F0,
     **_TIMM,
-    widths=[256, 512, 1536, 1536],
     group_width=64,
     bottleneck_ratio=0.25,
     se_ratio=0.25,
@@ -268,7 +267,7 @@ class NFBlock(nn.Module):
             scale = attn(out) * scale
         elif self.training and self.drop_path.drop_rate > 0:
             scale = out.new_full((out.shape[0], 1, 1, 1), 1.) * scale
-        if isinstance(scale, float):
+        if not torch.is_tensor(scale):
             return torch.add(shortcut, out, alpha=scale)
         return torch.addcmul(shortcut, out, self.drop_path(scale))
 
@@ -288,7 +287,7 @@ class NFNet(BaseModule):
         arch (str | dict): A name of ``arch_settings`` (``'f0'`` ... ``'f7'``,
             ``'f4+'``: DeepMind's; ``'timm-f0'`` ... ``'timm-f7'``, ``'l0'``,
             ``'eca-l0'`` ... ``'eca-l3'``: timm's) or a dict of the keys that
-            differ from ``base_arch``. Defaults to ``'f0'``.
+            differ from ``base_arch``. Defaults to ``base_arch`` (``'f0'``).
         in_channels (int): Input channels. Defaults to 3.
         out_indices (int | Sequence[int]): Output indices; negatives count
             from the end. Defaults to ``(3, )``.
@@ -341,7 +340,7 @@ class NFNet(BaseModule):
     }
 
     def __init__(self,
-                 arch: Union[str, dict] = 'f0',
+                 arch: Union[str, dict, None] = None,
                  in_channels: int = 3,
                  out_indices: Union[int, Sequence[int]] = (3, ),
                  frozen_stages: int = -1,
@@ -353,7 +352,7 @@ class NFNet(BaseModule):
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.arch = arch = self.parse_arch(arch)
+        self.arch = arch = self.parse_arch(arch or self.base_arch)
         num_stages = len(arch['depths'])
         timm = arch['style'] == 'timm'
         padding = padding or ('symmetric' if timm else 'same')
@@ -441,16 +440,16 @@ class NFNet(BaseModule):
                 block_idx += 1
                 in_channels = width
             self.stages.append(nn.Sequential(*blocks))
-        self.num_features = arch['final_width']
-        if self.num_features is None:
-            self.num_features = int(arch['final_expansion'] * in_channels)
+        width = arch['final_width']
+        if width is None:
+            width = int(arch['final_expansion'] * in_channels)
         self.final_conv = ScaledWSConv2d(
             in_channels,
-            self.num_features,
+            width,
             1,
             input_scale=self.gamma if timm else 1.,
-            **conv_cfg) if self.num_features else None
-        self.num_features = self.num_features or in_channels
+            **conv_cfg) if width else None
+        self.num_features = width or in_channels
         self.out_channels = list(arch['widths'][:-1]) + [self.num_features]
         self._freeze_stages()
 
@@ -594,9 +593,6 @@ class NFRegNet(NFNet):
         'b5': _regnet([3, 7, 14, 14], [80, 168, 336, 704]),
     }
 
-    def __init__(self, arch: Union[str, dict] = 'b0', **kwargs) -> None:
-        super().__init__(arch=arch, **kwargs)
-
 
 @MODELS.register_module()
 class NFResNet(NFNet):
@@ -611,6 +607,8 @@ class NFResNet(NFNet):
         depth (int): 26, 50 or 101. Defaults to 50.
         attention (str, optional): None, ``'se'`` (SE 1/16 after the last
             conv) or ``'eca'``. Defaults to None.
+        arch (str | dict, optional): Instead of ``depth`` and ``attention``:
+            a name of ``arch_settings`` or a dict over ``'resnet50'``.
     """
 
     base_arch = 'resnet50'
@@ -639,9 +637,16 @@ class NFResNet(NFNet):
     def __init__(self,
                  depth: int = 50,
                  attention: Optional[str] = None,
+                 arch: Union[str, dict, None] = None,
                  **kwargs) -> None:
-        if f'resnet{depth}' not in self.arch_settings:
-            raise ValueError(f'NFResNet depth must be 26, 50 or 101, got '
-                             f'{depth!r}.')
-        arch = dict(self.arch_settings[f'resnet{depth}'], attention=attention)
-        super().__init__(arch=kwargs.pop('arch', arch), **kwargs)
+        if arch is not None and (depth, attention) != (50, None):
+            raise ValueError('NFResNet takes depth and attention, or arch; '
+                             f'got depth={depth!r}, attention={attention!r} '
+                             'and an arch.')
+        if arch is None:
+            if f'resnet{depth}' not in self.arch_settings:
+                raise ValueError(f'NFResNet depth must be 26, 50 or 101, got '
+                                 f'{depth!r}.')
+            arch = dict(
+                self.arch_settings[f'resnet{depth}'], attention=attention)
+        super().__init__(arch=arch, **kwargs)

@@ -175,6 +175,8 @@ def test_errors():
         NFNet(dict(TINY_DIFF, attention='cbam'))
     with pytest.raises(ValueError, match='depth must be 26, 50 or 101.*34'):
         NFResNet(depth=34)
+    with pytest.raises(ValueError, match='depth and attention, or arch'):
+        NFResNet(depth=101, arch='resnet50')
     with pytest.raises(ValueError, match=r"Unknown NFRegNet arch 'b9'.*'b5'"):
         NFRegNet('b9')
 
