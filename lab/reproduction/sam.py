@@ -13,7 +13,8 @@ from mmengine.optim import OptimWrapper
 
 from lab.benchmarks.harness import Runner, paired_ratio, time_interleaved
 from nfnet_mm.models.classifiers import SAMImageClassifier
-from nfnet_mm.models.utils.sam_train_step import is_sam_optim_wrapper
+from nfnet_mm.models.utils.sam_train_step import (is_sam_optim_wrapper,
+                                                  sam_train_step)
 
 __all__ = [
     'ASCENTS', 'OtherBatchSAMClassifier', 'sam_optim_wrapper',
@@ -30,37 +31,14 @@ class OtherBatchSAMClassifier(SAMImageClassifier):
 
     Ascent at ``w`` on the first ``ascent_size(B)`` samples of the previous
     batch (this batch at the first step), descent on this whole batch at
-    ``w + e``, then ``w`` is restored: the product's step with the ascent's
-    samples swapped.
+    ``w + e``, then ``w`` is restored (``sam_train_step``'s ``ascent_data``).
     """
 
     def train_step(self, data, optim_wrapper: OptimWrapper):
         if not is_sam_optim_wrapper(optim_wrapper):
             return super().train_step(data, optim_wrapper)
         previous, self._previous = getattr(self, '_previous', None), data
-        with optim_wrapper.optim_context(self):
-            data = self.data_preprocessor(data, True)
-            other = data if previous is None else self.data_preprocessor(
-                previous, True)
-            size = optim_wrapper.ascent_size(len(other['inputs']))
-            ascent_loss, _ = self.parse_losses(
-                self._run_forward(
-                    dict(
-                        inputs=other['inputs'][:size],
-                        data_samples=other['data_samples'][:size]),
-                    mode='loss'))
-        optim_wrapper.ascend(ascent_loss)
-        try:
-            with optim_wrapper.optim_context(self):
-                loss, log_vars = self.parse_losses(
-                    self._run_forward(data, mode='loss'))
-            optim_wrapper.backward(optim_wrapper.scale_loss(loss))
-        finally:
-            optim_wrapper.restore()
-        if optim_wrapper.should_update():
-            optim_wrapper.step()
-            optim_wrapper.zero_grad()
-        return log_vars
+        return sam_train_step(self, data, optim_wrapper, ascent_data=previous)
 
 
 def sam_optim_wrapper(ascent: str, optimizer: dict, rho: float = 0.05) -> dict:

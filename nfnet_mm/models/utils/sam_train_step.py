@@ -36,7 +36,8 @@ def _first_samples(data: Union[dict, tuple, list], optim_wrapper):
 def sam_train_step(model: nn.Module,
                    data: Union[dict, tuple, list],
                    optim_wrapper,
-                   forward_model: nn.Module = None) -> Dict[str, torch.Tensor]:
+                   forward_model: nn.Module = None,
+                   ascent_data=None) -> Dict[str, torch.Tensor]:
     """One SAM iteration, the two-pass replacement of ``train_step``.
 
     The batch is pre-processed once. Ascent on its first
@@ -50,6 +51,9 @@ def sam_train_step(model: nn.Module,
         optim_wrapper (SAMOptimWrapper): A SAM optimizer wrapper.
         forward_model (nn.Module, optional): What runs the forward passes (the
             DDP wrapper of ``model``). Defaults to ``model``.
+        ascent_data (dict | tuple | list, optional): Another batch whose
+            first samples give the ascent (A.4's negative control). Defaults
+            to ``data``.
     """
     if not is_sam_optim_wrapper(optim_wrapper):
         raise TypeError('sam_train_step needs a SAM optimizer wrapper, got '
@@ -57,10 +61,12 @@ def sam_train_step(model: nn.Module,
     forward_model = model if forward_model is None else forward_model
     with optim_wrapper.optim_context(forward_model):
         data = model.data_preprocessor(data, True)
+        ascent = data if ascent_data is None else model.data_preprocessor(
+            ascent_data, True)
     with getattr(forward_model, 'no_sync', nullcontext)():  # a local ascent
         with optim_wrapper.optim_context(forward_model):
             losses = forward_model._run_forward(
-                _first_samples(data, optim_wrapper), mode='loss')
+                _first_samples(ascent, optim_wrapper), mode='loss')
         ascent_loss, _ = model.parse_losses(losses)
         grad_norm, perturbed = optim_wrapper.ascend(ascent_loss)
     try:

@@ -37,17 +37,20 @@ def reference_sam_grad(model,
                        samples,
                        ascent_size,
                        adaptive=False,
-                       w=None):
+                       w=None,
+                       ascent=None):
     """Descent gradient of SAM written out plainly: g on the first
     ``ascent_size`` samples at w; e = rho g/||g|| (ASAM: rho |w|^2 g /
     || |w| g ||); gradient of the whole ``inputs`` at w + e. Returns (grads by
-    name, descent loss, ||g||)."""
+    name, descent loss, ||g||). ``ascent``: other (inputs, samples) whose
+    first ``ascent_size`` give g."""
+    a_inputs, a_samples = ascent or (inputs, samples)
     if w is None:
         w = {n: p.detach().clone() for n, p in model.named_parameters()}
     names = list(w)
     leaves = {n: w[n].clone().requires_grad_(True) for n in names}
-    ascent_loss = _loss(model, leaves, inputs[:ascent_size],
-                        samples[:ascent_size])
+    ascent_loss = _loss(model, leaves, a_inputs[:ascent_size],
+                        a_samples[:ascent_size])
     g = torch.autograd.grad(ascent_loss, [leaves[n] for n in names])
     g_norm = torch.sqrt(sum((gi**2).sum() for gi in g))
     if adaptive:
@@ -102,6 +105,30 @@ def test_sam_step_matches_reference(adaptive):
         log_vars['sam_ascent_grad_norm'], ref_norm, rtol=1e-5, atol=1e-7)
     assert float(log_vars['sam_skipped']) == 0
     assert wrapper.inner_count == 1
+
+
+def test_ascent_on_another_batch_matches_reference():
+    """``ascent_data``: g on the other batch's first samples, descent on
+    this batch (A.4's negative control)."""
+    model = build_sam_model()
+    wrapper = _sam_wrapper(model, ascent_fraction=0.2)
+    w0 = _snapshot(model)
+    inputs, samples = _preprocessed(model, 10, seed=1)
+    other = _preprocessed(model, 10, seed=2)
+    ref_grads, ref_loss, _ = reference_sam_grad(
+        model, inputs, samples, ascent_size=2, ascent=other)
+    own_grads, _, _ = reference_sam_grad(model, inputs, samples, 2)
+
+    log_vars = sam_train_step(
+        model, sam_batch(10, 1), wrapper, ascent_data=sam_batch(10, 2))
+
+    for name, p in model.named_parameters():
+        expected = w0[name] - LR * ref_grads[name]
+        torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(log_vars['loss'], ref_loss, rtol=1e-6,
+                               atol=1e-6)
+    assert any(not torch.allclose(ref_grads[n], own_grads[n], atol=1e-6)
+               for n in ref_grads)
 
 
 def test_sam_differs_from_plain_step():
