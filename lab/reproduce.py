@@ -12,7 +12,7 @@ Examples::
     python -m lab.reproduce --shard 0/2 & python -m lab.reproduce --shard 1/2
     # on a GPU: full 28 px, 4x the epochs, one process
     python -m lab.reproduce --scale gpu --out work_dirs/reproduction_gpu
-    # CI smoke run: a few hundred images, every arm (about a minute)
+    # CI smoke run: a few hundred images, every arm (about 30 s)
     python -m lab.reproduce --quick --out work_dirs/reproduction_quick
 """
 import argparse

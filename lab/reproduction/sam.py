@@ -6,7 +6,7 @@ the *previous* iteration's batch, the paper's negative control (same cost as
 ``'0.2'``, different samples). The step time is measured against a plain step
 of the same model and batch, interleaved (:func:`step_time_ratio`).
 """
-from typing import Optional
+import itertools
 
 import torch
 from mmengine.optim import OptimWrapper
@@ -47,11 +47,11 @@ def sam_optim_wrapper(ascent: str, optimizer: dict, rho: float = 0.05) -> dict:
         raise ValueError(f'ascent must be one of {ASCENTS}, got {ascent!r}')
     if ascent == 'none':
         return dict(type='AGCOptimWrapper', agc=None, optimizer=optimizer)
-    fraction = dict(full=1., other=OTHER_FRACTION).get(ascent)
+    fraction = {'full': 1., '0.2': 0.2, 'other': OTHER_FRACTION}[ascent]
     return dict(
         type='SAMOptimWrapper',
         rho=rho,
-        ascent_fraction=float(ascent) if fraction is None else fraction,
+        ascent_fraction=fraction,
         optimizer=optimizer)
 
 
@@ -59,7 +59,7 @@ def step_time_ratio(model: torch.nn.Module,
                     optim_wrapper: OptimWrapper,
                     batches: list,
                     steps: int = 8,
-                    warmup: int = 2) -> Optional[float]:
+                    warmup: int = 2) -> float:
     """This arm's train step time over a plain step (same model, batches and
     learning rate, no AGC, no SAM), interleaved in this process: the median
     of the paired ratios. The weights move: call it after testing."""
@@ -72,10 +72,8 @@ def step_time_ratio(model: torch.nn.Module,
     model.train()
 
     def runner(name, wrapper):
-        it = iter(range(10**9))
-        return Runner(
-            name, lambda: model.train_step(batches[next(it) % len(batches)],
-                                           wrapper))
+        data = itertools.cycle(batches)
+        return Runner(name, lambda: model.train_step(next(data), wrapper))
 
     runners = [runner('plain', plain), runner('arm', optim_wrapper)]
     time_interleaved(runners, warmup, steps, next(model.parameters()).device)

@@ -478,7 +478,6 @@ def run_sweep(setup: dict,
                     time.sleep(poll_s)
                 print(f'{tag}: lr {run["lr"]:g}', flush=True)
                 result = train_one(run, setup, work_root)
-                result['name'] = run['name']
                 _add_result(path, setup, result)
                 print(
                     f'{tag}: top-1 {result["top1"]:.2f}%, '
